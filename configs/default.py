@@ -1,0 +1,81 @@
+"""Defaults every experiment config starts from; each method's config overrides a few fields.
+
+Run any config with `python -m mmjax.main --config=configs/NAME.py --workdir=DIR`, and override a
+field with `--config.a.b=value`. Config files are Python and run as code: only use trusted ones.
+"""
+
+import ml_collections
+
+
+def synthetic_dataset(variant: str = 'redundant') -> ml_collections.ConfigDict:
+  """The deterministic tri-modal dataset (mmjax.data.synthetic) and its modality mapping."""
+  return ml_collections.ConfigDict({
+      'name': f'synthetic/{variant}',
+      'data_dir': None,        # TFDS_DATA_DIR or TFDS's default when None
+      'raw_data_dir': None,    # MMJAX_RAW_DATA_DIR when None
+      'train_split': 'train',
+      'eval_split': 'validation',
+      'test_split': 'test',
+      'num_workers': 0,        # grain worker processes for decoding (0 = in the main process)
+      # modality → TFDS feature and preprocessing (mmjax.data.preprocess)
+      'modalities': {
+          'image': {'feature': 'image', 'mean': 0.5, 'std': 0.5},
+          'audio': {'feature': 'audio'},
+          'text': {'feature': 'text', 'max_length': 16},
+      },
+      'labels': {'label': 'label'},  # task → TFDS feature
+      'joins': {},
+  })
+
+
+def avmnist_dataset(variant: str = 'standard') -> ml_collections.ConfigDict:
+  """AV-MNIST protocol v1 (docs/datasets.md); audio is stored once per FSDD recording."""
+  ds = synthetic_dataset()
+  ds.name = f'avmnist/{variant}'
+  ds.modalities = {'image': {'feature': 'image', 'mean': 0.5, 'std': 0.5},
+                   'audio': {'feature': 'audio'}}
+  ds.joins = {'audio': {'dataset': f'fsdd/{variant}', 'key': 'audio_id', 'id': 'recording_id',
+                        'feature': 'audio'}}
+  return ds
+
+
+def logmel(sample_rate: int = 8000, **kwargs) -> ml_collections.ConfigDict:
+  cfg = {'name': 'logmel', 'sample_rate': sample_rate, 'n_fft': 256, 'hop_length': 80,
+         'n_mels': 64, 'log_offset': 1e-6}
+  cfg.update(kwargs)
+  return ml_collections.ConfigDict(cfg)
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.batch_size = 64            # global: across all devices and hosts
+  config.num_train_steps = 300
+  config.log_every_steps = 25       # also the host-sync interval (keep small on multi-device CPU)
+  config.eval_every_steps = 100
+  config.checkpoint_every_steps = 100
+  config.max_checkpoints_to_keep = 3
+  config.on_nonfinite = 'stop'      # 'stop' or 'skip' a step whose loss or gradient is not finite
+
+  config.dataset = synthetic_dataset()
+  config.tasks = {'label': {'num_classes': 10, 'weight': 1.0}}
+
+  config.model = ml_collections.ConfigDict()
+  config.model.frontends = {'audio': logmel(hop_length=128, n_mels=32)}
+  config.model.encoders = {
+      'image': {'name': 'cnn'},
+      'audio': {'name': 'cnn'},
+      'text': {'name': 'lstm', 'vocab_size': 64, 'hidden': (64, 64)},
+  }
+  config.model.fusion = {'name': 'late_fusion'}
+  config.model.head = {'hidden': (128, 64), 'dropout': 0.5}
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = 'adamw'
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.schedule = 'cosine'
+  config.optimizer.warmup_steps = 20
+  config.optimizer.weight_decay = 1e-4
+  config.optimizer.momentum = 0.9     # sgd only
+  config.optimizer.grad_clip_norm = 1.0
+  return config

@@ -1,0 +1,190 @@
+"""TFDS (array_record) + grain input pipeline: no TensorFlow.
+
+Every example the model sees is a dict:
+  {'inputs': {modality: array}, 'present': {modality: bool}, 'labels': {task: int32},
+   'mask': bool}   # mask is False only for eval padding
+
+The pipeline is index-based: global position i of an (infinite, per-epoch reshuffled) stream is a
+pure function of (seed, i). Global batch b holds positions [b*B, (b+1)*B); process p reads the
+contiguous block [b*B + p*B/P, b*B + (p+1)*B/P), so the global batch is the same rows in the same
+order for any number of processes, and resuming is just restoring the iterator's position.
+"""
+
+import dataclasses
+import os
+import sys
+from typing import Any, Iterator
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+
+from mmjax.data import preprocess
+from mmjax.errors import UserError
+
+# Builders that mmjax defines, by TFDS name. Any other name is read with tfds.data_source.
+def _builders():
+  from mmjax.data import synthetic  # pylint: disable=import-outside-toplevel
+  builders = {'synthetic': synthetic.Synthetic}
+  try:
+    from mmjax.data import avmnist  # pylint: disable=import-outside-toplevel
+    builders.update(avmnist=avmnist.Avmnist, fsdd=avmnist.Fsdd)
+  except ImportError:
+    pass
+  return builders
+
+
+def data_dir(config) -> str | None:
+  return config.dataset.get('data_dir') or os.environ.get('TFDS_DATA_DIR')
+
+
+def load_source(name: str, config) -> dict[str, Any]:
+  """split → random-access source, building mmjax's own datasets on first use."""
+  base, _, variant = name.partition('/')
+  builders = _builders()
+  if base in builders:
+    kwargs = {'config': variant} if variant else {}
+    builder = builders[base](data_dir=data_dir(config), file_format='array_record', **kwargs)
+    if not builder.is_prepared():
+      raw_dir = config.dataset.get('raw_data_dir') or os.environ.get('MMJAX_RAW_DATA_DIR')
+      dl_config = tfds.download.DownloadConfig(manual_dir=raw_dir) if raw_dir else None
+      builder.download_and_prepare(download_config=dl_config)
+    return builder.as_data_source()
+  try:
+    return tfds.data_source(name, data_dir=data_dir(config))
+  except (tfds.core.registered.DatasetNotFoundError, FileNotFoundError) as e:
+    raise UserError(
+        f'dataset {name!r} not found ({type(e).__name__}); set dataset.name to one of '
+        f'{sorted(builders)} or to a TFDS dataset prepared as array_record under dataset.data_dir'
+    ) from None
+
+
+class Examples:
+  """Maps raw TFDS examples of one split to model examples (see module docstring)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, split: str):
+    self.config = config.dataset
+    sources = load_source(self.config.name, config)
+    if split not in sources:
+      raise UserError(f'dataset {self.config.name!r} has no split {split!r}; '
+                      f'splits: {sorted(sources)}')
+    self.source = sources[split]
+    if len(self.source) == 0:
+      raise UserError(f'split {split!r} of dataset {self.config.name!r} is empty')
+    # Modalities stored once and joined by id (e.g. AV-MNIST audio, one row per recording).
+    self.tables = {}
+    for modality, join in self.config.get('joins', {}).items():
+      self.tables[modality] = _join_table(join, config)
+    for modality, mcfg in self.config.modalities.items():
+      preprocess.PREPROCESSORS.get(mcfg.get('kind', modality), f'dataset.modalities.{modality}')
+
+  def __len__(self):
+    return len(self.source)
+
+  def __call__(self, index: int, mask: bool = True) -> dict:
+    raw = self.source[index]
+    inputs = {}
+    for modality, mcfg in self.config.modalities.items():
+      if modality in self.tables:
+        join = self.config.joins[modality]
+        value = self.tables[modality][int(raw[join.key])]
+      else:
+        value = raw[mcfg.feature]
+      fn = preprocess.PREPROCESSORS.get(mcfg.get('kind', modality))
+      inputs[modality] = fn(value, mcfg)
+    return {
+        'inputs': inputs,
+        'present': {m: np.bool_(True) for m in inputs},
+        'labels': {t: np.int32(raw[feature]) for t, feature in self.config.labels.items()},
+        'mask': np.bool_(mask),
+    }
+
+
+def _join_table(join, config) -> np.ndarray:
+  """All rows of `join.feature` from every split of dataset `join.dataset`, indexed by `join.id`."""
+  sources = load_source(join.dataset, config)
+  rows = {}
+  for source in sources.values():
+    for i in range(len(source)):
+      ex = source[i]
+      rows[int(ex[join.id])] = ex[join.feature]
+  table = np.zeros((max(rows) + 1,) + np.shape(next(iter(rows.values()))),
+                   np.asarray(next(iter(rows.values()))).dtype)
+  for k, v in rows.items():
+    table[k] = v
+  return table
+
+
+class ProcessBlocks(grain.MapDataset):
+  """Process p's share of every global batch: a contiguous block of B/P positions."""
+
+  def __init__(self, parent: grain.MapDataset, global_batch: int, index: int, count: int):
+    super().__init__(parent)
+    self._global, self._local, self._index = global_batch, global_batch // count, index
+    self._length = sys.maxsize if len(parent) >= sys.maxsize else len(parent) // count
+
+  def __len__(self):
+    return self._length
+
+  def __getitem__(self, k):
+    if isinstance(k, slice):
+      return self.slice(k)
+    batch, j = divmod(k, self._local)
+    return self._parent[batch * self._global + self._index * self._local + j]
+
+
+def local_batch_size(global_batch: int) -> int:
+  count, devices = jax.process_count(), jax.local_device_count()
+  if global_batch <= 0 or global_batch % (count * devices):
+    raise UserError(
+        f'batch_size={global_batch} must be a positive multiple of the device count '
+        f'{jax.device_count()} ({count} process(es) x {devices} local devices); '
+        'change --config.batch_size')
+  return global_batch // count
+
+
+def _iterate(ds: grain.MapDataset, config) -> grain.DatasetIterator:
+  it_ds = ds.to_iter_dataset()
+  workers = config.dataset.get('num_workers', 0)
+  if workers:
+    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+  return iter(it_ds)
+
+
+def train_iterator(config) -> grain.DatasetIterator:
+  """An endless iterator of this process's share of each global training batch.
+
+  Its `get_state()` / `set_state()` position is what checkpoints store.
+  """
+  examples = Examples(config, config.dataset.train_split)
+  local = local_batch_size(config.batch_size)
+  ds = grain.MapDataset.range(len(examples)).shuffle(seed=config.seed).repeat()
+  ds = ProcessBlocks(ds, config.batch_size, jax.process_index(), jax.process_count())
+  ds = ds.map(examples).batch(local, drop_remainder=True)
+  return _iterate(ds, config)
+
+
+@dataclasses.dataclass
+class EvalData:
+  """A split for evaluation: every example exactly once, the last batch padded and masked."""
+  examples: Examples
+  config: Any
+
+  @property
+  def num_examples(self) -> int:
+    return len(self.examples)
+
+  def __iter__(self) -> Iterator[dict]:
+    n, batch = len(self.examples), self.config.batch_size
+    local = local_batch_size(batch)
+    padded = -(-n // batch) * batch
+    ds = ProcessBlocks(grain.MapDataset.range(padded), batch, jax.process_index(),
+                       jax.process_count())
+    ds = ds.map(lambda i: self.examples(min(i, n - 1), mask=i < n)).batch(local)
+    return _iterate(ds, self.config)
+
+
+def eval_data(config, split: str) -> EvalData:
+  return EvalData(Examples(config, split), config)

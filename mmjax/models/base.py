@@ -1,0 +1,38 @@
+"""What every encoder and fusion module agrees on, and the registries that name them."""
+
+from typing import Optional
+
+import flax
+import jax.numpy as jnp
+
+from mmjax.registry import Registry
+
+# An encoder maps one modality's input to an `Encoding`; a fusion maps {modality: Encoding} plus
+# a presence mask [batch, n_modalities] to one vector per example (or, for decision-level fusion,
+# to logits per task). A module is added with `@ENCODERS.register('name')`.
+ENCODERS = Registry('encoder')
+FUSIONS = Registry('fusion')
+FRONTENDS = Registry('front end')
+
+
+@flax.struct.dataclass
+class Encoding:
+  """One modality's representation.
+
+  pooled: [batch, dim] summary vector.
+  tokens: [batch, length, dim] sequence for attention-based fusion, or None.
+  token_mask: [batch, length] bool, True at real (non-padding) tokens, or None.
+  """
+  pooled: jnp.ndarray
+  tokens: Optional[jnp.ndarray] = None
+  token_mask: Optional[jnp.ndarray] = None
+
+
+def mask_encoding(enc: Encoding, present: jnp.ndarray) -> Encoding:
+  """Zeroes an absent modality's features so nothing of its content can leak into fusion."""
+  keep = present.astype(enc.pooled.dtype)
+  tokens = token_mask = None
+  if enc.tokens is not None:
+    token_mask = enc.token_mask & present[:, None]
+    tokens = enc.tokens * token_mask[..., None].astype(enc.tokens.dtype)
+  return Encoding(enc.pooled * keep[:, None], tokens, token_mask)

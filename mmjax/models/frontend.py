@@ -1,0 +1,96 @@
+"""Audio front ends, run on the device inside the model: waveform [B, T] → log-mel [B, frames, mels].
+
+Computed in JAX so changing n_mels, window or hop needs no dataset rebuild and runs on the
+accelerator. The mel filterbank follows librosa's defaults (Slaney mel scale and area
+normalisation), so `librosa.feature.melspectrogram(..., center=False, power=2)` is the reference.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmjax.models.base import FRONTENDS
+
+
+def _hz_to_mel(f):
+  f = np.asarray(f, np.float64)
+  f_sp, min_log_hz = 200.0 / 3, 1000.0
+  min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+  return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep,
+                  f / f_sp)
+
+
+def _mel_to_hz(m):
+  m = np.asarray(m, np.float64)
+  f_sp, min_log_hz = 200.0 / 3, 1000.0
+  min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+  return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
+                   fmax: float | None = None) -> np.ndarray:
+  """[n_fft // 2 + 1, n_mels] Slaney-normalised triangular filters (librosa.filters.mel)."""
+  fmax = sample_rate / 2 if fmax is None else fmax
+  fft_freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+  mel_freqs = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+  fdiff = np.diff(mel_freqs)
+  ramps = mel_freqs[:, None] - fft_freqs[None, :]
+  lower = -ramps[:-2] / fdiff[:-1, None]
+  upper = ramps[2:] / fdiff[1:, None]
+  weights = np.maximum(0, np.minimum(lower, upper))
+  weights *= (2.0 / (mel_freqs[2:n_mels + 2] - mel_freqs[:n_mels]))[:, None]
+  return weights.T.astype(np.float32)
+
+
+@FRONTENDS.register('logmel')
+class LogMel(nn.Module):
+  """Log-mel spectrogram with optional SpecAugment-style time/frequency masking in training."""
+  sample_rate: int = 8000
+  n_fft: int = 256
+  hop_length: int = 80
+  n_mels: int = 64
+  fmin: float = 0.0
+  fmax: float | None = None
+  log_offset: float = 1e-6
+  time_masks: int = 0      # SpecAugment: number of time masks (0 = off)
+  time_mask_width: int = 10
+  freq_masks: int = 0
+  freq_mask_width: int = 8
+
+  @nn.compact
+  def __call__(self, wave, train: bool = False):
+    n_frames = 1 + (wave.shape[-1] - self.n_fft) // self.hop_length
+    idx = np.arange(self.n_fft)[None, :] + self.hop_length * np.arange(n_frames)[:, None]
+    window = np.hanning(self.n_fft + 1)[:-1].astype(np.float32)  # periodic Hann, as librosa
+    frames = wave[..., idx] * window
+    power = jnp.abs(jnp.fft.rfft(frames, axis=-1)) ** 2
+    mel = power @ mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax)
+    logmel = jnp.log(mel + self.log_offset)
+    if train and (self.time_masks or self.freq_masks):
+      logmel = self._spec_augment(logmel)
+    return logmel
+
+  def _spec_augment(self, x):
+    rng = self.make_rng('augment')
+    b, t, f = x.shape
+    for axis, count, width, size in ((1, self.time_masks, self.time_mask_width, t),
+                                     (2, self.freq_masks, self.freq_mask_width, f)):
+      for _ in range(count):
+        rng, k1, k2 = jax.random.split(rng, 3)
+        w = jax.random.randint(k1, (b, 1), 0, width + 1)
+        start = jax.random.randint(k2, (b, 1), 0, jnp.maximum(size - w, 1))
+        pos = jnp.arange(size)[None, :]
+        drop = (pos >= start) & (pos < start + w)
+        drop = drop[:, :, None] if axis == 1 else drop[:, None, :]
+        x = jnp.where(drop, x.mean(axis=(1, 2), keepdims=True), x)
+    return x
+
+
+@FRONTENDS.register('identity')
+class Identity(nn.Module):
+  """For inputs that arrive already as features (e.g. a stored spectrogram)."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    return x

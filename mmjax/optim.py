@@ -1,0 +1,41 @@
+"""Optax optimizer and learning-rate schedule from `config.optimizer`."""
+
+import jax
+import optax
+
+from mmjax.errors import UserError
+
+
+def schedule(config) -> optax.Schedule:
+  opt = config.optimizer
+  lr, steps = opt.learning_rate, config.num_train_steps
+  warmup = min(opt.get('warmup_steps', 0), steps)
+  if opt.schedule == 'cosine':
+    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, steps, end_value=lr * opt.get(
+        'end_learning_rate_factor', 0.0)) if warmup else optax.cosine_decay_schedule(lr, steps)
+  if opt.schedule == 'constant':
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)],
+                                [warmup]) if warmup else optax.constant_schedule(lr)
+  raise UserError(f"unknown schedule {opt.schedule!r} (optimizer.schedule); valid names: "
+                  "constant, cosine")
+
+
+def _decay_mask(params):
+  """Weight decay on kernels and embeddings only: not on biases or norm scales (all 1-D)."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def make(config) -> optax.GradientTransformation:
+  opt = config.optimizer
+  lr = schedule(config)
+  if opt.name == 'adamw':
+    core = optax.adamw(lr, b1=opt.get('b1', 0.9), b2=opt.get('b2', 0.999),
+                       weight_decay=opt.weight_decay, mask=_decay_mask)
+  elif opt.name == 'sgd':
+    core = optax.chain(optax.add_decayed_weights(opt.weight_decay, mask=_decay_mask),
+                       optax.sgd(lr, momentum=opt.get('momentum', 0.9) or None,
+                                 nesterov=opt.get('nesterov', False)))
+  else:
+    raise UserError(f'unknown optimizer {opt.name!r} (optimizer.name); valid names: adamw, sgd')
+  clip = opt.get('grad_clip_norm', 0.0)
+  return optax.chain(optax.clip_by_global_norm(clip), core) if clip else core
