@@ -1,0 +1,79 @@
+"""Building blocks shared by the transformer encoders and the attention-based fusions."""
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+
+def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
+  """[length, dim] fixed sine/cosine position codes (Vaswani et al., 2017)."""
+  pos = np.arange(length)[:, None]
+  freq = np.exp(-np.log(10000.0) * np.arange(0, dim, 2) / dim)
+  pe = np.zeros((length, dim), np.float32)
+  pe[:, 0::2] = np.sin(pos * freq)
+  pe[:, 1::2] = np.cos(pos * freq)[:, : dim // 2]
+  return pe
+
+
+class AddPositions(nn.Module):
+  """Adds learned or sinusoidal position embeddings to [B, L, D]."""
+  kind: str = 'learned'  # 'learned' or 'sinusoidal'
+  max_length: int = 512
+
+  @nn.compact
+  def __call__(self, x):
+    length, dim = x.shape[-2:]
+    if self.kind == 'sinusoidal':
+      return x + sinusoidal_positions(length, dim)
+    table = self.param('positions', nn.initializers.normal(0.02), (self.max_length, dim))
+    return x + table[:length]
+
+
+def attention_mask(query_mask, key_mask):
+  """[B, Lq], [B, Lk] bool → [B, 1, Lq, Lk] for nn.MultiHeadDotProductAttention."""
+  return nn.make_attention_mask(query_mask, key_mask)
+
+
+class TransformerBlock(nn.Module):
+  """Pre-LayerNorm block: (cross-)attention then MLP, both residual.
+
+  Keys/values come from `context` (self-attention when None); `mask` is [B, 1, Lq, Lk].
+  """
+  num_heads: int = 4
+  mlp_ratio: int = 4
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, mask=None, context=None, train: bool = False):
+    dim = x.shape[-1]
+    h = nn.LayerNorm()(x)
+    kv = h if context is None else nn.LayerNorm()(context)
+    h = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dropout_rate=self.dropout,
+                                        deterministic=not train)(h, kv, mask=mask)
+    x = x + nn.Dropout(self.dropout, deterministic=not train)(h)
+    h = nn.LayerNorm()(x)
+    h = nn.Dense(dim * self.mlp_ratio)(h)
+    h = nn.gelu(h)
+    h = nn.Dense(dim)(h)
+    return x + nn.Dropout(self.dropout, deterministic=not train)(h)
+
+
+class Transformer(nn.Module):
+  """A stack of self-attention blocks over [B, L, D] with a padding mask [B, L]; final LayerNorm."""
+  num_layers: int = 2
+  num_heads: int = 4
+  mlp_ratio: int = 4
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, token_mask, train: bool = False):
+    mask = attention_mask(token_mask, token_mask)
+    for _ in range(self.num_layers):
+      x = TransformerBlock(self.num_heads, self.mlp_ratio, self.dropout)(x, mask, train=train)
+    return nn.LayerNorm()(x)
+
+
+def masked_mean(tokens, token_mask):
+  """Mean over real tokens: [B, L, D], [B, L] → [B, D] (zeros where a row has no real token)."""
+  w = token_mask.astype(tokens.dtype)[..., None]
+  return (tokens * w).sum(axis=1) / jnp.maximum(w.sum(axis=1), 1.0)

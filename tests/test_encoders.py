@@ -1,0 +1,107 @@
+"""Every registered encoder: shapes, jit, finiteness, parameters; padding invariance for text."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mmjax.models import encoders  # noqa: F401  (registers the encoders)
+from mmjax.models.base import ENCODERS
+
+B = 2
+# 47 frames on purpose: patch and pooling sizes need not divide the input.
+INPUTS = {
+    'image': lambda rng: rng.normal(size=(B, 28, 28, 1)).astype(np.float32),
+    'audio': lambda rng: rng.normal(-5.0, 3.0, size=(B, 47, 32)).astype(np.float32),  # log-mel
+    'text': lambda rng: np.array([[5, 9, 2, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                                  list(range(1, 17))], np.int32),
+}
+
+# name → (input kinds it is tested on, constructor kwargs that keep the test fast).
+# A newly registered encoder must be added here.
+ENCODER_INPUTS = {
+    'cnn': (('image', 'audio'), {'features': (8, 16, 16)}),
+    'lenet': (('image', 'audio'), {'channels': 4, 'additional_layers': 2}),
+    'resnet': (('image', 'audio'), {'stage_sizes': (1, 1), 'widths': (8, 16)}),
+    'vit': (('image',), {'dim': 32, 'num_layers': 1, 'dropout': 0.1}),
+    'conv1d': (('audio',), {'features': (16, 16), 'kernel_sizes': (3, 3), 'pool': (True, True)}),
+    'ast': (('audio',), {'dim': 32, 'num_layers': 1}),
+    'transformer': (('text', 'audio'), {'dim': 32, 'num_layers': 1}),
+    'lstm': (('text', 'audio'), {'hidden': (16,), 'embed_dim': 16}),
+    'bilstm': (('text',), {'hidden': (16,), 'embed_dim': 16}),
+    'gru': (('text',), {'hidden': (16,), 'embed_dim': 16}),
+}
+TEXT_ENCODERS = ('transformer', 'lstm', 'bilstm', 'gru')
+
+
+def _key(seed):
+  # XLA:CPU compiles threefry-based initialisation several times slower than the model itself.
+  return jax.random.key(seed, impl='rbg')
+
+
+def _build(name, **overrides):
+  _, kwargs = ENCODER_INPUTS[name]
+  return ENCODERS.get(name)(**{**kwargs, **overrides})
+
+
+def _check(enc):
+  pooled, tokens, mask = enc.pooled, enc.tokens, enc.token_mask
+  assert pooled.ndim == 2 and pooled.shape[0] == B
+  assert np.isfinite(np.asarray(pooled)).all()
+  if tokens is not None:
+    assert tokens.ndim == 3 and mask.shape == tokens.shape[:2] and mask.dtype == jnp.bool_
+    assert tokens.shape[0] == B and tokens.shape[1] > 0
+    assert np.isfinite(np.asarray(tokens)).all()
+
+
+@pytest.mark.parametrize('name', ENCODERS.names())
+def test_encoder(name):
+  if name not in ENCODER_INPUTS:
+    pytest.fail(f'encoder {name!r} is registered but has no entry in ENCODER_INPUTS')
+  kinds, _ = ENCODER_INPUTS[name]
+  model = _build(name)
+  rng = np.random.default_rng(0)
+  for kind in kinds:
+    x = INPUTS[kind](rng)
+    shapes = jax.eval_shape(model.init, _key(0), x)
+    mutable = ['batch_stats'] if 'batch_stats' in shapes else False
+
+    @jax.jit
+    def run(x):  # one compile for init, eval and train: the test is compile-bound
+      variables = model.init(_key(0), x)
+      train = model.apply(variables, x, train=True, mutable=mutable, rngs={'dropout': _key(1)})
+      return variables, model.apply(variables, x), train
+
+    variables, enc, train = run(x)
+    assert sum(p.size for p in jax.tree.leaves(variables['params'])) > 0, (name, kind)
+    _check(enc)
+    if kind == 'text':
+      np.testing.assert_array_equal(enc.token_mask, x != 0)
+    if mutable:
+      train, updates = train
+      assert jax.tree.structure(updates) == jax.tree.structure(
+          {'batch_stats': variables['batch_stats']})
+    _check(train)
+
+
+def _id(v):
+  return v if isinstance(v, str) else ','.join(f'{k}={x}' for k, x in v.items()) or 'defaults'
+
+
+@pytest.mark.parametrize('name, kwargs', [(n, {}) for n in TEXT_ENCODERS] + [
+    ('transformer', {'positions': 'sinusoidal'}), ('transformer', {'cls_token': True})], ids=_id)
+def test_padding_does_not_change_text_encoding(name, kwargs):
+  sentence = [12, 3, 41, 7, 19, 2, 33]
+  n = len(sentence)
+  short, long = (np.array([sentence + [0] * (length - n)], np.int32) for length in (16, 24))
+  model = _build(name, **kwargs)
+
+  @jax.jit
+  def run(short, long):
+    variables = model.init(_key(0), long)
+    return model.apply(variables, short), model.apply(variables, long)
+
+  short, long = run(short, long)
+  np.testing.assert_allclose(short.pooled, long.pooled, atol=1e-5)
+  np.testing.assert_allclose(short.tokens[:, :n], long.tokens[:, :n], atol=1e-5)
+  assert short.token_mask.sum() == long.token_mask.sum() == n
