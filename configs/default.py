@@ -79,3 +79,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.momentum = 0.9     # sgd only
   config.optimizer.grad_clip_norm = 1.0
   return config
+
+
+def keep_modalities(config: ml_collections.ConfigDict, keep) -> ml_collections.ConfigDict:
+  """Drops every modality not in `keep` from the model and the dataset (unimodal baselines)."""
+  for group in (config.model.encoders, config.model.frontends, config.dataset.modalities,
+                config.dataset.joins):
+    for modality in [m for m in group if m not in keep]:
+      del group[modality]
+  return config

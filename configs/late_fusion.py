@@ -24,9 +24,9 @@ def get_config(arg: str = 'avmnist'):
   config.log_every_steps = 50
   config.eval_every_steps = 430
   config.checkpoint_every_steps = 430
-  config.optimizer.name = 'sgd'
+  config.optimizer.name = 'sgd'      # MultiBench's recipe: plain SGD, lr 0.1, weight decay 1e-4
   config.optimizer.learning_rate = 0.1
-  config.optimizer.momentum = 0.9
+  config.optimizer.momentum = 0.0
   config.optimizer.warmup_steps = 50
   config.optimizer.weight_decay = 1e-4
   return config

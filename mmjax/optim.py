@@ -9,7 +9,7 @@ from mmjax.errors import UserError
 def schedule(config) -> optax.Schedule:
   opt = config.optimizer
   lr, steps = opt.learning_rate, config.num_train_steps
-  warmup = min(opt.get('warmup_steps', 0), steps)
+  warmup = min(opt.get('warmup_steps', 0), steps - 1)  # leave the decay at least one step
   if opt.schedule == 'cosine':
     return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, steps, end_value=lr * opt.get(
         'end_learning_rate_factor', 0.0)) if warmup else optax.cosine_decay_schedule(lr, steps)

@@ -1,0 +1,130 @@
+"""The trainer: device-count invariance, checkpoints, resume, the CLI, and bad input."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from mmjax import train
+from mmjax.errors import UserError
+from tests.conftest import REPO, small_config
+
+
+def _run(args, env_extra=None, timeout=300):
+  env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
+  return subprocess.run(['timeout', '-k', '10', str(timeout), sys.executable, *args],
+                        cwd=REPO, env=env, capture_output=True, text=True, check=False)
+
+
+def _train_steps(tmp_path, devices):
+  out = tmp_path / f'steps_{devices}.npz'
+  proc = _run(['tests/scripts/train_steps.py', str(out)],
+              {'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
+               'JAX_PLATFORMS': 'cpu'})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return dict(np.load(out))
+
+
+def test_one_and_four_devices_agree(tmp_path):
+  one, four = _train_steps(tmp_path, 1), _train_steps(tmp_path, 4)
+  assert int(one.pop('devices')) == 1 and int(four.pop('devices')) == 4
+  assert one['losses'][-1] < one['losses'][0]  # it trains
+  assert set(one) == set(four)
+  for name in one:
+    np.testing.assert_allclose(one[name], four[name], rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def _final_state(workdir, step):
+  mngr = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'), item_names=('state', 'data'))
+  out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  return jax.device_get(out.state)
+
+
+def test_checkpoint_round_trip(tmp_path):
+  from mmjax import checkpoint, optim, parallel  # pylint: disable=import-outside-toplevel
+  from mmjax.data import input_pipeline  # pylint: disable=import-outside-toplevel
+  config = small_config()
+  mesh = parallel.make_mesh()
+  model, tx = train.build_model(config), optim.make(config)
+  it = input_pipeline.train_iterator(config)
+  batch = next(it)
+  state = train.init_state(config, model, tx, batch, mesh)
+  state, _ = train.make_train_step(config, model, tx, mesh)(state, parallel.global_batch(batch, mesh))
+  mngr = checkpoint.manager(tmp_path / 'ckpt', 2)
+  checkpoint.save(mngr, 1, state, it.get_state())
+  mngr.wait_until_finished()
+  step, restored, data_state = checkpoint.restore_latest(mngr, checkpoint.abstract(state))
+  assert step == 1 and data_state == it.get_state()
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state), jax.device_get(restored))
+
+
+def test_interrupted_run_resumes_to_identical_result(tmp_path):
+  config = small_config(num_train_steps=8, checkpoint_every_steps=4)
+  full, cut = str(tmp_path / 'full'), str(tmp_path / 'cut')
+  train.train_and_evaluate(config, full)
+  # An interruption anywhere in steps 5-8 leaves exactly the step-4 checkpoint and older metrics.
+  shutil.copytree(full, cut)
+  shutil.rmtree(os.path.join(cut, 'checkpoints', '8'))
+  test_metrics = train.train_and_evaluate(config, cut)
+  jax.tree.map(np.testing.assert_array_equal, _final_state(full, 8), _final_state(cut, 8))
+  lines = lambda w: [json.loads(l) for l in open(os.path.join(w, 'metrics.jsonl'))]
+  strip = lambda e: {k: v for k, v in e.items() if k not in ('examples_per_sec', 'steps_per_sec')}
+  assert [strip(e) for e in lines(full)] == [strip(e) for e in lines(cut)]
+  assert lines(cut)[-1] == {'step': 8, 'split': 'test', **test_metrics}
+
+
+def test_cli_end_to_end(tmp_path):
+  workdir = tmp_path / 'run'
+  proc = _run(['-m', 'mmjax.main', '--config=configs/late_fusion.py:synthetic',
+               f'--workdir={workdir}', '--config.num_train_steps=24', '--config.batch_size=16',
+               '--config.log_every_steps=8', '--config.eval_every_steps=12',
+               '--config.checkpoint_every_steps=12', '--config.optimizer.learning_rate=0.002'])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  config = json.loads((workdir / 'config.json').read_text())
+  assert config['optimizer']['learning_rate'] == 0.002 and config['num_train_steps'] == 24
+  entries = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  assert {e['split'] for e in entries} == {'train', 'validation', 'test'}
+  train_entries = [e for e in entries if e['split'] == 'train']
+  assert all({'loss', 'accuracy', 'learning_rate', 'examples_per_sec'} <= set(e)
+             for e in train_entries)
+  test = entries[-1]
+  assert test['split'] == 'test' and test['num_examples'] == 1000 and test['step'] == 24
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['12', '24']
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
+  assert 'test: loss' in proc.stderr
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'model.fusion.name': 'nope'}, "unknown fusion 'nope'"),
+    ({'model.encoders.image.name': 'nope'}, "unknown encoder 'nope'"),
+    ({'batch_size': 6}, 'batch_size=6 must be a positive multiple of the device count'),
+    ({'num_train_steps': 0}, 'num_train_steps=0 must be positive'),
+    ({'optimizer.learning_rate': -1.0}, 'optimizer.learning_rate=-1.0 must be positive'),
+    ({'optimizer.name': 'adagrad'}, "unknown optimizer 'adagrad'"),
+    ({'optimizer.schedule': 'step'}, "unknown schedule 'step'"),
+    ({'dataset.name': 'no_such_dataset'}, "dataset 'no_such_dataset' not found"),
+])
+def test_bad_config_gives_one_line_error(tmp_path, overrides, message, monkeypatch):
+  if overrides.get('batch_size') == 6 and jax.device_count() == 1:
+    monkeypatch.setattr(jax, 'local_device_count', lambda: 4)
+    monkeypatch.setattr(jax, 'device_count', lambda: 4)
+  config = small_config(**overrides)
+  with pytest.raises(UserError) as e:
+    train.train_and_evaluate(config, str(tmp_path / 'w'))
+  assert message in str(e.value) and '\n' not in str(e.value)
+
+
+def test_cli_missing_workdir_and_bad_fusion_print_one_line(tmp_path):
+  proc = _run(['-m', 'mmjax.main', '--config=configs/late_fusion.py:synthetic'])
+  assert proc.returncode != 0 and "Flag --workdir must have a value other than None" in proc.stderr
+  proc = _run(['-m', 'mmjax.main', '--config=configs/late_fusion.py:synthetic',
+               f'--workdir={tmp_path}/w', '--config.model.fusion.name=nope'])
+  assert proc.returncode == 1
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("mmjax: error: unknown fusion 'nope' (model.fusion.name); valid names:")
