@@ -29,10 +29,11 @@ class Encoding:
 
 
 def mask_encoding(enc: Encoding, present: jnp.ndarray) -> Encoding:
-  """Zeroes an absent modality's features so nothing of its content can leak into fusion."""
-  keep = present.astype(enc.pooled.dtype)
+  """Zeroes an absent modality's features so nothing of its content (even NaN) reaches fusion."""
+  pooled = jnp.where(present[:, None], enc.pooled, 0)
   tokens = token_mask = None
   if enc.tokens is not None:
-    token_mask = enc.token_mask & present[:, None]
-    tokens = enc.tokens * token_mask[..., None].astype(enc.tokens.dtype)
-  return Encoding(enc.pooled * keep[:, None], tokens, token_mask)
+    real = jnp.ones(enc.tokens.shape[:2], bool) if enc.token_mask is None else enc.token_mask
+    token_mask = real & present[:, None]
+    tokens = jnp.where(token_mask[..., None], enc.tokens, 0)
+  return Encoding(pooled, tokens, token_mask)

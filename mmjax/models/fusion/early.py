@@ -1,0 +1,38 @@
+"""`early_fusion`: every modality's tokens in one joint transformer."""
+
+from typing import Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from mmjax.models import layers
+from mmjax.models.base import FUSIONS
+from mmjax.models.fusion.tokens import ModalityTokens
+
+
+@FUSIONS.register('early_fusion')
+class EarlyFusion(nn.Module):
+  """Tokens projected to `dim`, tagged with a learned modality embedding, concatenated into one
+  sequence for a Transformer; output is the mean over the real tokens of present modalities.
+
+  An absent modality's tokens are masked out as keys and left out of the mean.
+  """
+  dim: int = 64
+  num_layers: int = 2
+  num_heads: int = 4
+  mlp_ratio: int = 4
+  dropout: float = 0.0
+  positions: Optional[str] = 'learned'  # per modality, before concatenation
+
+  @nn.compact
+  def __call__(self, encodings, present, train: bool = False):
+    xs, masks = [], []
+    for i, m in enumerate(encodings):
+      x, mask = ModalityTokens(self.dim, self.positions, name=f'{m}_tokens')(
+          encodings[m], present[:, i])
+      xs.append(x + self.param(f'{m}_embedding', nn.initializers.normal(0.02), (self.dim,)))
+      masks.append(mask)
+    x, mask = jnp.concatenate(xs, axis=1), jnp.concatenate(masks, axis=1)
+    x = layers.Transformer(self.num_layers, self.num_heads, self.mlp_ratio, self.dropout)(
+        x, mask, train=train)
+    return layers.masked_mean(x, mask)
