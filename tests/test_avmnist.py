@@ -38,7 +38,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 tfds = pytest.importorskip("tensorflow_datasets")
-from mmjax.data import avmnist, raw  # noqa: E402
+from mmjax.data import avmnist, input_pipeline, raw  # noqa: E402
 
 SPLITS = ("train", "validation", "test")
 
@@ -83,8 +83,8 @@ def _file_digests(builder) -> dict[str, str]:
 class Built:
     def __init__(self, data_dir, config):
         self.data_dir = data_dir
-        self.avmnist = avmnist.build(f"avmnist/{config}", data_dir, RAW)
-        self.fsdd = avmnist.Fsdd(config=config, data_dir=str(data_dir))
+        self.fsdd = input_pipeline.prepare(f"fsdd/{config}", data_dir, RAW)
+        self.avmnist = input_pipeline.prepare(f"avmnist/{config}", data_dir, RAW)
         self.av = _read_all(self.avmnist)
         self.fs = _read_all(self.fsdd)
 
@@ -225,14 +225,17 @@ def test_two_builds_identical(std, tmp_path_factory):
 
 def test_build_reuses_prepared(std):
     # Prepared data is reused without touching the raw dir at all.
-    b = avmnist.build("avmnist/standard", std.data_dir, "/nonexistent/raw")
+    b = input_pipeline.prepare("avmnist/standard", std.data_dir, "/nonexistent/raw")
     assert b.is_prepared()
     src = tfds.data_source("avmnist/standard", data_dir=str(std.data_dir), download=False)
     assert len(src["test"]) == 10000
 
 
-def test_fsdd_audio_table(std):
-    audio, length = avmnist.fsdd_audio_table(std.data_dir, "standard")
+def test_audio_join_table(std):
+    sources = std.fsdd.as_data_source()
+    audio = input_pipeline.join_table(sources, "recording_id", "audio")
+    length = input_pipeline.join_table(sources, "recording_id", "length")
+    assert audio.shape == (3000, avmnist.AUDIO_LENGTH)
     f = std.fs["validation"]
     np.testing.assert_array_equal(audio[f["recording_id"]], f["audio"])
     np.testing.assert_array_equal(length[f["recording_id"]], f["length"])
@@ -294,24 +297,25 @@ def test_bad_raw_file(case, tmp_path):
     if corrupt is not None:
         target.write_bytes(corrupt(original))
     data_dir = tmp_path / "tfds"
-    builder = avmnist.BUILDERS[ds](config="standard", data_dir=str(data_dir),
-                                   file_format="array_record")
+    builder_cls = {"fsdd": avmnist.Fsdd, "avmnist": avmnist.Avmnist}[ds]
+    builder = builder_cls(config="standard", data_dir=str(data_dir), raw_dir=raw_dir,
+                          file_format="array_record")
     with pytest.raises(raw.RawDataError) as err:
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-            manual_dir=str(raw_dir), try_download_gcs=False))
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     msg = str(err.value)
     assert "\n" not in msg and str(target) in msg and words in msg, msg
     assert "MMJAX_RAW_DATA_DIR" in msg
     _assert_nothing_prepared(ds, data_dir)
-    # the same through build()
+    # the same through input_pipeline.prepare()
     with pytest.raises(raw.RawDataError, match=target.name):
-        avmnist.build(f"{ds}/standard", data_dir, raw_dir)
+        input_pipeline.prepare(f"{ds}/standard", data_dir, raw_dir)
     _assert_nothing_prepared(ds, data_dir)
 
 
 def test_missing_raw_dir(tmp_path):
     with pytest.raises(raw.RawDataError, match="nope.*does not exist"):
-        avmnist.build("fsdd/standard", tmp_path / "tfds", tmp_path / "nope")
+        input_pipeline.prepare("fsdd/standard", tmp_path / "tfds", tmp_path / "nope")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MMJAX_RAW_DATA_DIR", str(tmp_path / "gone"))
         with pytest.raises(raw.RawDataError, match="gone.*MMJAX_RAW_DATA_DIR"):
@@ -408,7 +412,7 @@ def test_download(server_files, tmp_path, monkeypatch, std):
             raw.fsdd_names()
         assert _no_partials(raw_dir)
         # a dataset built from the downloaded files is the same dataset
-        b = avmnist.build("fsdd/standard", tmp_path / "tfds", raw_dir)
+        b = input_pipeline.prepare("fsdd/standard", tmp_path / "tfds", raw_dir)
         assert _file_digests(b) == _file_digests(std.fsdd)
 
 

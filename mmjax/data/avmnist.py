@@ -6,7 +6,8 @@
 repeated per image: readers join `audio_id` -> `fsdd/<same config>`.
 See docs/datasets.md for the full protocol.
 
-    builder = build("avmnist/standard", data_dir, raw_dir)  # also builds fsdd
+    from mmjax.data import input_pipeline
+    builder = input_pipeline.prepare("avmnist/standard", data_dir, raw_dir)
     source = builder.as_data_source()["train"]              # random access
 """
 
@@ -57,14 +58,6 @@ def _seed(*parts: object) -> int:
     """A 64-bit seed that depends only on the protocol version and `parts`."""
     text = "/".join(["mmjax", "avmnist", PROTOCOL, *map(str, parts)])
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
-
-
-def _raw_dir(dl_manager) -> pathlib.Path:
-    try:
-        manual = dl_manager.manual_dir  # raises when unset, missing or empty
-    except (AssertionError, ValueError):
-        return raw.raw_data_dir()
-    return raw.raw_data_dir(os.fspath(manual))
 
 
 # ----------------------------------------------------------------------------
@@ -168,15 +161,26 @@ _CONFIGS = [
 ]
 
 
-class Fsdd(tfds.core.GeneratorBasedBuilder):
+class RawDataBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A builder that reads the raw MNIST/FSDD files from `raw_dir` (see `raw.raw_data_dir`)."""
+
+    MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL
+
+    def __init__(self, *, raw_dir: str | os.PathLike | None = None, **kwargs):
+        self.raw_dir = raw_dir
+        super().__init__(**kwargs)
+
+    def _raw(self) -> pathlib.Path:
+        return raw.raw_data_dir(self.raw_dir)
+
+
+class Fsdd(RawDataBuilder):
     """FSDD recordings, one example per recording, split by take."""
 
     name = "fsdd"
     VERSION = VERSION
     RELEASE_NOTES = {"1.0.0": "Protocol v1."}
     BUILDER_CONFIGS = _CONFIGS
-    MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL
-
     def _info(self) -> tfds.core.DatasetInfo:
         noise = (f"white Gaussian noise at {NOISE_SNR_DB:g} dB SNR"
                  if self.builder_config.name == "standard" else "no noise")
@@ -200,7 +204,7 @@ class Fsdd(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        recordings = raw.fsdd_recordings(_raw_dir(dl_manager))  # all verified first
+        recordings = raw.fsdd_recordings(self._raw())  # all verified first
         return {split: self._generate_examples(recordings, split)
                 for split in FSDD_TAKES}
 
@@ -223,15 +227,13 @@ class Fsdd(tfds.core.GeneratorBasedBuilder):
             }
 
 
-class Avmnist(tfds.core.GeneratorBasedBuilder):
+class Avmnist(RawDataBuilder):
     """MNIST images paired with FSDD recording ids of the same digit."""
 
     name = "avmnist"
     VERSION = VERSION
     RELEASE_NOTES = {"1.0.0": "Protocol v1."}
     BUILDER_CONFIGS = _CONFIGS
-    MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL
-
     def _info(self) -> tfds.core.DatasetInfo:
         deg = ("PCA-degraded images (75% of energy removed)"
                if self.builder_config.name == "standard" else "original images")
@@ -255,7 +257,7 @@ class Avmnist(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        raw_dir = _raw_dir(dl_manager)
+        raw_dir = self._raw()
         train_x, train_y = raw.load_mnist(raw_dir, "train")
         test_x, test_y = raw.load_mnist(raw_dir, "test")
         if self.builder_config.name == "standard":
@@ -284,65 +286,3 @@ class Avmnist(tfds.core.GeneratorBasedBuilder):
                 "image_id": int(image_id),
                 "example_id": example_id,
             }
-
-
-BUILDERS = {"fsdd": Fsdd, "avmnist": Avmnist}
-
-
-def _parse_name(name: str) -> tuple[str, str]:
-    ds, _, config = name.partition("/")
-    config = config or "standard"
-    if ds not in BUILDERS or config not in CONFIGS:
-        raise ValueError(f"unknown dataset {name!r}; expected one of "
-                         f"{[f'{d}/{c}' for d in BUILDERS for c in CONFIGS]}")
-    return ds, config
-
-
-def build(name: str, data_dir: str | os.PathLike | None = None,
-          raw_dir: str | os.PathLike | None = None) -> tfds.core.DatasetBuilder:
-    """Prepares `name` ('avmnist/standard', 'fsdd/clean', ...) if needed.
-
-    'avmnist/<config>' also prepares 'fsdd/<config>', the dataset its
-    `audio_id` refers to. `raw_dir` resolves as in `raw.raw_data_dir` and is
-    only touched when something has to be built. `data_dir` None means the
-    TFDS default (~/tensorflow_datasets or $TFDS_DATA_DIR).
-    """
-    ds, config = _parse_name(name)
-    if ds == "avmnist":
-        build(f"fsdd/{config}", data_dir, raw_dir)
-    data_dir = os.fspath(data_dir) if data_dir is not None else None
-    builder = BUILDERS[ds](config=config, data_dir=data_dir, file_format="array_record")
-    if not builder.is_prepared():
-        resolved = raw.raw_data_dir(raw_dir)
-        # Fetch before TFDS sees the dir: it ignores an empty manual_dir.
-        if ds == "fsdd":
-            raw.fsdd_recordings(resolved)
-        else:
-            for fname in raw.MNIST_FILES:
-                raw.mnist_file(resolved, fname)
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(
-                manual_dir=os.fspath(resolved),
-                try_download_gcs=False,  # never hosted there; avoids a network call
-            )
-        )
-    return builder
-
-
-def fsdd_audio_table(data_dir: str | os.PathLike | None = None,
-                     config: str = "standard") -> tuple[np.ndarray, np.ndarray]:
-    """(audio int16 [3000, AUDIO_LENGTH], length int32 [3000]) by recording_id.
-
-    Reads a prepared fsdd/<config> (all splits); ~48 MB, the join table for
-    avmnist `audio_id`.
-    """
-    builder = Fsdd(config=config, data_dir=None if data_dir is None else os.fspath(data_dir))
-    sources = builder.as_data_source()
-    audio = np.zeros((len(raw.fsdd_names()), AUDIO_LENGTH), np.int16)
-    length = np.zeros(len(raw.fsdd_names()), np.int32)
-    for split in FSDD_TAKES:
-        src = sources[split]
-        for ex in src.__getitems__(range(len(src))):
-            audio[ex["recording_id"]] = ex["audio"]
-            length[ex["recording_id"]] = ex["length"]
-    return audio, length

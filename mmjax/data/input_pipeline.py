@@ -24,41 +24,44 @@ import tensorflow_datasets as tfds
 from mmjax.data import preprocess
 from mmjax.errors import UserError
 
-# Builders that mmjax defines, by TFDS name. Any other name is read with tfds.data_source.
-def _builders():
-  from mmjax.data import synthetic  # pylint: disable=import-outside-toplevel
-  builders = {'synthetic': synthetic.Synthetic}
-  try:
-    from mmjax.data import avmnist  # pylint: disable=import-outside-toplevel
-    builders.update(avmnist=avmnist.Avmnist, fsdd=avmnist.Fsdd)
-  except ImportError:
-    pass
-  return builders
+def _builders() -> dict:
+  """The TFDS builders mmjax defines, by name. Any other name is read with tfds.data_source."""
+  from mmjax.data import avmnist, synthetic  # pylint: disable=import-outside-toplevel
+  return {'synthetic': synthetic.Synthetic, 'avmnist': avmnist.Avmnist, 'fsdd': avmnist.Fsdd}
 
 
-def data_dir(config) -> str | None:
-  return config.dataset.get('data_dir') or os.environ.get('TFDS_DATA_DIR')
+def prepare(name: str, data_dir: str | None = None, raw_dir: str | None = None):
+  """The builder of mmjax dataset `name` ('avmnist/standard', ...), built on first use.
+
+  Raw files are read from `raw_dir`, else MMJAX_RAW_DATA_DIR, else downloaded (mmjax.data.raw);
+  a prepared dataset is reused without touching them.
+  """
+  from mmjax.data.avmnist import RawDataBuilder  # pylint: disable=import-outside-toplevel
+  base, _, variant = name.partition('/')
+  cls = _builders()[base]
+  kwargs = {'config': variant} if variant else {}
+  if issubclass(cls, RawDataBuilder):
+    kwargs['raw_dir'] = raw_dir
+  builder = cls(data_dir=None if data_dir is None else os.fspath(data_dir),
+                file_format='array_record', **kwargs)
+  if not builder.is_prepared():
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  return builder
 
 
 def load_source(name: str, config) -> dict[str, Any]:
-  """split → random-access source, building mmjax's own datasets on first use."""
-  base, _, variant = name.partition('/')
-  builders = _builders()
-  if base in builders:
-    kwargs = {'config': variant} if variant else {}
-    builder = builders[base](data_dir=data_dir(config), file_format='array_record', **kwargs)
-    if not builder.is_prepared():
-      raw_dir = config.dataset.get('raw_data_dir') or os.environ.get('MMJAX_RAW_DATA_DIR')
-      dl_config = tfds.download.DownloadConfig(manual_dir=raw_dir) if raw_dir else None
-      builder.download_and_prepare(download_config=dl_config)
-    return builder.as_data_source()
+  """split → random-access source of dataset `name` (config.dataset's data and raw dirs)."""
+  data_dir = config.dataset.get('data_dir') or os.environ.get('TFDS_DATA_DIR')
+  if name.partition('/')[0] in _builders():
+    return prepare(name, data_dir, config.dataset.get('raw_data_dir')).as_data_source()
   try:
-    return tfds.data_source(name, data_dir=data_dir(config))
-  except (tfds.core.registered.DatasetNotFoundError, FileNotFoundError) as e:
+    return tfds.data_source(name, data_dir=data_dir, download=False)
+  except Exception as e:  # pylint: disable=broad-except  (TFDS raises several kinds)
     raise UserError(
         f'dataset {name!r} not found ({type(e).__name__}); set dataset.name to one of '
-        f'{sorted(builders)} or to a TFDS dataset prepared as array_record under dataset.data_dir'
-    ) from None
+        f'{sorted(_builders())} or to a TFDS dataset prepared as array_record under '
+        'dataset.data_dir') from None
 
 
 class Examples:
@@ -76,7 +79,7 @@ class Examples:
     # Modalities stored once and joined by id (e.g. AV-MNIST audio, one row per recording).
     self.tables = {}
     for modality, join in self.config.get('joins', {}).items():
-      self.tables[modality] = _join_table(join, config)
+      self.tables[modality] = join_table(load_source(join.dataset, config), join.id, join.feature)
     for modality, mcfg in self.config.modalities.items():
       preprocess.PREPROCESSORS.get(mcfg.get('kind', modality), f'dataset.modalities.{modality}')
 
@@ -102,16 +105,14 @@ class Examples:
     }
 
 
-def _join_table(join, config) -> np.ndarray:
-  """All rows of `join.feature` from every split of dataset `join.dataset`, indexed by `join.id`."""
-  sources = load_source(join.dataset, config)
+def join_table(sources: dict[str, Any], id_feature: str, feature: str) -> np.ndarray:
+  """`feature` of every example in every split, as one array indexed by `id_feature`."""
   rows = {}
   for source in sources.values():
-    for i in range(len(source)):
-      ex = source[i]
-      rows[int(ex[join.id])] = ex[join.feature]
-  table = np.zeros((max(rows) + 1,) + np.shape(next(iter(rows.values()))),
-                   np.asarray(next(iter(rows.values()))).dtype)
+    for ex in source.__getitems__(range(len(source))):
+      rows[int(ex[id_feature])] = np.asarray(ex[feature])
+  first = next(iter(rows.values()))
+  table = np.zeros((max(rows) + 1,) + first.shape, first.dtype)
   for k, v in rows.items():
     table[k] = v
   return table
