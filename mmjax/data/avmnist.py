@@ -6,9 +6,9 @@
 repeated per image: readers join `audio_id` -> `fsdd/<same config>`.
 See docs/datasets.md for the full protocol.
 
-    from mmjax.data import input_pipeline
-    builder = input_pipeline.prepare("avmnist/standard", data_dir, raw_dir)
-    source = builder.as_data_source()["train"]              # random access
+  from mmjax.data import input_pipeline
+  builder = input_pipeline.prepare("avmnist/standard", data_dir, raw_dir)
+  source = builder.as_data_source()["train"]              # random access
 """
 
 from __future__ import annotations
@@ -47,17 +47,15 @@ TEST_ID_OFFSET = 60000
 
 _HOMEPAGE_FSDD = "https://github.com/Jakobovski/free-spoken-digit-dataset"
 _HOMEPAGE_MNIST = "http://yann.lecun.com/exdb/mnist/"
-_MANUAL = (
-    "A raw data dir holding mnist/*.gz and fsdd/recordings/*.wav (see "
-    "docs/datasets.md); without one, files are downloaded into "
-    "$MMJAX_RAW_DATA_DIR or ~/.cache/mmjax/raw."
-)
+_MANUAL = ("A raw data dir holding mnist/*.gz and fsdd/recordings/*.wav (see "
+           "docs/datasets.md); without one, files are downloaded into "
+           "$MMJAX_RAW_DATA_DIR or ~/.cache/mmjax/raw.")
 
 
 def _seed(*parts: object) -> int:
-    """A 64-bit seed that depends only on the protocol version and `parts`."""
-    text = "/".join(["mmjax", "avmnist", PROTOCOL, *map(str, parts)])
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+  """A 64-bit seed that depends only on the protocol version and `parts`."""
+  text = "/".join(["mmjax", "avmnist", PROTOCOL, *map(str, parts)])
+  return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
 # ----------------------------------------------------------------------------
@@ -65,90 +63,91 @@ def _seed(*parts: object) -> int:
 
 
 def fit_pca(train_images: np.ndarray, kept: float = PCA_VARIANCE_KEPT):
-    """(mean [784], components [784, k]) of the leading components.
+  """(mean [784], components [784, k]) of the leading components.
 
-    k is the smallest count whose cumulative explained variance reaches
-    `kept`. float64 throughout so the uint8 result does not depend on BLAS
-    rounding noise.
-    """
-    x = train_images.reshape(len(train_images), -1).astype(np.float64)
-    mean = x.mean(axis=0)
-    xc = x - mean
-    cov = xc.T @ xc / (len(x) - 1)
-    eigvals, eigvecs = np.linalg.eigh(cov)
-    eigvals, eigvecs = eigvals[::-1], eigvecs[:, ::-1]
-    cum = np.cumsum(eigvals) / eigvals.sum()
-    k = int(np.searchsorted(cum, kept) + 1)
-    return mean, eigvecs[:, :k]
+  k is the smallest count whose cumulative explained variance reaches
+  `kept`. float64 throughout so the uint8 result does not depend on BLAS
+  rounding noise.
+  """
+  x = train_images.reshape(len(train_images), -1).astype(np.float64)
+  mean = x.mean(axis=0)
+  xc = x - mean
+  cov = xc.T @ xc / (len(x) - 1)
+  eigvals, eigvecs = np.linalg.eigh(cov)
+  eigvals, eigvecs = eigvals[::-1], eigvecs[:, ::-1]
+  cum = np.cumsum(eigvals) / eigvals.sum()
+  k = int(np.searchsorted(cum, kept) + 1)
+  return mean, eigvecs[:, :k]
 
 
 def pca_degrade(images: np.ndarray, mean: np.ndarray, comps: np.ndarray) -> np.ndarray:
-    """Project onto `comps`, add the mean back, round and clip to uint8."""
-    x = images.reshape(len(images), -1).astype(np.float64) - mean
-    rec = (x @ comps) @ comps.T + mean
-    return np.clip(np.rint(rec), 0, 255).astype(np.uint8).reshape(images.shape)
+  """Project onto `comps`, add the mean back, round and clip to uint8."""
+  x = images.reshape(len(images), -1).astype(np.float64) - mean
+  rec = (x @ comps) @ comps.T + mean
+  return np.clip(np.rint(rec), 0, 255).astype(np.uint8).reshape(images.shape)
 
 
 def fit_audio(samples: np.ndarray) -> tuple[np.ndarray, int]:
-    """Zero-pad at the end / crop to AUDIO_LENGTH; returns (audio, kept length)."""
-    n = min(len(samples), AUDIO_LENGTH)
-    out = np.zeros(AUDIO_LENGTH, np.int16)
-    out[:n] = samples[:n]
-    return out, n
+  """Zero-pad at the end / crop to AUDIO_LENGTH; returns (audio, kept length)."""
+  n = min(len(samples), AUDIO_LENGTH)
+  out = np.zeros(AUDIO_LENGTH, np.int16)
+  out[:n] = samples[:n]
+  return out, n
 
 
-def add_noise(audio: np.ndarray, length: int, name: str,
+def add_noise(audio: np.ndarray,
+              length: int,
+              name: str,
               snr_db: float = NOISE_SNR_DB) -> np.ndarray:
-    """White Gaussian noise at `snr_db` over the whole clip, clipped to int16.
+  """White Gaussian noise at `snr_db` over the whole clip, clipped to int16.
 
-    Signal power is measured on the recording's own `length` samples (not
-    the zero padding); the noise covers the padding too, so exact zeros do not
-    reveal the clip length. The noise depends only on (protocol, file name).
-    """
-    x = audio.astype(np.float64)
-    power = float(np.mean(x[:length] ** 2)) if length else 0.0
-    sigma = np.sqrt(power / 10.0 ** (snr_db / 10.0))
-    rng = np.random.Generator(np.random.PCG64(_seed("fsdd-noise", name)))
-    y = x + sigma * rng.standard_normal(len(x))
-    return np.clip(np.rint(y), -32768, 32767).astype(np.int16)
+  Signal power is measured on the recording's own `length` samples (not
+  the zero padding); the noise covers the padding too, so exact zeros do not
+  reveal the clip length. The noise depends only on (protocol, file name).
+  """
+  x = audio.astype(np.float64)
+  power = float(np.mean(x[:length]**2)) if length else 0.0
+  sigma = np.sqrt(power / 10.0**(snr_db / 10.0))
+  rng = np.random.Generator(np.random.PCG64(_seed("fsdd-noise", name)))
+  y = x + sigma * rng.standard_normal(len(x))
+  return np.clip(np.rint(y), -32768, 32767).astype(np.int16)
 
 
 def fsdd_split_ids(split: str) -> np.ndarray:
-    """Sorted recording_ids whose take belongs to `split`."""
-    takes = FSDD_TAKES[split]
-    return np.array([rid for rid, name in enumerate(raw.fsdd_names())
-                     if raw.parse_fsdd_name(name)[2] in takes], np.int32)
+  """Sorted recording_ids whose take belongs to `split`."""
+  takes = FSDD_TAKES[split]
+  return np.array(
+      [rid for rid, name in enumerate(raw.fsdd_names()) if raw.parse_fsdd_name(name)[2] in takes],
+      np.int32)
 
 
 def pair_recordings(labels: np.ndarray, split: str) -> np.ndarray:
-    """recording_id paired with each image of `split` (labels in file order).
+  """recording_id paired with each image of `split` (labels in file order).
 
-    Per digit, a seeded permutation of that digit's recordings in the split
-    is cycled over the split's images of that digit, in MNIST order; every
-    recording is used equally often (+-1).
-    """
-    names = raw.fsdd_names()
-    ids = fsdd_split_ids(split)
-    digits = np.array([raw.parse_fsdd_name(names[i])[0] for i in ids])
-    out = np.full(len(labels), -1, np.int32)
-    for d in range(10):
-        cands = ids[digits == d]
-        perm = np.random.Generator(
-            np.random.PCG64(_seed("pairing", split, d))).permutation(len(cands))
-        where = np.flatnonzero(labels == d)
-        out[where] = cands[perm[np.arange(len(where)) % len(cands)]]
-    return out
+  Per digit, a seeded permutation of that digit's recordings in the split
+  is cycled over the split's images of that digit, in MNIST order; every
+  recording is used equally often (+-1).
+  """
+  names = raw.fsdd_names()
+  ids = fsdd_split_ids(split)
+  digits = np.array([raw.parse_fsdd_name(names[i])[0] for i in ids])
+  out = np.full(len(labels), -1, np.int32)
+  for d in range(10):
+    cands = ids[digits == d]
+    perm = np.random.Generator(np.random.PCG64(_seed("pairing", split, d))).permutation(len(cands))
+    where = np.flatnonzero(labels == d)
+    out[where] = cands[perm[np.arange(len(where)) % len(cands)]]
+  return out
 
 
 def _png(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
+  buf = io.BytesIO()
+  Image.fromarray(image).save(buf, format="PNG")
+  return buf.getvalue()
 
 
 # ----------------------------------------------------------------------------
 # Builders
-
 
 _CONFIGS = [
     tfds.core.BuilderConfig(
@@ -156,133 +155,134 @@ _CONFIGS = [
         description="Protocol v1 benchmark: degraded modality (see docs/datasets.md).",
     ),
     tfds.core.BuilderConfig(
-        name="clean", description="Protocol v1 splits and pairing, no degradation.",
+        name="clean",
+        description="Protocol v1 splits and pairing, no degradation.",
     ),
 ]
 
 
 class RawDataBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """A builder that reads the raw MNIST/FSDD files from `raw_dir` (see `raw.raw_data_dir`)."""
+  """A builder that reads the raw MNIST/FSDD files from `raw_dir` (see `raw.raw_data_dir`)."""
 
-    MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL
+  MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL
 
-    def __init__(self, *, raw_dir: str | os.PathLike | None = None, **kwargs):
-        self.raw_dir = raw_dir
-        super().__init__(**kwargs)
+  def __init__(self, *, raw_dir: str | os.PathLike | None = None, **kwargs):
+    self.raw_dir = raw_dir
+    super().__init__(**kwargs)
 
-    def _raw(self) -> pathlib.Path:
-        return raw.raw_data_dir(self.raw_dir)
+  def _raw(self) -> pathlib.Path:
+    return raw.raw_data_dir(self.raw_dir)
 
 
 class Fsdd(RawDataBuilder):
-    """FSDD recordings, one example per recording, split by take."""
+  """FSDD recordings, one example per recording, split by take."""
 
-    name = "fsdd"
-    VERSION = VERSION
-    RELEASE_NOTES = {"1.0.0": "Protocol v1."}
-    BUILDER_CONFIGS = _CONFIGS
-    def _info(self) -> tfds.core.DatasetInfo:
-        noise = (f"white Gaussian noise at {NOISE_SNR_DB:g} dB SNR"
-                 if self.builder_config.name == "standard" else "no noise")
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=(f"Free Spoken Digit Dataset v1.0.10, AV-MNIST protocol "
-                         f"{PROTOCOL}: 8 kHz int16 audio, {AUDIO_LENGTH} samples, "
-                         f"{noise}."),
-            features=tfds.features.FeaturesDict({
-                "audio": tfds.features.Tensor(shape=(AUDIO_LENGTH,), dtype=np.int16),
-                "length": np.int32,
-                "label": tfds.features.ClassLabel(num_classes=10),
-                "speaker": tfds.features.ClassLabel(names=list(SPEAKERS)),
-                "take": np.int32,
-                "recording_id": np.int32,
-            }),
-            supervised_keys=("audio", "label"),
-            disable_shuffling=True,  # stored in recording_id order
-            homepage=_HOMEPAGE_FSDD,
-            license="CC BY-SA 4.0",
-        )
+  name = "fsdd"
+  VERSION = VERSION
+  RELEASE_NOTES = {"1.0.0": "Protocol v1."}
+  BUILDER_CONFIGS = _CONFIGS
 
-    def _split_generators(self, dl_manager):
-        recordings = raw.fsdd_recordings(self._raw())  # all verified first
-        return {split: self._generate_examples(recordings, split)
-                for split in FSDD_TAKES}
+  def _info(self) -> tfds.core.DatasetInfo:
+    noise = (f"white Gaussian noise at {NOISE_SNR_DB:g} dB SNR"
+             if self.builder_config.name == "standard" else "no noise")
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=(f"Free Spoken Digit Dataset v1.0.10, AV-MNIST protocol "
+                     f"{PROTOCOL}: 8 kHz int16 audio, {AUDIO_LENGTH} samples, "
+                     f"{noise}."),
+        features=tfds.features.FeaturesDict({
+            "audio": tfds.features.Tensor(shape=(AUDIO_LENGTH,), dtype=np.int16),
+            "length": np.int32,
+            "label": tfds.features.ClassLabel(num_classes=10),
+            "speaker": tfds.features.ClassLabel(names=list(SPEAKERS)),
+            "take": np.int32,
+            "recording_id": np.int32,
+        }),
+        supervised_keys=("audio", "label"),
+        disable_shuffling=True,  # stored in recording_id order
+        homepage=_HOMEPAGE_FSDD,
+        license="CC BY-SA 4.0",
+    )
 
-    def _generate_examples(self, recordings, split):
-        noisy = self.builder_config.name == "standard"
-        names = list(recordings)
-        for rid in fsdd_split_ids(split):
-            name = names[rid]
-            digit, speaker, take = raw.parse_fsdd_name(name)
-            audio, length = fit_audio(raw.read_wav(recordings[name]))
-            if noisy:
-                audio = add_noise(audio, length, name)
-            yield int(rid), {
-                "audio": audio,
-                "length": length,
-                "label": digit,
-                "speaker": speaker,
-                "take": take,
-                "recording_id": int(rid),
-            }
+  def _split_generators(self, dl_manager):
+    recordings = raw.fsdd_recordings(self._raw())  # all verified first
+    return {split: self._generate_examples(recordings, split) for split in FSDD_TAKES}
+
+  def _generate_examples(self, recordings, split):
+    noisy = self.builder_config.name == "standard"
+    names = list(recordings)
+    for rid in fsdd_split_ids(split):
+      name = names[rid]
+      digit, speaker, take = raw.parse_fsdd_name(name)
+      audio, length = fit_audio(raw.read_wav(recordings[name]))
+      if noisy:
+        audio = add_noise(audio, length, name)
+      yield int(rid), {
+          "audio": audio,
+          "length": length,
+          "label": digit,
+          "speaker": speaker,
+          "take": take,
+          "recording_id": int(rid),
+      }
 
 
 class Avmnist(RawDataBuilder):
-    """MNIST images paired with FSDD recording ids of the same digit."""
+  """MNIST images paired with FSDD recording ids of the same digit."""
 
-    name = "avmnist"
-    VERSION = VERSION
-    RELEASE_NOTES = {"1.0.0": "Protocol v1."}
-    BUILDER_CONFIGS = _CONFIGS
-    def _info(self) -> tfds.core.DatasetInfo:
-        deg = ("PCA-degraded images (75% of energy removed)"
-               if self.builder_config.name == "standard" else "original images")
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=(f"AV-MNIST protocol {PROTOCOL}: MNIST {deg}, each paired "
-                         f"with an FSDD recording of the same digit via audio_id "
-                         f"(= fsdd/{self.builder_config.name} recording_id)."),
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(28, 28, 1)),
-                "label": tfds.features.ClassLabel(num_classes=10),
-                "audio_id": np.int32,
-                "speaker": tfds.features.ClassLabel(names=list(SPEAKERS)),
-                "image_id": np.int32,
-                "example_id": np.int32,
-            }),
-            supervised_keys=("image", "label"),
-            disable_shuffling=True,  # stored in example_id order
-            homepage=_HOMEPAGE_MNIST,
-            license="CC BY-SA 3.0 (MNIST), CC BY-SA 4.0 (FSDD)",
-        )
+  name = "avmnist"
+  VERSION = VERSION
+  RELEASE_NOTES = {"1.0.0": "Protocol v1."}
+  BUILDER_CONFIGS = _CONFIGS
 
-    def _split_generators(self, dl_manager):
-        raw_dir = self._raw()
-        train_x, train_y = raw.load_mnist(raw_dir, "train")
-        test_x, test_y = raw.load_mnist(raw_dir, "test")
-        if self.builder_config.name == "standard":
-            mean, comps = fit_pca(train_x[:N_TRAIN_IMAGES])
-            train_x = pca_degrade(train_x, mean, comps)
-            test_x = pca_degrade(test_x, mean, comps)
-        n = N_TRAIN_IMAGES
-        parts = {
-            "train": (train_x[:n], train_y[:n], np.arange(0, n), 0),
-            "validation": (train_x[n:], train_y[n:], np.arange(n, len(train_y)), 0),
-            "test": (test_x, test_y, np.arange(len(test_y)), TEST_ID_OFFSET),
-        }
-        return {split: self._generate_examples(split, *args)
-                for split, args in parts.items()}
+  def _info(self) -> tfds.core.DatasetInfo:
+    deg = ("PCA-degraded images (75% of energy removed)"
+           if self.builder_config.name == "standard" else "original images")
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=(f"AV-MNIST protocol {PROTOCOL}: MNIST {deg}, each paired "
+                     f"with an FSDD recording of the same digit via audio_id "
+                     f"(= fsdd/{self.builder_config.name} recording_id)."),
+        features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(28, 28, 1)),
+            "label": tfds.features.ClassLabel(num_classes=10),
+            "audio_id": np.int32,
+            "speaker": tfds.features.ClassLabel(names=list(SPEAKERS)),
+            "image_id": np.int32,
+            "example_id": np.int32,
+        }),
+        supervised_keys=("image", "label"),
+        disable_shuffling=True,  # stored in example_id order
+        homepage=_HOMEPAGE_MNIST,
+        license="CC BY-SA 3.0 (MNIST), CC BY-SA 4.0 (FSDD)",
+    )
 
-    def _generate_examples(self, split, images, labels, image_ids, id_offset):
-        names = raw.fsdd_names()
-        audio_ids = pair_recordings(labels, split)
-        for img, label, image_id, audio_id in zip(images, labels, image_ids, audio_ids):
-            example_id = int(image_id) + id_offset
-            yield example_id, {
-                "image": _png(img),
-                "label": int(label),
-                "audio_id": int(audio_id),
-                "speaker": raw.parse_fsdd_name(names[audio_id])[1],
-                "image_id": int(image_id),
-                "example_id": example_id,
-            }
+  def _split_generators(self, dl_manager):
+    raw_dir = self._raw()
+    train_x, train_y = raw.load_mnist(raw_dir, "train")
+    test_x, test_y = raw.load_mnist(raw_dir, "test")
+    if self.builder_config.name == "standard":
+      mean, comps = fit_pca(train_x[:N_TRAIN_IMAGES])
+      train_x = pca_degrade(train_x, mean, comps)
+      test_x = pca_degrade(test_x, mean, comps)
+    n = N_TRAIN_IMAGES
+    parts = {
+        "train": (train_x[:n], train_y[:n], np.arange(0, n), 0),
+        "validation": (train_x[n:], train_y[n:], np.arange(n, len(train_y)), 0),
+        "test": (test_x, test_y, np.arange(len(test_y)), TEST_ID_OFFSET),
+    }
+    return {split: self._generate_examples(split, *args) for split, args in parts.items()}
+
+  def _generate_examples(self, split, images, labels, image_ids, id_offset):
+    names = raw.fsdd_names()
+    audio_ids = pair_recordings(labels, split)
+    for img, label, image_id, audio_id in zip(images, labels, image_ids, audio_ids):
+      example_id = int(image_id) + id_offset
+      yield example_id, {
+          "image": _png(img),
+          "label": int(label),
+          "audio_id": int(audio_id),
+          "speaker": raw.parse_fsdd_name(names[audio_id])[1],
+          "image_id": int(image_id),
+          "example_id": example_id,
+      }
