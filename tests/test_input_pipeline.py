@@ -69,3 +69,16 @@ def test_logmel_matches_librosa():
   ref = librosa.feature.melspectrogram(y=wave, sr=8000, n_fft=256, hop_length=80, n_mels=64,
                                        center=False, power=2.0)
   np.testing.assert_allclose(ours, np.log(ref.T + 1e-6), atol=2e-3, rtol=1e-4)
+
+
+def test_spec_augment_masks_only_in_training():
+  from mmjax.models.frontend import LogMel  # pylint: disable=import-outside-toplevel
+  wave = np.random.default_rng(0).normal(size=(2, 4000)).astype(np.float32)
+  front = LogMel(n_fft=256, hop_length=80, n_mels=32, time_masks=2, time_mask_width=10,
+                 freq_masks=1, freq_mask_width=6)
+  clean = front.apply({}, wave)
+  masked = front.apply({}, wave, train=True, rngs={'augment': jax.random.key(1)})
+  assert clean.shape == masked.shape
+  changed = np.asarray(clean != masked)
+  assert changed.any() and changed.mean() < 0.6  # some, not all, time-frequency bins replaced
+  np.testing.assert_array_equal(clean, front.apply({}, wave, train=False))
