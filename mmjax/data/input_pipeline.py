@@ -184,7 +184,11 @@ class EvalData:
     ds = ProcessBlocks(grain.MapDataset.range(padded), batch, jax.process_index(),
                        jax.process_count())
     ds = ds.map(lambda i: self.examples(min(i, n - 1), mask=i < n)).batch(local)
-    return _iterate(ds, self.config)
+    it = _iterate(ds, self.config)
+    try:
+      yield from it
+    finally:
+      it.close()  # stops grain worker processes now, not at interpreter exit
 
 
 def eval_data(config, split: str) -> EvalData:
