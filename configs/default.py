@@ -56,6 +56,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 100
   config.max_checkpoints_to_keep = 3
   config.on_nonfinite = 'stop'      # 'stop' or 'skip' a step whose loss or gradient is not finite
+  config.modality_dropout = {}      # {modality: p}: train with each modality absent w.p. p
+  config.init_from = ''             # a workdir: a fresh run starts from its matching params
 
   config.dataset = synthetic_dataset()
   config.tasks = {'label': {'num_classes': 10, 'weight': 1.0}}

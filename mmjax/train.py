@@ -3,11 +3,16 @@
 The steps are `jax.jit` over a 1-D device mesh: the batch is sharded on the `data` axis, the state
 is replicated, and XLA inserts the gradient all-reduce. The same code runs on one CPU, several
 (fake) CPU devices, a GPU, or many hosts.
+
+A run is a pure function of its config: randomness comes from (seed, step) and the data order from
+(seed, position), so a run resumed from any checkpoint ends bitwise equal to an uninterrupted one.
 """
 
+import functools
 import json
 import os
 import signal
+import tempfile
 import time
 from typing import Any
 
@@ -29,6 +34,10 @@ from mmjax.errors import UserError
 from mmjax.models.model import MultimodalModel
 
 
+class NonFiniteError(UserError):
+  """The loss or gradient stopped being finite and `on_nonfinite='stop'`."""
+
+
 class TrainState(flax.struct.PyTreeNode):
   """Everything a resumed run needs from the model side; checkpointed whole."""
   step: jax.Array
@@ -47,11 +56,36 @@ def _variables(state):
   return {'params': state.params, **({'batch_stats': state.batch_stats} if state.batch_stats else {})}
 
 
+def _step_key(config, step):
+  return jax.random.fold_in(jax.random.key(config.seed + 1), step)
+
+
 def _rngs(config, step):
   """Per-step randomness from (seed, step) alone, so a resumed run draws the same numbers."""
-  key = jax.random.fold_in(jax.random.key(config.seed + 1), step)
-  dropout, augment = jax.random.split(key)
+  dropout, augment = jax.random.split(_step_key(config, step))
   return {'dropout': dropout, 'augment': augment}
+
+
+def _modality_dropout_rates(config) -> dict:
+  return {m: float(p) for m, p in (config.get('modality_dropout') or {}).items() if float(p) > 0}
+
+
+def drop_modalities(config, present: dict, step) -> dict:
+  """Marks modality m of each example absent with probability `config.modality_dropout[m]`.
+
+  An example whose draw would leave it no modality keeps all it had. The draw depends on
+  (seed, step) only: not on the device count, and the same after a resume.
+  """
+  rates = _modality_dropout_rates(config)
+  if not rates:
+    return present
+  modalities = sorted(config.model.encoders)
+  # A third stream beside _rngs' two (split uses counters 0 and 1).
+  key = jax.random.fold_in(_step_key(config, step), 2)
+  u = jax.random.uniform(key, (present[modalities[0]].shape[0], len(modalities)))
+  kept = {m: present[m] & (u[:, i] >= rates.get(m, 0.0)) for i, m in enumerate(modalities)}
+  any_left = functools.reduce(jnp.logical_or, kept.values())
+  return {**present, **{m: jnp.where(any_left, kept[m], present[m]) for m in modalities}}
 
 
 def init_state(config, model, tx, example_batch, mesh) -> TrainState:
@@ -66,6 +100,11 @@ def init_state(config, model, tx, example_batch, mesh) -> TrainState:
   return jax.jit(init, out_shardings=parallel.replicated(mesh))(example)
 
 
+def _all_finite(tree):
+  return functools.reduce(jnp.logical_and, [jnp.isfinite(x).all() for x in jax.tree.leaves(tree)],
+                          jnp.bool_(True))
+
+
 def make_train_step(config, model, tx, mesh):
   weights = {name: t.get('weight', 1.0) for name, t in config.tasks.items()}
 
@@ -77,13 +116,15 @@ def make_train_step(config, model, tx, mesh):
     return loss, (sums, updates.get('batch_stats', {}))
 
   def train_step(state, batch):
+    batch = {**batch, 'present': drop_modalities(config, batch['present'], state.step)}
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, (sums, batch_stats)), grads = grad_fn(state.params, state, batch,
                                                  _rngs(config, state.step))
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    # The new parameters too: a finite gradient times a huge learning rate can overflow them.
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite((params, batch_stats))
     # A non-finite step leaves the state as it was, so nothing non-finite is ever saved.
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
     new_state = TrainState(
@@ -94,6 +135,9 @@ def make_train_step(config, model, tx, mesh):
         nonfinite_steps=state.nonfinite_steps + (~ok).astype(jnp.int32))
     sums = {**sums, 'grad_norm': grad_norm * sums['count'],
             'learning_rate': optim.schedule(config)(state.step) * sums['count']}
+    # Skipped steps stay out of the logged means; the flag says which step it was.
+    sums = jax.tree.map(lambda v: jnp.where(ok, v, 0.0), sums)
+    sums['nonfinite'] = (~ok).astype(jnp.float32)
     return new_state, sums
 
   replicated, sharded = parallel.replicated(mesh), parallel.data_sharded(mesh)
@@ -124,13 +168,32 @@ def evaluate(eval_step, state, data: input_pipeline.EvalData, mesh) -> dict:
   return metrics
 
 
+def _train_metrics(host_sums: list) -> dict:
+  """Means over the steps of one log interval; NaN when every step in it was skipped."""
+  totals = jax.tree.map(lambda *xs: np.sum(xs), *host_sums)
+  totals.pop('nonfinite')
+  metrics = losses.finalize(totals)
+  if metrics.pop('num_examples') == 0:
+    metrics = {k: float('nan') for k in metrics}
+  return metrics
+
+
+def _first_nonfinite(host_sums: list, step: int) -> int | None:
+  """The first skipped step among `host_sums`, the sums of steps (step - len + 1 .. step)."""
+  for i, sums in enumerate(host_sums):
+    if sums['nonfinite']:
+      return step - len(host_sums) + 1 + i
+  return None
+
+
 class _Preemption:
   """SIGTERM (a preemption notice) asks the loop to checkpoint and exit cleanly."""
 
   def __init__(self):
     self.requested = False
+    self._previous = None
     try:
-      signal.signal(signal.SIGTERM, self._handle)
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # not the main thread (e.g. inside a test runner's worker)
       pass
 
@@ -138,10 +201,21 @@ class _Preemption:
     del signum, frame
     self.requested = True
 
-  def agreed(self) -> bool:
-    """True when any process was asked to stop, so all processes stop at the same step."""
+  def close(self):
+    """Puts back the previous handler (the caller, e.g. a test runner, may rely on it)."""
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
+
+  def agreed(self, synced: bool) -> bool:
+    """True when any process was asked to stop, so all processes stop at the same step.
+
+    Across processes this is a collective, so it runs only where the loop syncs anyway (`synced`).
+    """
     if jax.process_count() == 1:
       return self.requested
+    if not synced:
+      return False
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
     return bool(multihost_utils.process_allgather(np.int32(self.requested)).max())
 
@@ -160,6 +234,31 @@ def _check_resume_config(workdir: str, config) -> None:
                       f'same config or use a new --workdir')
 
 
+def _check_workdir(workdir: str) -> None:
+  """A workdir that cannot be used fails here, before anything is written."""
+  path = os.path.abspath(workdir)
+  if os.path.exists(path):
+    if not os.path.isdir(path):
+      raise UserError(f'workdir {workdir} is a file, not a directory; choose another --workdir')
+    return
+  parent = os.path.dirname(path)
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise UserError(f'workdir {workdir} cannot be created: {parent} is a file; choose another '
+                    '--workdir')
+
+
+def _make_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=workdir):
+      pass
+  except OSError as e:
+    raise UserError(f'workdir {workdir} is not writable ({e.strerror}); choose another --workdir '
+                    'or fix its permissions') from None
+
+
 def _write_config(workdir: str, config) -> None:
   if jax.process_index() == 0:
     tmp = os.path.join(workdir, 'config.json.tmp')
@@ -168,98 +267,204 @@ def _write_config(workdir: str, config) -> None:
     os.replace(tmp, os.path.join(workdir, 'config.json'))
 
 
+def _key_path(path) -> str:
+  return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
+
+
+def _init_from_dir(source: str) -> str:
+  ckpt_dir = os.path.join(os.path.abspath(source), 'checkpoints')
+  if not checkpoint.steps_on_disk(ckpt_dir):
+    problem = 'does not exist' if not os.path.isdir(source) else 'holds no checkpoint'
+    raise UserError(f'init_from={source} {problem}; set it to the workdir of a finished run, or to '
+                    '"" to train from scratch')
+  return ckpt_dir
+
+
+def init_from_checkpoint(config, state: TrainState, mesh) -> TrainState:
+  """Copies params and batch_stats whose path and shape match from `config.init_from`'s latest
+  checkpoint (transfer learning); everything else keeps its fresh initialisation."""
+  source = config.init_from
+  ckpt_dir = _init_from_dir(source)
+  mngr = checkpoint.manager(ckpt_dir, max_to_keep=None, create=False)
+  try:
+    step, saved = checkpoint.restore_arrays(mngr, ('params', 'batch_stats'),
+                                            parallel.replicated(mesh))
+  finally:
+    mngr.close()
+  saved = {_key_path(p): x for p, x in jax.tree_util.tree_leaves_with_path(saved)}
+  copied = 0
+
+  def pick(path, x):
+    nonlocal copied
+    name = _key_path(path)
+    if name not in saved:
+      return x
+    if saved[name].shape != x.shape:
+      raise UserError(f'init_from={source}: {name} has shape {tuple(saved[name].shape)} there but '
+                      f'{tuple(x.shape)} in this model; make the model match or rename that '
+                      'module to train it from scratch')
+    copied += 1
+    return saved[name].astype(x.dtype)
+
+  current = {'params': state.params, 'batch_stats': state.batch_stats}
+  new = jax.tree_util.tree_map_with_path(pick, current)
+  total = len(jax.tree.leaves(current))
+  if copied:
+    writers.log('init_from: copied %d of %d arrays (params, batch_stats) from %s step %d', copied,
+                total, source, step)
+  else:
+    logging.warning('init_from: %s step %d shares no parameter path with this model; nothing '
+                    'copied', source, step)
+  return state.replace(params=new['params'], batch_stats=new['batch_stats'])
+
+
+def _data_state(train_iter, host_pending: list) -> dict:
+  """The input position plus the sums of steps since the last log line, so that a resume from a
+  checkpoint between log steps still logs the same means."""
+  return {'input': train_iter.get_state(),
+          'pending_metrics': [{k: float(v) for k, v in s.items()} for s in host_pending]}
+
+
+def _unpack_data_state(data: dict):
+  if 'input' not in data:  # a checkpoint holding the input position alone
+    return data, []
+  pending = [{k: np.float32(v) for k, v in s.items()} for s in data['pending_metrics']]
+  return data['input'], pending
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains (resuming from workdir's latest checkpoint), evaluates, returns the test metrics."""
+  """Trains (resuming from workdir's latest checkpoint), evaluates, returns the test metrics.
+
+  Every input is checked before the workdir is written to: a UserError leaves it as it was.
+  Returns {} when stopped by SIGTERM (after saving a checkpoint to resume from).
+  """
   validate(config)
-  os.makedirs(workdir, exist_ok=True)
-  _check_resume_config(workdir, config)
+  _check_workdir(workdir)
+  ckpt_dir = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  init_from = config.get('init_from')
+  if init_from and checkpoint.steps_on_disk(ckpt_dir):
+    writers.log('resuming %s: init_from is for fresh runs only', workdir)
+    init_from = ''
+  if init_from:
+    _init_from_dir(init_from)  # fail fast, before building anything
   mesh = parallel.make_mesh()
   model = build_model(config)
   tx = optim.make(config)
 
   train_iter = input_pipeline.train_iterator(config)
   eval_data = input_pipeline.eval_data(config, config.dataset.eval_split)
+  test_data = input_pipeline.eval_data(config, config.dataset.test_split)
   initial_position = train_iter.get_state()
   first_batch = next(train_iter)  # for shapes; the loop starts from a restored position
   compile_start = time.time()
   state = init_state(config, model, tx, first_batch, mesh)
+  _check_resume_config(workdir, config)
 
-  mngr = checkpoint.manager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
-                            config.max_checkpoints_to_keep)
-  restored = checkpoint.restore_latest(mngr, checkpoint.abstract(state))
-  if restored is not None:
-    start_step, state, data_state = restored
-    train_iter.set_state(data_state)
-    writers.log('resumed from step %d', start_step)
-  else:
-    start_step = 0
-    train_iter.set_state(initial_position)
-  _write_config(workdir, config)
+  if init_from:
+    state = init_from_checkpoint(config, state, mesh)
+  _make_workdir(workdir)
+  mngr = checkpoint.manager(ckpt_dir, config.max_checkpoints_to_keep)
+  try:
+    restored = checkpoint.restore_latest(mngr, checkpoint.abstract(state))
+    pending = []
+    if restored is not None:
+      start_step, state, data = restored
+      position, pending = _unpack_data_state(data)
+      train_iter.set_state(position)
+      for newer in [s for s in mngr.all_steps() if s > start_step]:
+        logging.warning('deleting checkpoint %d in %s, which does not restore; this run saves it '
+                        'again', newer, ckpt_dir)
+        mngr.delete(newer)
+      writers.log('resumed from step %d', start_step)
+    else:
+      start_step = 0
+      train_iter.set_state(initial_position)
+    _write_config(workdir, config)
+    return _train_loop(config, workdir, model, tx, mesh, mngr, state, start_step, pending,
+                       train_iter, eval_data, test_data, compile_start)
+  finally:
+    mngr.close()
+
+
+def _train_loop(config, workdir, model, tx, mesh, mngr, state, start_step, pending, train_iter,
+                eval_data, test_data, compile_start) -> dict:
   writer = writers.MetricWriter(workdir, resume_step=start_step)
-
   train_step = make_train_step(config, model, tx, mesh)
   eval_step = make_eval_step(config, model, mesh)
   preemption = _Preemption()
-  total = config.num_train_steps
-  pending, last_time, last_step = [], time.time(), start_step
-  step = start_step
-  while step < total:
-    batch = parallel.global_batch(next(train_iter), mesh)
-    state, sums = train_step(state, batch)
-    step += 1
-    pending.append(sums)
-    if step == start_step + 1:
-      jax.block_until_ready(state)
-      writers.log('first step (compile + run) took %.1fs', time.time() - compile_start)
-      last_time, last_step, pending = time.time(), step, [sums]
-    at_end = step == total
-    if step % config.log_every_steps == 0 or at_end:
-      totals = jax.tree.map(lambda *xs: np.sum(xs), *jax.device_get(pending))  # the host sync
-      pending = []
-      metrics = losses.finalize(totals)
-      now = time.time()
-      steps_per_sec = (step - last_step) / max(now - last_time, 1e-9)
-      metrics['examples_per_sec'] = steps_per_sec * config.batch_size
-      metrics['steps_per_sec'] = steps_per_sec
-      metrics.pop('num_examples')
-      writer.write(step, 'train', metrics)
-      eta = (total - step) / max(steps_per_sec, 1e-9)
-      writers.log('step %d/%d  loss %.4f  acc %.3f  %.0f ex/s  ETA %s', step, total,
-                  metrics['loss'], metrics['accuracy'], metrics['examples_per_sec'],
-                  time.strftime('%H:%M:%S', time.gmtime(eta)))
-      last_time, last_step = now, step
-      _check_finite(config, state, step, mngr)
-    if step % config.eval_every_steps == 0 or at_end:
-      writer.write(step, 'validation', evaluate(eval_step, state, eval_data, mesh))
-    stop = preemption.agreed()
-    if step % config.checkpoint_every_steps == 0 or at_end or stop:
-      _check_finite(config, state, step, mngr)
-      checkpoint.save(mngr, step, state, train_iter.get_state())
-    if stop:
+  stop_on_nonfinite = config.on_nonfinite == 'stop'
+
+  def stop_if_nonfinite(host_pending, step):
+    bad = _first_nonfinite(host_pending, step)
+    if bad is not None:
       mngr.wait_until_finished()
-      writers.log('preempted: saved a checkpoint at step %d; rerun the same command to resume',
-                  step)
-      writer.close()
-      return {}
-  mngr.wait_until_finished()
+      last = mngr.latest_step()
+      where = f'step {last} in {mngr.directory}' if last is not None else 'none'
+      raise NonFiniteError(
+          f'non-finite loss, gradient or parameters at step {bad} (that update was not applied); '
+          f'last good checkpoint: {where}; lower optimizer.learning_rate or check the inputs, or '
+          'set on_nonfinite=skip to skip such steps')
 
-  test_data = input_pipeline.eval_data(config, config.dataset.test_split)
-  test = evaluate(eval_step, state, test_data, mesh)
-  writer.write(step, 'test', test)
-  writer.close()
-  writers.log('test: loss %.4f  accuracy %.4f  on %d examples (step %d)', test['loss'],
-              test['accuracy'], test['num_examples'], step)
-  return test
+  total = config.num_train_steps
+  last_time, last_step = time.time(), start_step
+  step = start_step
+  try:
+    while step < total:
+      batch = parallel.global_batch(next(train_iter), mesh)
+      state, sums = train_step(state, batch)
+      step += 1
+      pending.append(sums)
+      if step == start_step + 1:
+        jax.block_until_ready(state)
+        writers.log('first step (compile + run) took %.1fs', time.time() - compile_start)
+        last_time, last_step = time.time(), step
+      at_end = step == total
+      log_now = step % config.log_every_steps == 0 or at_end
+      if log_now:
+        host = jax.device_get(pending)  # the host sync
+        pending = []
+        if stop_on_nonfinite:
+          stop_if_nonfinite(host, step)
+        metrics = _train_metrics(host)
+        metrics['nonfinite_steps'] = int(jax.device_get(state.nonfinite_steps))
+        now = time.time()
+        steps_per_sec = (step - last_step) / max(now - last_time, 1e-9)
+        metrics['examples_per_sec'] = steps_per_sec * config.batch_size
+        metrics['steps_per_sec'] = steps_per_sec
+        writer.write(step, 'train', metrics)
+        eta = (total - step) / max(steps_per_sec, 1e-9)
+        writers.log('step %d/%d  loss %.4f  acc %.3f  %.0f ex/s  ETA %s', step, total,
+                    metrics['loss'], metrics['accuracy'], metrics['examples_per_sec'],
+                    time.strftime('%H:%M:%S', time.gmtime(eta)))
+        last_time, last_step = now, step
+      if step % config.eval_every_steps == 0 or at_end:
+        writer.write(step, 'validation', evaluate(eval_step, state, eval_data, mesh))
+      stop = preemption.agreed(synced=log_now)
+      if step % config.checkpoint_every_steps == 0 or at_end or stop:
+        host = jax.device_get(pending)
+        if stop_on_nonfinite:
+          stop_if_nonfinite(host, step)
+        checkpoint.save(mngr, step, state, _data_state(train_iter, host))
+      if stop:
+        mngr.wait_until_finished()
+        writers.log('preempted: saved a checkpoint at step %d; rerun the same command to resume',
+                    step)
+        return {}
+    mngr.wait_until_finished()
+    preemption.close()
 
-
-def _check_finite(config, state, step, mngr) -> None:
-  bad = int(jax.device_get(state.nonfinite_steps))
-  if bad and config.on_nonfinite == 'stop':
-    last = mngr.latest_step()
-    raise FloatingPointError(
-        f'non-finite loss or gradient by step {step} ({bad} step(s) skipped); last good checkpoint: '
-        f'{"step " + str(last) if last is not None else "none"}; lower optimizer.learning_rate or '
-        'set on_nonfinite=skip')
+    skipped = int(jax.device_get(state.nonfinite_steps))
+    if skipped:
+      logging.warning('skipped %d of %d updates for a non-finite loss, gradient or parameters '
+                      '(on_nonfinite=skip)', skipped, total)
+    test = evaluate(eval_step, state, test_data, mesh)
+    writer.write(step, 'test', test)
+    writers.log('test: loss %.4f  accuracy %.4f  on %d examples (step %d)', test['loss'],
+                test['accuracy'], test['num_examples'], step)
+    return test
+  finally:
+    preemption.close()
+    writer.close()
 
 
 def validate(config) -> None:
@@ -272,8 +477,27 @@ def validate(config) -> None:
     raise UserError(f'optimizer.learning_rate={config.optimizer.learning_rate} must be positive')
   if config.on_nonfinite not in ('stop', 'skip'):
     raise UserError(f"on_nonfinite={config.on_nonfinite!r}; valid values: stop, skip")
-  missing = set(config.model.encoders) - set(config.dataset.modalities)
+  modalities = set(config.model.encoders)
+  missing = modalities - set(config.dataset.modalities)
   if missing:
     raise UserError(f'model.encoders has modalities {sorted(missing)} that the dataset lacks '
                     f'(dataset.modalities: {sorted(config.dataset.modalities)})')
+  _validate_modality_dropout(config, modalities)
+  init_from = config.get('init_from')
+  if init_from is not None and not isinstance(init_from, str):
+    raise UserError(f'init_from={init_from!r} must be a workdir path or ""')
   input_pipeline.local_batch_size(config.batch_size)
+
+
+def _validate_modality_dropout(config, modalities: set) -> None:
+  rates = config.get('modality_dropout') or {}
+  unknown = set(rates) - modalities
+  if unknown:
+    raise UserError(f'modality_dropout has modalities {sorted(unknown)} that the model lacks '
+                    f'(model.encoders: {sorted(modalities)})')
+  for m, p in rates.items():
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+      raise UserError(f'modality_dropout.{m}={p!r} must be a probability in [0, 1]')
+  if all(rates.get(m, 0) >= 1 for m in modalities):
+    raise UserError(f'modality_dropout drops every modality of every example (each of '
+                    f'{sorted(modalities)} has p=1); lower at least one below 1')

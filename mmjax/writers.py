@@ -40,15 +40,19 @@ def log(msg: str, *args) -> None:
 
 
 def _drop_lines_after(path: str, step: int) -> None:
-  """A resumed run rewrites what came after its checkpoint (and the final test): drop those."""
+  """A resumed run rewrites what came after its checkpoint (and the final test): drop those, and
+  a last line cut short by a killed process."""
   if not os.path.exists(path):
     return
   with open(path, encoding='utf-8') as f:
     lines = f.readlines()
   def keep(line):
-    entry = json.loads(line)
+    try:
+      entry = json.loads(line)
+    except json.JSONDecodeError:
+      return False
     return entry['step'] <= step and entry['split'] != 'test'
-  kept = [l for l in lines if l.strip() and keep(l)]
+  kept = [l for l in lines if l.strip() and keep(l) and l.endswith('\n')]
   if len(kept) != len(lines):
     tmp = path + '.tmp'
     with open(tmp, 'w', encoding='utf-8') as f:

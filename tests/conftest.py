@@ -1,7 +1,10 @@
 """Shared test setup: built datasets go to a per-session temporary TFDS_DATA_DIR, never ../shared."""
 
+import hashlib
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -26,6 +29,33 @@ def small_config(variant: str = 'synthetic', **overrides):
   config.log_every_steps = 4
   config.eval_every_steps = 8
   config.checkpoint_every_steps = 4
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def run_python(args, env_extra=None, timeout=300):
+  """`python ARGS` in a subprocess from the repository root, killed after `timeout` seconds."""
+  env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
+  return subprocess.run(['timeout', '-k', '10', str(timeout), sys.executable, *args],
+                        cwd=REPO, env=env, capture_output=True, text=True, check=False)
+
+
+def tree_digest(path) -> dict:
+  """{relative path: sha256, or 'dir'} of everything under `path` ({} if it does not exist)."""
+  root = pathlib.Path(path)
+  digest = lambda p: 'dir' if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+  return {str(p.relative_to(root)): digest(p) for p in sorted(root.rglob('*'))}
+
+
+def tiny_config(**overrides):
+  """tests/scripts/tiny_config.py (image + audio, 4-channel CNNs) with `overrides`."""
+  from tests.scripts import tiny_config as tiny  # pylint: disable=import-outside-toplevel
+  config = tiny.get_config()
   for key, value in overrides.items():
     node = config
     *parents, leaf = key.split('.')

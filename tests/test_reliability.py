@@ -1,0 +1,320 @@
+"""Scale-out and reliability: two processes vs one, SIGTERM, kill -9, a damaged checkpoint,
+non-finite steps, host memory over a long run, and no pickles in checkpoints or datasets."""
+
+import importlib.util
+import json
+import math
+import os
+import pathlib
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import portpicker
+import psutil
+import pytest
+
+from mmjax import checkpoint
+from mmjax import train
+from tests.conftest import REPO, run_python, tiny_config
+
+TINY = 'tests/scripts/tiny_config.py'
+TIMING = ('examples_per_sec', 'steps_per_sec')
+# Long enough that a signal sent once the first metrics line appears lands mid-run; checkpoints
+# every 8 steps make a kill during an (asynchronous) save likely.
+LONG = ['--config.num_train_steps=200', '--config.log_every_steps=4',
+        '--config.eval_every_steps=100', '--config.checkpoint_every_steps=8']
+
+
+@pytest.fixture(scope='module')
+def cli_env(tmp_path_factory):
+  """CPU, and a compilation cache so that runs of the same program compile once."""
+  return {'JAX_PLATFORMS': 'cpu',
+          'JAX_COMPILATION_CACHE_DIR': str(tmp_path_factory.mktemp('jax_cache')),
+          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+          'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'}
+
+
+def _cli(workdir, *extra):
+  return ['-m', 'mmjax.main', f'--config={TINY}', f'--workdir={workdir}', *LONG, *extra]
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory, cli_env):
+  """An uninterrupted run of the command the interrupted ones repeat."""
+  workdir = tmp_path_factory.mktemp('reference') / 'run'
+  proc = run_python(_cli(workdir), cli_env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir
+
+
+def _metrics(workdir, drop=TIMING):
+  lines = (pathlib.Path(workdir) / 'metrics.jsonl').read_text().splitlines()
+  return [{k: v for k, v in json.loads(l).items() if k not in drop} for l in lines]
+
+
+def _final_state(workdir):
+  """The whole train state of the latest checkpoint, on this process's first device."""
+  mngr = checkpoint.manager(pathlib.Path(workdir) / 'checkpoints', None, create=False)
+  try:
+    step, state = checkpoint.restore_arrays(
+        mngr, ('step', 'params', 'batch_stats', 'opt_state', 'nonfinite_steps'),
+        jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  finally:
+    mngr.close()
+  return step, jax.device_get(state)
+
+
+def _assert_same_run(expected, actual):
+  """Bitwise: every metrics line but the timing fields, and the final train state."""
+  assert _metrics(expected) == _metrics(actual)
+  (step_e, state_e), (step_a, state_a) = _final_state(expected), _final_state(actual)
+  assert step_e == step_a
+  jax.tree.map(np.testing.assert_array_equal, state_e, state_a)
+
+
+def _start(args, env, log):
+  return subprocess.Popen(['timeout', '-k', '10', '300', sys.executable, *args], cwd=REPO,
+                          env=dict(os.environ, PYTHONPATH=str(REPO), **env),
+                          stdout=subprocess.DEVNULL, stderr=log)
+
+
+def _wait_for_training(proc, workdir, timeout=240) -> psutil.Process:
+  """The trainer process (under `timeout`), once metrics.jsonl shows that training started."""
+  metrics = pathlib.Path(workdir) / 'metrics.jsonl'
+  deadline = time.time() + timeout
+  while not (metrics.exists() and metrics.read_text().strip()):
+    assert proc.poll() is None, 'the run ended before training started'
+    assert time.time() < deadline, 'training did not start'
+    time.sleep(0.05)
+  return psutil.Process(proc.pid).children()[0]
+
+
+def _stop(proc):
+  """Kills a run still going (after a failed assertion); SIGKILL does not pass through `timeout`."""
+  if proc.poll() is None:
+    for child in psutil.Process(proc.pid).children(recursive=True):
+      child.kill()
+    proc.kill()
+  proc.wait(timeout=60)
+
+
+def test_two_processes_match_one_process(tmp_path, cli_env):
+  """2 processes x 2 CPU devices train exactly like 1 process x 4: same batches, same numbers."""
+  tiny_cnn = "{'name': 'cnn', 'features': (4,), 'kernel_sizes': (3,), 'pool': (True,)}"
+  common = ['-m', 'mmjax.main', '--config=configs/late_fusion.py:synthetic',
+            '--config.num_train_steps=8', '--config.batch_size=16', '--config.log_every_steps=4',
+            '--config.eval_every_steps=8', '--config.checkpoint_every_steps=4',
+            # Small encoders: compiling for 4 devices is the slow part here.
+            f'--config.model.encoders.image={tiny_cnn}',
+            f'--config.model.encoders.audio={tiny_cnn}',
+            '--config.model.encoders.text.hidden=(8,)', '--config.model.head.hidden=(16,)']
+  one, two = tmp_path / 'one', tmp_path / 'two'
+  proc = run_python([*common, f'--workdir={one}'],
+                    {**cli_env, 'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+
+  port = portpicker.pick_unused_port()
+  env = {**cli_env, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+  logs = [tmp_path / f'process_{i}.log' for i in range(2)]
+  procs = []
+  try:
+    for i, log in enumerate(logs):
+      with open(log, 'w', encoding='utf-8') as f:
+        procs.append(_start([*common, f'--workdir={two}', f'--coordinator_address=127.0.0.1:{port}',
+                             '--num_processes=2', f'--process_id={i}'], env, f))
+    codes = [p.wait(timeout=360) for p in procs]
+  finally:
+    for p in procs:
+      _stop(p)
+  assert codes == [0, 0], [log.read_text()[-2000:] for log in logs]
+
+  # Only process 0 writes metrics, TensorBoard events and config.json; both save checkpoints.
+  assert 'test: loss' in logs[0].read_text() and 'test: loss' not in logs[1].read_text()
+  assert len([f for f in os.listdir(two) if f.startswith('events.out.tfevents')]) == 1
+  config = lambda w: json.loads((w / 'config.json').read_text())
+  assert config(two) == config(one)
+  assert checkpoint.steps_on_disk(two / 'checkpoints') == [4, 8]
+
+  # The all-reduce sums in another order across processes: float32 rounding, nothing more.
+  expected, actual = _metrics(one), _metrics(two)
+  assert [(e['step'], e['split']) for e in expected] == [(a['step'], a['split']) for a in actual]
+  for e, a in zip(expected, actual):
+    numbers = sorted(k for k in e if k not in ('step', 'split'))
+    np.testing.assert_allclose([a[k] for k in numbers], [e[k] for k in numbers], rtol=1e-5,
+                               atol=1e-6, err_msg=str(e))
+  (_, state_one), (_, state_two) = _final_state(one), _final_state(two)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-6), state_one,
+               state_two)
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_ends_identical(tmp_path, reference, cli_env):
+  workdir, log_path = tmp_path / 'run', tmp_path / 'stderr.log'
+  with open(log_path, 'w', encoding='utf-8') as log:
+    proc = _start(_cli(workdir), cli_env, log)
+    try:
+      _wait_for_training(proc, workdir).send_signal(signal.SIGTERM)
+      assert proc.wait(timeout=120) == 0, log_path.read_text()[-3000:]
+    finally:
+      _stop(proc)
+  step = int(re.search(r'preempted: saved a checkpoint at step (\d+)', log_path.read_text())[1])
+  assert 0 < step < 200 and step in checkpoint.steps_on_disk(workdir / 'checkpoints')
+  assert not any(e['split'] == 'test' for e in _metrics(workdir))
+
+  proc = run_python(_cli(workdir), cli_env)
+  assert proc.returncode == 0 and f'resumed from step {step}' in proc.stderr, proc.stderr[-3000:]
+  _assert_same_run(reference, workdir)
+
+
+def test_kill9_at_a_random_moment_resumes_to_identical_result(tmp_path, reference, cli_env):
+  workdir = tmp_path / 'run'
+  ckpt_dir = workdir / 'checkpoints'
+  delay = random.Random(7).uniform(0.0, 1.0)
+  proc = _start(_cli(workdir), cli_env, subprocess.DEVNULL)
+  try:
+    trainer = _wait_for_training(proc, workdir)
+    time.sleep(delay)
+    trainer.kill()
+    # `timeout` passes the child's death by a signal on as its own.
+    assert proc.wait(timeout=60) in (-signal.SIGKILL, 128 + signal.SIGKILL), 'ended before the kill'
+  finally:
+    _stop(proc)
+  steps = checkpoint.steps_on_disk(ckpt_dir)
+  # Whatever the kill left, also leave what a kill during a save does: a half-written temporary
+  # directory of the next step.
+  last = steps[-1] if steps else 0
+  half = ckpt_dir / f'{last + 8}.orbax-checkpoint-tmp'
+  if steps and not half.exists():
+    shutil.copytree(ckpt_dir / str(last), half)
+    biggest = max((p for p in half.rglob('*') if p.is_file()), key=lambda p: p.stat().st_size)
+    biggest.write_bytes(biggest.read_bytes()[:biggest.stat().st_size // 2])
+
+  proc = run_python(_cli(workdir), cli_env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  if steps:
+    assert f'resumed from step {last}' in proc.stderr
+  assert not list(ckpt_dir.glob('*.orbax-checkpoint-tmp'))
+  _assert_same_run(reference, workdir)
+
+
+def _copy(reference, tmp_path):
+  workdir = tmp_path / 'run'
+  shutil.copytree(reference, workdir)
+  return workdir
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, reference, cli_env):
+  workdir = _copy(reference, tmp_path)
+  assert checkpoint.steps_on_disk(workdir / 'checkpoints') == [184, 192, 200]
+  biggest = max((p for p in (workdir / 'checkpoints' / '200').rglob('*') if p.is_file()),
+                key=lambda p: p.stat().st_size)
+  biggest.write_bytes(biggest.read_bytes()[:biggest.stat().st_size // 2])
+  proc = run_python(_cli(workdir), cli_env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert re.search(r'checkpoint at step 200 in \S+ does not restore', proc.stderr)
+  assert 'resumed from step 192' in proc.stderr
+  _assert_same_run(reference, workdir)
+
+
+def _all_finite(tree) -> bool:
+  return all(np.isfinite(x).all() for x in jax.tree.leaves(tree))
+
+
+# Resumed with an image std of 0, every input is infinite: steps 201-208 are all non-finite.
+NONFINITE = ['--config.num_train_steps=208', '--config.dataset.modalities.image.std=0.0']
+
+
+def test_nonfinite_stop_is_one_line_naming_the_step_and_last_good_checkpoint(
+    tmp_path, reference, cli_env):
+  workdir = _copy(reference, tmp_path)
+  proc = run_python(_cli(workdir, *NONFINITE), cli_env)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert proc.stderr.strip().splitlines()[-1] == (
+      'mmjax: error: non-finite loss, gradient or parameters at step 201 (that update was not '
+      f'applied); last good checkpoint: step 200 in {workdir / "checkpoints"}; lower '
+      'optimizer.learning_rate or check the inputs, or set on_nonfinite=skip to skip such steps')
+  assert checkpoint.steps_on_disk(workdir / 'checkpoints') == [184, 192, 200]
+  assert _all_finite(_final_state(workdir)[1])
+
+
+def test_nonfinite_skip_completes_and_counts(tmp_path, reference, cli_env):
+  workdir = _copy(reference, tmp_path)
+  proc = run_python(_cli(workdir, *NONFINITE, '--config.on_nonfinite=skip'), cli_env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'skipped 8 of 208 updates' in proc.stderr
+  last_train = [m for m in _metrics(workdir) if m['split'] == 'train'][-1]
+  assert last_train['step'] == 208 and last_train['nonfinite_steps'] == 8
+  assert math.isnan(last_train['loss'])  # every step of that interval was skipped
+  step, state = _final_state(workdir)
+  assert step == 208 and int(state['nonfinite_steps']) == 8 and _all_finite(state)
+  jax.tree.map(np.testing.assert_array_equal, _final_state(reference)[1]['params'],
+               state['params'])
+
+
+def test_host_memory_stays_flat(tmp_path, cli_env):
+  spec = importlib.util.spec_from_file_location('bench_memory',
+                                                REPO / 'experiments' / 'bench_memory.py')
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  result = bench.measure(400, tmp_path / 'run', env_extra=cli_env)
+  mib = lambda b: f'{b / 2**20:.1f} MiB'
+  assert len(result['samples']) > 10
+  assert result['growth'] < 0.05, (mib(result['warm']), mib(result['end']))
+
+
+def test_checkpoints_and_datasets_hold_no_pickles(reference, tfds_data_dir):
+  pickle_headers = (b'\x80\x02', b'\x80\x03', b'\x80\x04', b'\x80\x05')
+  files = [p for root in (reference / 'checkpoints', pathlib.Path(tfds_data_dir) / 'synthetic')
+           for p in root.rglob('*') if p.is_file()]
+  assert len(files) > 10
+  def head(p):
+    with open(p, 'rb') as f:
+      return f.read(2)
+  assert [p for p in files if head(p) in pickle_headers or p.suffix in ('.pkl', '.pickle')] == []
+
+
+# ------------------------------------------------------------------------------------------------
+# The two training features the bad-input checks guard.
+
+
+def test_modality_dropout_draws_per_example_and_never_drops_all():
+  config = tiny_config(modality_dropout={'image': 0.5, 'audio': 0.5})
+  drop = jax.jit(lambda present, step: train.drop_modalities(config, present, step))
+  everything = {'image': jnp.ones(4000, bool), 'audio': jnp.ones(4000, bool)}
+  out = jax.device_get(drop(everything, 3))
+  assert (out['image'] | out['audio']).all()
+  # Absent when dropped while the other is kept: p = 0.5 * 0.5.
+  assert abs((~out['image']).mean() - 0.25) < 0.03 and abs((~out['audio']).mean() - 0.25) < 0.03
+  jax.tree.map(np.testing.assert_array_equal, out, jax.device_get(drop(everything, 3)))
+  assert (jax.device_get(drop(everything, 4))['image'] != out['image']).any()
+  # An example that has only audio keeps it.
+  only_audio = {'image': jnp.zeros(4000, bool), 'audio': jnp.ones(4000, bool)}
+  assert jax.device_get(drop(only_audio, 3))['audio'].all()
+
+  config = tiny_config(modality_dropout={'image': 1.0})
+  out = jax.device_get(train.drop_modalities(config, everything, 0))
+  assert not out['image'].any() and out['audio'].all()
+
+
+def test_init_from_copies_every_matching_array(reference, caplog):
+  from mmjax import optim, parallel  # pylint: disable=import-outside-toplevel
+  from mmjax.data import input_pipeline  # pylint: disable=import-outside-toplevel
+  config = tiny_config(seed=1, init_from=str(reference))
+  mesh = parallel.make_mesh()
+  model, tx = train.build_model(config), optim.make(config)
+  state = train.init_state(config, model, tx, next(input_pipeline.train_iterator(config)), mesh)
+  with caplog.at_level('INFO'):
+    state = train.init_from_checkpoint(config, state, mesh)
+  count = len(jax.tree.leaves(state.params))
+  assert f'init_from: copied {count} of {count} arrays (params, batch_stats) from {reference} ' \
+         'step 200' in caplog.text
+  assert int(state.step) == 0
+  jax.tree.map(np.testing.assert_array_equal, _final_state(reference)[1]['params'],
+               jax.device_get(state.params))
