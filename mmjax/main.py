@@ -1,8 +1,11 @@
 """Entry point: `python -m mmjax.main --config=configs/late_fusion.py --workdir=runs/lf`.
 
-Flags only; the work is in `mmjax.train`.
+Flags only; the work is in `mmjax.train`. Mistakes a user can fix (bad flags, config values, paths,
+data) end with one line `mmjax: error: ...` on stderr and exit status 1.
 """
 
+import logging as std_logging
+import re
 import sys
 
 from absl import app
@@ -25,18 +28,139 @@ flags.DEFINE_integer('process_id', None, 'This process\'s index in a multi-proce
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-  logging.info('JAX %s: process %d/%d, %d local / %d global devices (%s)', jax.__version__,
-               jax.process_index(), jax.process_count(), jax.local_device_count(),
-               jax.device_count(), jax.devices()[0].platform)
+def _fail(message: str):
+  sys.exit(f'mmjax: error: {message}')
+
+
+def _gist(text: str) -> str:
+  """A possibly multi-line message (flag help, a traceback) on one line: first and last lines."""
+  lines = [l.strip() for l in str(text).splitlines() if l.strip()]
+  if not lines:
+    return ''
+  head = lines[0].rstrip(':')
+  if len(lines) == 1:
+    return head
+  tail = re.sub(r'^[\w.]*(Error|Exception): ', '', lines[-1])
+  return f'{head}: {tail}'
+
+
+def _config_arg(argv) -> str | None:
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      return arg.split('=', 1)[1]
+    if arg == '--config' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _unknown_field(argv, error) -> str:
+  """ml_collections raises a bare KeyError/AttributeError for `--config.<unknown>`: name the flag
+  and the valid fields at that level."""
+  while error.args and isinstance(error.args[0], Exception):  # AttributeError(KeyError(...))
+    error = error.args[0]
+  text = str(error.args[0]) if error.args else str(error)
+  name = text.splitlines()[0].strip('\'"\\')
+  hint = re.search(r'Did you mean "([^"]+)"', text)
+  for arg in argv[1:]:
+    path = arg.split('=', 1)[0].lstrip('-').split('.')
+    if path[0] != 'config' or name not in path[1:]:
+      continue
+    if hint:
+      return f'--{".".join(path)}: no such config field; did you mean {hint.group(1)}?'
+    parent = '.'.join(path[1:path.index(name)])
+    node = _file_value(argv, parent)
+    return (f'--{".".join(path)}: no such config field; fields there: '
+            f'{", ".join(sorted(node.keys()))}')
+  return f'--config={_config_arg(argv)}: cannot load it ({type(error).__name__}: {name})'
+
+
+def _check_override_types(argv) -> None:
+  """ml_collections takes any sequence for a tuple field (`hidden=abc` → ('abc',)); a tuple whose
+  items have another type than the config file's would fail deep in the model."""
+  overrides = FLAGS['config'].override_values
+  if not overrides:
+    return
+  for path, value in overrides.items():
+    node = _file_value(argv, path)
+    if not isinstance(node, (tuple, list)) or not node:
+      continue
+    want = {type(v) for v in node}
+    if not all(type(v) in want or (float in want and type(v) is int) for v in value):
+      names = '/'.join(sorted(t.__name__ for t in want))
+      _fail(f'--config.{path}={value!r}: expected a tuple of {names} like {tuple(node)!r}')
+
+
+def _file_value(argv, path: str):
+  """The value of config field `path` as the config file (without overrides) sets it."""
+  node = FLAGS['config'].parser.parse(_config_arg(argv))
+  for key in filter(None, path.split('.')):
+    node = node[key]
+  return node
+
+
+def _flag_error(argv, error) -> str:
+  message = _gist(error)
+  required = re.search(r'Flag --(\w+) must have a value other than None', message)
+  if required:
+    return f'{message.rstrip(".")}; give --{required.group(1)}=<value>'
+  override = re.match(r'flag --config\.([\w.]+)=', message)
+  if override:
+    try:
+      value = _file_value(argv, override.group(1))
+      return (f'{message}; --config.{override.group(1)} takes a value of type '
+              f'{type(value).__name__}, e.g. {value!r}')
+    except Exception:  # pylint: disable=broad-except  (no better hint than the message itself)
+      pass
+  return f'{message}; see --helpfull'
+
+
+def parse_flags(argv):
+  """absl's parser, with every error as one `mmjax: error:` line instead of usage text."""
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    return FLAGS(argv)
+  except flags.Error as e:
+    _fail(_flag_error(argv, e))
+  except (AttributeError, KeyError) as e:  # an override of a field the config lacks
+    _fail(_unknown_field(argv, e))
+  except (TypeError, ValueError) as e:  # an override value the field cannot take
+    _fail(f'{_gist(e)}; give a value of the type the config file uses')
+
+
+def _load_config():
+  """The config; ml_collections defers a config file's loading error to this first access."""
+  try:
+    config = FLAGS.config
+    config.get('seed')  # a file that failed to load raises on first attribute access
+    return config
+  except (OSError, ImportError, SyntaxError) as e:
+    detail = [l.strip() for l in str(e).splitlines() if l.strip()][-1]
+    _fail(f'--config={FLAGS["config"].config_filename}: cannot load it ({detail}); check the path '
+          'and that it defines get_config()')
+
+
+class _QuietOrbax(std_logging.Filter):
+  """Orbax logs each save's internals at INFO; keep its warnings, drop the rest."""
+
+  def filter(self, record):
+    return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
+
+
+def main(argv):
+  logging.get_absl_handler().addFilter(_QuietOrbax())
+  if len(argv) > 1:
+    _fail(f'unexpected arguments {argv[1:]}; flags take the form --name=value')
+  config = _load_config()
+  _check_override_types(sys.argv)
+  try:
+    parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                    FLAGS.process_id)
+    logging.info('JAX %s: process %d/%d, %d local / %d global devices (%s)', jax.__version__,
+                 jax.process_index(), jax.process_count(), jax.local_device_count(),
+                 jax.device_count(), jax.devices()[0].platform)
+    train.train_and_evaluate(config, FLAGS.workdir)
   except UserError as e:
-    sys.exit(f'mmjax: error: {e}')
+    _fail(_gist(e))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,260 @@
+"""Bad input gets one line that names the fix, and leaves an existing workdir exactly as it was.
+
+The command line is checked where its own parsing is involved (flags, config files, device counts,
+raw data); the rest calls `train.train_and_evaluate`, whose UserError `mmjax.main` prints as
+`mmjax: error: <message>`.
+"""
+
+import os
+import pathlib
+import shutil
+
+import jax
+import pytest
+
+from configs import default
+from mmjax import train
+from mmjax.data import input_pipeline
+from mmjax.errors import UserError
+from tests.conftest import RAW_DATA_DIR, run_python, small_config, tiny_config, tree_digest
+
+TINY = 'tests/scripts/tiny_config.py'
+
+
+@pytest.fixture(scope='module')
+def existing(tmp_path_factory):
+  """A finished run: checkpoints, metrics.jsonl, config.json, TensorBoard events."""
+  workdir = tmp_path_factory.mktemp('existing') / 'run'
+  train.train_and_evaluate(tiny_config(num_train_steps=4), str(workdir))
+  assert (workdir / 'checkpoints' / '4').is_dir() and (workdir / 'metrics.jsonl').exists()
+  return workdir
+
+
+def _rejects(config, workdir, message, untouched=()):
+  """train_and_evaluate raises a one-line UserError containing `message`, and changes neither
+  `workdir` nor any of `untouched`."""
+  watched = [pathlib.Path(workdir), *map(pathlib.Path, untouched)]
+  before = [tree_digest(p) if p.exists() else None for p in watched]
+  with pytest.raises(UserError) as e:
+    train.train_and_evaluate(config, str(workdir))
+  text = str(e.value)
+  assert message in text and '\n' not in text, text
+  assert [tree_digest(p) if p.exists() else None for p in watched] == before
+  return text
+
+
+# ------------------------------------------------------------------------------------------------
+# The command line: each case exits 1 with one `mmjax: error:` line as the last line of stderr.
+
+
+def _cli_error(args, env_extra=None, workdir=None):
+  before = tree_digest(workdir) if workdir else None
+  proc = run_python(['-m', 'mmjax.main', *args], {'JAX_PLATFORMS': 'cpu', **(env_extra or {})},
+                    timeout=180)
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode == 1 and lines and lines[-1].startswith('mmjax: error: '), \
+      proc.stderr[-3000:]
+  if workdir:
+    assert tree_digest(workdir) == before
+  return lines[-1][len('mmjax: error: '):]
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--config.nope=1'],
+     '--config.nope: no such config field; fields there: batch_size, '),
+    (['--config.batch_siz=32'],
+     '--config.batch_siz: no such config field; did you mean batch_size?'),
+    (['--config.batch_size=abc'],
+     "flag --config.batch_size=abc: invalid literal for int() with base 10: 'abc'; "
+     '--config.batch_size takes a value of type int, e.g. 16'),
+    (['--config.model.encoders.audio.features=abc'],
+     "--config.model.encoders.audio.features=('abc',): expected a tuple of int like (4,)"),
+    (['--num_processes=2'], '--num_processes and --process_id need --coordinator_address'),
+], ids=['unknown_key', 'misspelt_key', 'wrong_type', 'wrong_tuple_type', 'num_processes_alone'])
+def test_cli_bad_flags(existing, args, message):
+  error = _cli_error([f'--config={TINY}', f'--workdir={existing}', *args], workdir=existing)
+  assert error.startswith(message), error
+
+
+def test_cli_missing_config_file_and_workdir_flag(existing):
+  error = _cli_error(['--config=configs/nope.py', f'--workdir={existing}'], workdir=existing)
+  assert error.startswith("--config=configs/nope.py: cannot load it ([Errno 2] No such file or "
+                          "directory: 'configs/nope.py'); check the path"), error
+  error = _cli_error([f'--config={TINY}'])
+  assert error == ('flag --workdir=None: Flag --workdir must have a value other than None; give '
+                   '--workdir=<value>'), error
+
+
+def test_cli_batch_not_divisible_by_devices(existing):
+  error = _cli_error([f'--config={TINY}', f'--workdir={existing}', '--config.batch_size=10'],
+                     {'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}, workdir=existing)
+  assert error == ('batch_size=10 must be a positive multiple of the device count 4 '
+                   '(1 process(es) x 4 local devices); change --config.batch_size'), error
+
+
+def test_cli_missing_raw_data_dir(existing, tmp_path):
+  error = _cli_error(['--config=configs/late_fusion.py', f'--workdir={existing}'],
+                     {'MMJAX_RAW_DATA_DIR': str(tmp_path / 'nowhere'), 'MMJAX_RAW_DOWNLOAD': '0',
+                      'TFDS_DATA_DIR': str(tmp_path / 'tfds')}, workdir=existing)
+  assert error.startswith(f'{tmp_path / "nowhere"}: raw data dir (from MMJAX_RAW_DATA_DIR) does '
+                          'not exist; create it'), error
+
+
+def test_cli_wrong_checksum(existing, tmp_path):
+  raw = tmp_path / 'raw'
+  (raw / 'mnist').mkdir(parents=True)
+  (raw / 'mnist' / 'train-images-idx3-ubyte.gz').write_bytes(b'not the MNIST file')
+  error = _cli_error(['--config=configs/late_fusion.py', f'--workdir={existing}'],
+                     {'MMJAX_RAW_DATA_DIR': str(raw), 'MMJAX_RAW_DOWNLOAD': '0',
+                      'TFDS_DATA_DIR': str(tmp_path / 'tfds')}, workdir=existing)
+  assert 'train-images-idx3-ubyte.gz: md5 ' in error and error.endswith(
+      '!= expected f68b3c2dcbeaaa9fbdd348bbdeb94873 (truncated: 18 of 9912422 bytes); re-download '
+      'it or point MMJAX_RAW_DATA_DIR at a good copy'), error
+
+
+# ------------------------------------------------------------------------------------------------
+# Config values, in process.
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'dataset.name': 'no_such_dataset'}, "dataset 'no_such_dataset' not found"),
+    ({'model.encoders.image.name': 'nope'},
+     "unknown encoder 'nope' (model.encoders.image.name); valid names: "),
+    ({'model.fusion.name': 'nope'}, "unknown fusion 'nope' (model.fusion.name); valid names: "),
+    ({'model.frontends.audio.name': 'nope'},
+     "unknown front end 'nope' (model.frontends.audio.name); valid names: "),
+    ({'optimizer.name': 'adagrad'},
+     "unknown optimizer 'adagrad' (optimizer.name); valid names: adamw, sgd"),
+    ({'optimizer.schedule': 'step'},
+     "unknown schedule 'step' (optimizer.schedule); valid names: constant, cosine"),
+    ({'num_train_steps': -3}, 'num_train_steps=-3 must be positive'),
+    ({'checkpoint_every_steps': 0}, 'checkpoint_every_steps=0 must be positive'),
+    ({'optimizer.learning_rate': 0.0}, 'optimizer.learning_rate=0.0 must be positive'),
+    ({'on_nonfinite': 'ignore'}, "on_nonfinite='ignore'; valid values: stop, skip"),
+    ({'model.encoders.video': {'name': 'cnn'}},
+     "model.encoders has modalities ['video'] that the dataset lacks (dataset.modalities: "
+     "['audio', 'image'])"),
+    ({'modality_dropout': {'image': 1.0, 'audio': 1.0}},
+     "modality_dropout drops every modality of every example (each of ['audio', 'image'] has "
+     'p=1); lower at least one below 1'),
+    ({'modality_dropout': {'image': 1.5}},
+     'modality_dropout.image=1.5 must be a probability in [0, 1]'),
+    ({'modality_dropout': {'text': 0.5}},
+     "modality_dropout has modalities ['text'] that the model lacks (model.encoders: "
+     "['audio', 'image'])"),
+    ({'model.head.hidden': (32,)},
+     'holds a run with a different model config; resume it with the same config or use a new '
+     '--workdir'),
+], ids=['dataset', 'encoder', 'fusion', 'frontend', 'optimizer', 'schedule', 'steps',
+        'checkpoint_every', 'learning_rate', 'on_nonfinite', 'modality_not_in_dataset',
+        'dropout_drops_all', 'dropout_range', 'dropout_unknown_modality', 'resume_other_model'])
+def test_bad_config_value(existing, overrides, message):
+  _rejects(tiny_config(**overrides), existing, message)
+
+
+def test_text_longer_than_max_length(existing):
+  config = small_config(**{'dataset.modalities.text.max_length': 4})
+  _rejects(config, existing, 'exceeds dataset.modalities.text.max_length=4; raise max_length')
+
+
+def test_empty_split(existing, monkeypatch):
+  load = input_pipeline.load_source
+  monkeypatch.setattr(input_pipeline, 'load_source',
+                      lambda name, config: {**load(name, config), 'validation': []})
+  _rejects(tiny_config(), existing, "split 'validation' of dataset 'synthetic/redundant' is empty")
+
+
+def test_per_process_batch_not_divisible_by_local_devices(existing, monkeypatch):
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(jax, 'local_device_count', lambda: 2)
+  monkeypatch.setattr(jax, 'device_count', lambda: 4)
+  _rejects(tiny_config(batch_size=6), existing,
+           'batch_size=6 must be a positive multiple of the device count 4 (2 process(es) x 2 '
+           'local devices)')
+
+
+# ------------------------------------------------------------------------------------------------
+# Paths: the workdir, init_from, checkpoints, raw data.
+
+
+def test_workdir_is_a_file_or_under_one(tmp_path):
+  path = tmp_path / 'file'
+  path.write_text('not a directory')
+  _rejects(tiny_config(), path, f'workdir {path} is a file, not a directory; choose another')
+  _rejects(tiny_config(), path / 'run',
+           f'workdir {path / "run"} cannot be created: {path} is a file; choose another --workdir',
+           untouched=[path])
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root writes into read-only directories')
+def test_workdir_under_a_read_only_dir(tmp_path):
+  locked = tmp_path / 'locked'
+  locked.mkdir(mode=0o555)
+  _rejects(tiny_config(), locked / 'run', f'workdir {locked / "run"} is not writable')
+
+
+def test_init_from_missing_or_empty(existing, tmp_path):
+  target = tmp_path / 'new'
+  _rejects(tiny_config(init_from=str(tmp_path / 'nope')), target,
+           f'init_from={tmp_path / "nope"} does not exist; set it to the workdir of a finished run')
+  assert not target.exists()
+  (tmp_path / 'empty').mkdir()
+  _rejects(tiny_config(init_from=str(tmp_path / 'empty')), target,
+           f'init_from={tmp_path / "empty"} holds no checkpoint')
+  assert not target.exists()
+
+
+def test_init_from_with_another_shape(existing, tmp_path):
+  target = tmp_path / 'new'
+  _rejects(tiny_config(init_from=str(existing), **{'model.head.hidden': (32,)}), target,
+           f'init_from={existing}: params/heads/label/Dense_0/bias has shape (16,) there but (32,) '
+           'in this model; make the model match', untouched=[existing])
+  assert not target.exists()
+
+
+def test_all_checkpoints_damaged(existing, tmp_path):
+  workdir = tmp_path / 'damaged'
+  shutil.copytree(existing, workdir)
+  for f in (workdir / 'checkpoints' / '4').rglob('*'):
+    if f.is_file() and f.stat().st_size > 1000:
+      f.write_bytes(f.read_bytes()[:100])
+  _rejects(tiny_config(num_train_steps=8), workdir,
+           f'no checkpoint in {workdir / "checkpoints"} restores (steps [4]); move the damaged '
+           'ones')
+
+
+@pytest.fixture(scope='module')
+def fsdd_raw(tmp_path_factory):
+  """A raw dir of links to the real FSDD recordings, to damage one at a time."""
+  source = RAW_DATA_DIR / 'fsdd' / 'recordings'
+  if not source.is_dir():
+    pytest.skip(f'no raw FSDD recordings at {source}')
+  raw = tmp_path_factory.mktemp('fsdd_raw')
+  (raw / 'fsdd' / 'recordings').mkdir(parents=True)
+  for name in os.listdir(source):
+    (raw / 'fsdd' / 'recordings' / name).symlink_to(source / name)
+  return raw
+
+
+@pytest.mark.parametrize('damage, message', [
+    (lambda data: data[:len(data) // 2], '(truncated WAV: '),
+    (lambda data: b'ID3 an mp3, say' + data[15:], '(not a valid WAV file: '),
+], ids=['truncated_wav', 'not_a_wav'])
+def test_damaged_audio_file(existing, fsdd_raw, tmp_path, monkeypatch, damage, message):
+  monkeypatch.setenv('MMJAX_RAW_DOWNLOAD', '0')
+  victim = fsdd_raw / 'fsdd' / 'recordings' / '3_theo_7.wav'
+  data = victim.read_bytes()
+  victim.unlink()
+  victim.write_bytes(damage(data))
+  try:
+    config = tiny_config()
+    config.dataset = default.avmnist_dataset()
+    config.dataset.name, config.dataset.joins = 'fsdd/standard', {}
+    config.dataset.raw_data_dir, config.dataset.data_dir = str(fsdd_raw), str(tmp_path / 'tfds')
+    default.keep_modalities(config, ('audio',))
+    text = _rejects(config, existing, f'{victim}: sha256 ')
+    assert message in text and text.endswith(
+        're-download it or point MMJAX_RAW_DATA_DIR at a good copy'), text
+  finally:
+    victim.unlink()
+    victim.symlink_to(RAW_DATA_DIR / 'fsdd' / 'recordings' / victim.name)
