@@ -20,6 +20,17 @@ def tfds_data_dir(tmp_path_factory):
   return path
 
 
+def override(config, **overrides):
+  """Sets dotted fields: override(config, **{'optimizer.name': 'sgd'})."""
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
 def small_config(variant: str = 'synthetic', **overrides):
   """A configs/late_fusion.py:<variant> config shrunk for fast tests."""
   from configs import late_fusion  # pylint: disable=import-outside-toplevel
@@ -29,13 +40,7 @@ def small_config(variant: str = 'synthetic', **overrides):
   config.log_every_steps = 4
   config.eval_every_steps = 8
   config.checkpoint_every_steps = 4
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return override(config, **overrides)
 
 
 def run_python(args, env_extra=None, timeout=300):
@@ -56,10 +61,4 @@ def tiny_config(**overrides):
   """tests/scripts/tiny_config.py (image + audio, 4-channel CNNs) with `overrides`."""
   from tests.scripts import tiny_config as tiny  # pylint: disable=import-outside-toplevel
   config = tiny.get_config()
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return override(config, **overrides)

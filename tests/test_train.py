@@ -3,8 +3,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -13,18 +11,12 @@ import pytest
 
 from mmjax import train
 from mmjax.errors import UserError
-from tests.conftest import REPO, small_config
-
-
-def _run(args, env_extra=None, timeout=300):
-  env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
-  return subprocess.run(['timeout', '-k', '10', str(timeout), sys.executable, *args],
-                        cwd=REPO, env=env, capture_output=True, text=True, check=False)
+from tests.conftest import run_python, small_config
 
 
 def _train_steps(tmp_path, devices):
   out = tmp_path / f'steps_{devices}.npz'
-  proc = _run(['tests/scripts/train_steps.py', str(out)],
+  proc = run_python(['tests/scripts/train_steps.py', str(out)],
               {'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
                'JAX_PLATFORMS': 'cpu'})
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -81,7 +73,7 @@ def test_interrupted_run_resumes_to_identical_result(tmp_path):
 
 def test_cli_end_to_end(tmp_path):
   workdir = tmp_path / 'run'
-  proc = _run(['-m', 'mmjax.main', '--config=configs/late_fusion.py:synthetic',
+  proc = run_python(['-m', 'mmjax.main', '--config=configs/late_fusion.py:synthetic',
                f'--workdir={workdir}', '--config.num_train_steps=24', '--config.batch_size=16',
                '--config.log_every_steps=8', '--config.eval_every_steps=12',
                '--config.checkpoint_every_steps=12', '--config.optimizer.learning_rate=0.002'])
@@ -121,9 +113,9 @@ def test_bad_config_gives_one_line_error(tmp_path, overrides, message, monkeypat
 
 
 def test_cli_missing_workdir_and_bad_fusion_print_one_line(tmp_path):
-  proc = _run(['-m', 'mmjax.main', '--config=configs/late_fusion.py:synthetic'])
+  proc = run_python(['-m', 'mmjax.main', '--config=configs/late_fusion.py:synthetic'])
   assert proc.returncode != 0 and "Flag --workdir must have a value other than None" in proc.stderr
-  proc = _run(['-m', 'mmjax.main', '--config=configs/late_fusion.py:synthetic',
+  proc = run_python(['-m', 'mmjax.main', '--config=configs/late_fusion.py:synthetic',
                f'--workdir={tmp_path}/w', '--config.model.fusion.name=nope'])
   assert proc.returncode == 1
   last = proc.stderr.strip().splitlines()[-1]
