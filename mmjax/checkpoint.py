@@ -52,23 +52,33 @@ def _warn_skipped(mngr, step, e):
                   (str(e).splitlines() or [''])[0][:200])
 
 
+def _newest_that_restores(mngr: ocp.CheckpointManager, restore, hint: str = ''):
+  """(step, restore(step)) for the newest step whose restore succeeds, warning about each that
+  fails; None when there is no checkpoint, a UserError when none restores."""
+  steps = sorted(mngr.all_steps(), reverse=True)
+  for step in steps:
+    try:
+      return step, restore(step)
+    except Exception as e:  # pylint: disable=broad-except  (any damage: fall back, say so)
+      _warn_skipped(mngr, step, e)
+  if steps:
+    raise UserError(f'no checkpoint in {mngr.directory} restores (steps {steps}){hint}')
+  return None
+
+
 def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
   """(step, state, data_state) of the newest checkpoint that restores, or None if there is none.
 
   Checkpoints exist but none restores: a UserError, rather than silently starting over.
   """
-  steps = sorted(mngr.all_steps(), reverse=True)
-  for step in steps:
-    try:
-      out = mngr.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-      return step, out.state, out.data
-    except Exception as e:  # pylint: disable=broad-except  (any damage: fall back, say so)
-      _warn_skipped(mngr, step, e)
-  if steps:
-    raise UserError(f'no checkpoint in {mngr.directory} restores (steps {steps}); move the damaged '
-                    'ones away to resume from an older one, or use a new --workdir')
-  return None
+  found = _newest_that_restores(
+      mngr, lambda step: mngr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore())),
+      '; move the damaged ones away to resume from an older one, or use a new --workdir')
+  if found is None:
+    return None
+  step, out = found
+  return step, out.state, out.data
 
 
 def restore_arrays(mngr: ocp.CheckpointManager, keys, sharding):
@@ -77,20 +87,14 @@ def restore_arrays(mngr: ocp.CheckpointManager, keys, sharding):
 
   Shapes come from the checkpoint's own metadata, so it may hold a different model.
   """
-  steps = sorted(mngr.all_steps(), reverse=True)
-  for step in steps:
-    try:
-      tree = mngr.item_metadata(step)['state'].tree
-      # The whole state: a partial restore is not supported by the standard handler.
-      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
-                            tree)
-      out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-      return step, {k: {} if out.state.get(k) is None else out.state[k] for k in keys}
-    except Exception as e:  # pylint: disable=broad-except
-      _warn_skipped(mngr, step, e)
-  if steps:
-    raise UserError(f'no checkpoint in {mngr.directory} restores (steps {steps})')
-  return None
+  def restore(step):
+    tree = mngr.item_metadata(step)['state'].tree
+    # The whole state: a partial restore is not supported by the standard handler.
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+                          tree)
+    out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+    return {k: {} if out.state.get(k) is None else out.state[k] for k in keys}
+  return _newest_that_restores(mngr, restore)
 
 
 def abstract(state):
