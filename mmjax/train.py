@@ -105,8 +105,12 @@ def _all_finite(tree):
                           jnp.bool_(True))
 
 
+def _task_weights(config) -> dict:
+  return {name: t.get('weight', 1.0) for name, t in config.tasks.items()}
+
+
 def make_train_step(config, model, tx, mesh):
-  weights = {name: t.get('weight', 1.0) for name, t in config.tasks.items()}
+  weights = _task_weights(config)
 
   def loss_fn(params, state, batch, rngs):
     variables = _variables(state.replace(params=params))
@@ -146,7 +150,7 @@ def make_train_step(config, model, tx, mesh):
 
 
 def make_eval_step(config, model, mesh):
-  weights = {name: t.get('weight', 1.0) for name, t in config.tasks.items()}
+  weights = _task_weights(config)
 
   def eval_step(state, batch):
     logits = model.apply(_variables(state), batch['inputs'], batch['present'], train=False)
@@ -326,8 +330,6 @@ def _data_state(train_iter, host_pending: list) -> dict:
 
 
 def _unpack_data_state(data: dict):
-  if 'input' not in data:  # a checkpoint holding the input position alone
-    return data, []
   pending = [{k: np.float32(v) for k, v in s.items()} for s in data['pending_metrics']]
   return data['input'], pending
 
