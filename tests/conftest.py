@@ -9,7 +9,13 @@ import sys
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-RAW_DATA_DIR = pathlib.Path(os.environ.get('MMJAX_RAW_DATA_DIR', REPO.parent / 'shared' / 'data'))
+# Resolved once, here, against the directory pytest started in (the README runs it from the
+# repository root with MMJAX_RAW_DATA_DIR=../shared/data); the absolute path is put back so that
+# links made from it and subprocesses started elsewhere see the same folder.
+RAW_DATA_DIR = pathlib.Path(os.path.abspath(os.path.expanduser(
+    os.environ.get('MMJAX_RAW_DATA_DIR') or REPO.parent / 'shared' / 'data')))
+if os.environ.get('MMJAX_RAW_DATA_DIR'):
+  os.environ['MMJAX_RAW_DATA_DIR'] = str(RAW_DATA_DIR)
 
 
 @pytest.fixture(scope='session', autouse=True)

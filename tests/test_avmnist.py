@@ -24,8 +24,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _find_raw_dir() -> pathlib.Path | None:
-  env = os.environ.get("MMJAX_RAW_DATA_DIR")
-  path = pathlib.Path(env) if env else REPO.parent / "shared" / "data"
+  from tests.conftest import RAW_DATA_DIR  # pylint: disable=import-outside-toplevel
+  path = RAW_DATA_DIR  # absolute: _link_tree's links and the builders' paths agree
   ok = (path / "mnist").is_dir() and (path / "fsdd" / "recordings").is_dir()
   return path if ok else None
 

@@ -67,20 +67,29 @@ class RawDataError(UserError):
 
 def _default_cache_dir() -> pathlib.Path:
   base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return pathlib.Path(base) / "mmjax" / "raw"
+  return absolute(base) / "mmjax" / "raw"
+
+
+def absolute(path: str | os.PathLike) -> pathlib.Path:
+  """`path` with `~` expanded, made absolute against the current directory once, here.
+
+  A relative path (e.g. `MMJAX_RAW_DATA_DIR=../shared/data`) means the same folder wherever it is
+  used later: symlinks made from it, other working directories, subprocesses.
+  """
+  return pathlib.Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
 
 
 def raw_data_dir(override: str | os.PathLike | None = None) -> pathlib.Path:
-  """The raw data dir: `override`, else $MMJAX_RAW_DATA_DIR, else a cache dir.
+  """The raw data dir: `override`, else $MMJAX_RAW_DATA_DIR, else a cache dir; always absolute.
 
   An explicitly named dir must exist (a typo should not trigger a download
   into a stray place); the default cache dir is created and filled by
   downloads.
   """
   if override:
-    path, source = pathlib.Path(override).expanduser(), "the raw_dir argument"
+    path, source = absolute(override), "the raw_dir argument"
   elif os.environ.get(ENV_RAW_DIR):
-    path, source = pathlib.Path(os.environ[ENV_RAW_DIR]).expanduser(), ENV_RAW_DIR
+    path, source = absolute(os.environ[ENV_RAW_DIR]), ENV_RAW_DIR
   else:
     path = _default_cache_dir()
     path.mkdir(parents=True, exist_ok=True)
