@@ -1,6 +1,6 @@
 """Convolutional encoders: the seed's 2D CNN, MultiBench's LeNet, and a 1D CNN over frames."""
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -16,6 +16,10 @@ class ConvNet(nn.Module):
   spatial_dims=1: spectrograms [B, T, F] convolved along time with the F bins as channels.
   `kernel_sizes` and `pool` may be one value for every block. Tokens are the last feature map's
   positions.
+
+  2D pooling is PyTorch's `max_pool2d(x, 2)`: floor mode, so an odd side loses its last row or
+  column. A side already down to 1 is left as it is rather than pooled to an empty map (where
+  PyTorch raises an error), so a deep stack still ends on a 1-wide map on a small input.
   """
   features: Sequence[int] = (32, 64, 128)
   kernel_sizes: int | Sequence[int] = 3
@@ -23,6 +27,7 @@ class ConvNet(nn.Module):
   batch_norm: bool = False
   readout: str = 'flatten'  # 'flatten' (the seed) or 'mean' (global average pooling)
   spatial_dims: int = 2
+  kernel_init: Any = None   # None: flax's default (LeCun normal)
 
   def _per_block(self, value, name):
     values = (value,) * len(self.features) if isinstance(value, (int, bool)) else tuple(value)
@@ -35,16 +40,19 @@ class ConvNet(nn.Module):
   def __call__(self, x, train: bool = False):
     if x.ndim == self.spatial_dims + 1:
       x = x[..., None] if self.spatial_dims == 2 else x
-    window = (2,) * self.spatial_dims
+    init = {} if self.kernel_init is None else {'kernel_init': self.kernel_init}
     for feat, k, pool in zip(self.features, self._per_block(self.kernel_sizes, 'kernel_sizes'),
                              self._per_block(self.pool, 'pool')):
-      x = nn.Conv(feat, (k,) * self.spatial_dims, padding='SAME', use_bias=not self.batch_norm)(x)
+      x = nn.Conv(feat, (k,) * self.spatial_dims, padding='SAME', use_bias=not self.batch_norm,
+                  **init)(x)
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
       x = nn.relu(x)
-      if pool:
-        x = nn.max_pool(x, window, strides=window, padding='SAME' if self.spatial_dims == 1 else
-                        'VALID')  # 1D keeps a last odd frame
+      if pool and self.spatial_dims == 1:
+        x = nn.max_pool(x, (2,), strides=(2,), padding='SAME')  # keeps a last odd frame
+      elif pool:
+        window = tuple(2 if side > 1 else 1 for side in x.shape[-3:-1])
+        x = nn.max_pool(x, window, strides=window, padding='VALID')
     b, c = x.shape[0], x.shape[-1]
     tokens = x.reshape(b, -1, c)
     pooled = x.reshape(b, -1) if self.readout == 'flatten' else tokens.mean(axis=1)
@@ -56,13 +64,21 @@ ENCODERS.register('cnn')(ConvNet)
 
 @ENCODERS.register('lenet')
 def lenet(channels: int = 6, additional_layers: int = 3) -> ConvNet:
-  """MultiBench's LeNet(in, channels, additional_layers): a 5x5 conv, then 3x3 conv + pool layers
-  doubling the channels, BatchNorm, global average pooling (output 6 * 2**layers features)."""
+  """MultiBench's LeNet(in_channels, channels, additional_layers) (unimodals/common_models.py).
+
+  A 5x5 convolution (padding 2) to `channels`, then `additional_layers` 3x3 convolutions
+  (padding 1) each doubling the channels; every convolution has no bias and is followed by
+  BatchNorm, ReLU and a 2x2 max-pool, the first included. The output is the last feature map
+  flattened: `channels * 2**additional_layers` features once the map is 1x1, as it is for
+  LeNet(1,6,3) on 28x28 images (28-14-7-3-1) and LeNet(1,6,5) on 97x64 log-mel spectrograms
+  (97x64-48x32-24x16-12x8-6x4-3x2-1x1). Convolution kernels start from PyTorch's
+  `kaiming_uniform_` (U(+-sqrt(6 / fan_in))), as MultiBench initialises them.
+  """
   n = additional_layers + 1
   return ConvNet(features=tuple(channels * 2 ** i for i in range(n)),
-                 kernel_sizes=(5,) + (3,) * additional_layers,
-                 pool=(False,) + (True,) * additional_layers,
-                 batch_norm=True, readout='mean')
+                 kernel_sizes=(5,) + (3,) * additional_layers, pool=True, batch_norm=True,
+                 readout='flatten',
+                 kernel_init=nn.initializers.variance_scaling(2.0, 'fan_in', 'uniform'))
 
 
 @ENCODERS.register('conv1d')
