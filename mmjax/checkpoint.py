@@ -5,45 +5,64 @@ interrupted save never replaces the last good checkpoint; a temporary directory 
 killed process is ignored, and removed when the next manager starts. A latest checkpoint that fails
 to restore (e.g. a truncated file) is skipped with a warning in favour of the one before.
 
-Arrays are stored as OCDBT/Zarr and the rest as JSON: no pickles.
+Arrays are stored as OCDBT/Zarr through TensorStore and the rest as JSON: no pickles. Directories
+are etils.epath paths, so they may be local or on gs:// (TensorStore writes the arrays there with
+its own GCS driver). Nothing here depends on the state's field names: the state is saved whole and
+`restore_arrays` restores whichever top-level fields it is asked for.
 """
-
-import os
-import re
 
 from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
+from mmjax import workdir as workdirs
 from mmjax.errors import UserError
 
+STATE, DATA = 'state', 'data'
 
-def manager(directory, max_to_keep: int, create: bool = True) -> ocp.CheckpointManager:
-  """`create=False` only reads: it neither creates the directory nor cleans it."""
-  return ocp.CheckpointManager(
-      os.path.abspath(directory),
-      options=ocp.CheckpointManagerOptions(
-          max_to_keep=max_to_keep, create=create,
-          # A save cut short by a kill leaves `<step>.orbax-checkpoint-tmp`; the next save of that
-          # step must not trip over it.
-          cleanup_tmp_directories=create),
-      item_names=('state', 'data'),
-      # Named handlers let metadata be read before any save or restore in this process.
-      item_handlers={'state': ocp.StandardCheckpointHandler(),
-                     'data': ocp.JsonCheckpointHandler()})
+
+def _handler_registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
+  """The items of a checkpoint and how each is written and read. Registered up front, so that
+  metadata can be read before any save or restore in this process."""
+  registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+  state = ocp.StandardCheckpointHandler()
+  registry.add(STATE, ocp.args.StandardSave, state)
+  registry.add(STATE, ocp.args.StandardRestore, state)
+  # The same on-disk format read by the general handler, for restores of part of the state.
+  registry.add(STATE, ocp.args.PyTreeRestore, ocp.PyTreeCheckpointHandler())
+  data = ocp.JsonCheckpointHandler()
+  registry.add(DATA, ocp.args.JsonSave, data)
+  registry.add(DATA, ocp.args.JsonRestore, data)
+  return registry
+
+
+def manager(directory, max_to_keep: int | None, create: bool = True) -> ocp.CheckpointManager:
+  """A manager that saves (keeping the newest `max_to_keep`, None: all) or, with `create=False`,
+  a read-only one: it neither creates the directory nor cleans or deletes anything in it."""
+  if create:
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=ocp.checkpoint_managers.LatestN(n=max_to_keep),
+        create=True,
+        # A save cut short by a kill leaves `<step>.orbax-checkpoint-tmp`; the next save of that
+        # step must not trip over it.
+        cleanup_tmp_directories=True)
+  else:
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
+  return ocp.CheckpointManager(workdirs.resolve(directory), options=options,
+                               handler_registry=_handler_registry())
 
 
 def steps_on_disk(directory) -> list[int]:
   """Finished checkpoint steps under `directory`, without creating or cleaning anything."""
-  if not os.path.isdir(directory):
+  path = workdirs.resolve(directory)
+  if not path.is_dir():
     return []
-  return sorted(int(n) for n in os.listdir(directory)
-                if re.fullmatch(r'\d+', n) and os.path.isdir(os.path.join(directory, n)))
+  return sorted(m.step for m in ocp.path.step.standard_name_format().find_all(path))
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, data_state: dict) -> None:
-  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                          data=ocp.args.JsonSave(data_state)), force=True)
+  mngr.save(step, args=ocp.args.Composite(**{STATE: ocp.args.StandardSave(state),
+                                             DATA: ocp.args.JsonSave(data_state)}), force=True)
 
 
 def _warn_skipped(mngr, step, e):
@@ -72,31 +91,41 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
   Checkpoints exist but none restores: a UserError, rather than silently starting over.
   """
   found = _newest_that_restores(
-      mngr, lambda step: mngr.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore())),
+      mngr, lambda step: mngr.restore(step, args=ocp.args.Composite(**{
+          STATE: ocp.args.StandardRestore(abstract_state), DATA: ocp.args.JsonRestore()})),
       '; move the damaged ones away to resume from an older one, or use a new --workdir')
   if found is None:
     return None
   step, out = found
-  return step, out.state, out.data
+  return step, out[STATE], out[DATA]
+
+
+def saved_state_tree(mngr: ocp.CheckpointManager, step: int) -> dict:
+  """The saved state's structure at `step`: {field: subtree of array metadata (shape, dtype)}."""
+  metadata = mngr.metadata(step).item_metadata[STATE]
+  return getattr(metadata, 'tree', metadata)
 
 
 def restore_arrays(mngr: ocp.CheckpointManager, keys, sharding):
-  """(step, {key: subtree}) of the state's `keys` (e.g. params) from the newest checkpoint that
-  restores, each array placed with `sharding`; None when there is no checkpoint.
+  """(step, {key: subtree}) of the state's top-level fields `keys` (e.g. ('params',
+  'batch_stats')) from the newest checkpoint that restores, each array placed with `sharding`;
+  None when there is no checkpoint. A key the checkpoint lacks (or saved empty) gives {}.
 
-  Shapes come from the checkpoint's own metadata, so it may hold a different model.
+  Only those fields are read (a partial restore). Shapes come from the checkpoint's own metadata,
+  so it may hold a different model.
   """
   def restore(step):
-    tree = mngr.item_metadata(step)['state'].tree
-    # The whole state: a partial restore is not supported by the standard handler.
+    tree = saved_state_tree(mngr, step)
+    wanted = {k: tree[k] for k in keys if tree.get(k) is not None}
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
-                          tree)
-    out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-    return {k: {} if out.state.get(k) is None else out.state[k] for k in keys}
+                          wanted)
+    out = mngr.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True)}))[STATE]
+    return {k: {} if out.get(k) is None else out[k] for k in keys}
   return _newest_that_restores(mngr, restore)
 
 
 def abstract(state):
   """Shapes, dtypes and shardings of `state`, to restore into the same layout."""
-  return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  return jax.tree.map(ocp.tree.to_shape_dtype_struct, state)

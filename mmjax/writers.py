@@ -1,37 +1,119 @@
-"""Where metrics go: `metrics.jsonl`, TensorBoard event files, and the console (process 0 only)."""
+"""Where metrics go: `metrics.jsonl`, TensorBoard event files, and the console (process 0 only).
+
+Paths go through etils.epath (see mmjax.workdir): a local workdir's metrics.jsonl is appended to
+and flushed line by line; on an object store (gs://...), which cannot append, the file is
+rewritten whole at each write. TensorBoard event files on gs:// need google-cloud-storage
+(`pip install 'mmjax[gcs]'`); without it the run warns and writes metrics.jsonl only.
+"""
 
 import json
-import os
+import numbers
+import re
+import uuid
 
 from absl import logging
 import jax
+import numpy as np
+
+from mmjax import workdir as workdirs
+
+METRICS_FILE = 'metrics.jsonl'
+
+
+def _json_default(value):
+  if isinstance(value, (np.generic, np.ndarray)):
+    return value.tolist()
+  raise TypeError(f'{type(value).__name__} is not JSON serialisable')
+
+
+def _number(value) -> float | None:
+  """A scalar metric as a float, or None for anything else (strings such as a condition)."""
+  if isinstance(value, (bool, np.bool_)):
+    return float(value)
+  if isinstance(value, (numbers.Real, np.number)):
+    return float(value)
+  if isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0 and \
+      np.issubdtype(np.asarray(value).dtype, np.number):
+    return float(value)
+  return None
+
+
+def tensorboard_tag(split: str, name: str, condition: str | None = None) -> str:
+  """`split/name`, or `split/condition/name` for a line that carries a condition.
+
+  TensorBoard tags allow letters, digits and `_.-/`; other characters become `_`
+  (`missing=audio` → `missing_audio`, `noise=audio,snr_db=-6` → `noise_audio_snr_db_-6`).
+  """
+  tag = f'{split}/{condition}/{name}' if condition else f'{split}/{name}'
+  return re.sub(r'[^A-Za-z0-9_.\-/]', '_', tag)
 
 
 class MetricWriter:
-  """Appends {'step', 'split', **metrics} lines to workdir/metrics.jsonl and TensorBoard scalars."""
+  """Appends {'step', 'split', **metrics} lines to workdir/metrics.jsonl and TensorBoard scalars.
 
-  def __init__(self, workdir: str, resume_step: int = 0):
+  Opened by a run that resumes from a checkpoint at `resume_step`, it first drops the lines that
+  run will write again: every line after `resume_step`, the lines at `resume_step` of the splits
+  in `rerun_splits` (evaluators that run again at that step), and a last line cut short by a
+  killed process. TensorBoard's points after `resume_step` are purged the same way.
+  """
+
+  def __init__(self, workdir, resume_step: int = 0, rerun_splits=()):
     self.active = jax.process_index() == 0
     if not self.active:
       return
-    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-    path = os.path.join(workdir, 'metrics.jsonl')
-    _drop_lines_after(path, resume_step)
-    self._jsonl = open(path, 'a', encoding='utf-8')
-    self._tb = SummaryWriter(workdir)
+    root = workdirs.resolve(workdir)
+    self._path = root / METRICS_FILE
+    self._remote = workdirs.is_remote(workdir)
+    self._lines = drop_rewritten_lines(self._path, resume_step, rerun_splits)
+    self._jsonl = None if self._remote else self._path.open('a', encoding='utf-8')
+    self._tb = _summary_writer(root, purge_step=resume_step + 1)
 
   def write(self, step: int, split: str, metrics: dict) -> None:
+    """One line; non-numeric fields (e.g. 'condition': 'missing=audio') stay in the jsonl line,
+    TensorBoard gets the numeric ones under `split[/condition]/name`."""
     if not self.active:
       return
-    self._jsonl.write(json.dumps({'step': int(step), 'split': split, **metrics}) + '\n')
-    self._jsonl.flush()
+    line = json.dumps({'step': int(step), 'split': split, **metrics},
+                      default=_json_default) + '\n'
+    if self._jsonl is not None:
+      self._jsonl.write(line)
+      self._jsonl.flush()
+    else:
+      self._lines.append(line)
+      self._path.write_text(''.join(self._lines), encoding='utf-8')
+    if self._tb is None:
+      return
+    condition = metrics.get('condition')
+    condition = condition if isinstance(condition, str) else None
     for name, value in metrics.items():
-      self._tb.add_scalar(f'{split}/{name}', value, int(step))
+      number = _number(value)
+      if number is not None:
+        self._tb.add_scalar(tensorboard_tag(split, name, condition), number, int(step))
 
   def close(self) -> None:
-    if self.active:
+    if not self.active:
+      return
+    if self._jsonl is not None:
       self._jsonl.close()
+      self._jsonl = None
+    if self._tb is not None:
       self._tb.close()
+      self._tb = None
+
+
+def _summary_writer(root, purge_step: int):
+  """tensorboardX's writer for `root`; None (with a warning) where its storage extra is missing."""
+  from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+  try:
+    # purge_step: TensorBoard hides the earlier event files' points from this step on, as the
+    # metrics.jsonl lines after the resume step are dropped. The suffix keeps a writer opened
+    # within the same second as the last one (file names hold seconds) from replacing its file.
+    return SummaryWriter(str(root), purge_step=purge_step,
+                         filename_suffix=f'.{uuid.uuid4().hex[:8]}')
+  except ImportError as e:
+    logging.warning('no TensorBoard event files in %s (%s); %s to write them; metrics.jsonl is '
+                    'written as usual', root, e, workdirs.GCS_EXTRA)
+    return None
 
 
 def log(msg: str, *args) -> None:
@@ -39,22 +121,26 @@ def log(msg: str, *args) -> None:
     logging.info(msg, *args)
 
 
-def _drop_lines_after(path: str, step: int) -> None:
-  """A resumed run rewrites what came after its checkpoint (and the final test): drop those, and
-  a last line cut short by a killed process."""
-  if not os.path.exists(path):
-    return
-  with open(path, encoding='utf-8') as f:
-    lines = f.readlines()
+def drop_rewritten_lines(path, step: int, rerun_splits=()) -> list[str]:
+  """Drops from `path` the lines a run resumed at `step` writes again (see MetricWriter) and
+  returns the lines kept. The file is replaced whole, and only if something is dropped."""
+  if not path.exists():
+    return []
+  lines = path.read_text(encoding='utf-8').splitlines(keepends=True)
+  rerun = set(rerun_splits)
+
   def keep(line):
+    if not line.endswith('\n'):  # cut short
+      return False
     try:
       entry = json.loads(line)
     except json.JSONDecodeError:
       return False
-    return entry['step'] <= step and entry['split'] != 'test'
-  kept = [l for l in lines if l.strip() and keep(l) and l.endswith('\n')]
+    return entry['step'] < step or (entry['step'] == step and entry['split'] not in rerun)
+
+  kept = [l for l in lines if l.strip() and keep(l)]
   if len(kept) != len(lines):
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-      f.writelines(kept)
-    os.replace(tmp, path)
+    tmp = path.parent / (path.name + '.tmp')
+    tmp.write_text(''.join(kept), encoding='utf-8')
+    tmp.replace(path)
+  return kept

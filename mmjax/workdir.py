@@ -1,0 +1,110 @@
+"""The run's workdir: checks before anything is written, config.json, and where checkpoints go.
+
+Every path goes through `etils.epath`, so a workdir may be local or on a storage scheme epath
+supports (`gs://BUCKET/run` with `pip install 'mmjax[gcs]'`; also s3://, az://). A relative local
+path is made absolute once, where the user's value is read, so that every process and library
+later sees the same folder; a URL is left as it is (`os.path.abspath('gs://b/run')` would turn it
+into a local folder `<cwd>/gs:/b/run`).
+"""
+
+import json
+import os
+import uuid
+
+from etils import epath
+import jax
+
+from mmjax.errors import UserError
+
+# Schemes etils.epath maps to a storage backend; anything else with `://` is not a path epath reads.
+REMOTE_SCHEMES = ('gs', 's3', 'az', 'hf')
+GCS_EXTRA = "pip install 'mmjax[gcs]'"
+
+
+def is_remote(path) -> bool:
+  """True for a URL such as gs://bucket/run (a storage scheme), False for a local path."""
+  return '://' in os.fspath(path)
+
+
+def resolve(path) -> epath.Path:
+  """`path` as an epath.Path: URLs as given, local paths with `~` expanded and made absolute."""
+  text = os.fspath(path)
+  if is_remote(text):
+    scheme = text.split('://', 1)[0]
+    if scheme not in REMOTE_SCHEMES:
+      raise UserError(f'{text}: unsupported scheme {scheme}://; use a local path or one of '
+                      f'{", ".join(s + "://" for s in REMOTE_SCHEMES)}')
+    return epath.Path(text)
+  return epath.Path(os.path.abspath(os.path.expanduser(text)))
+
+
+def _probe(path: epath.Path, workdir) -> bool:
+  """path.exists(), with a missing storage backend (e.g. gcsfs for gs://) as a UserError."""
+  try:
+    return path.exists()
+  except ImportError as e:
+    raise UserError(f'workdir {workdir}: reading {str(path).split("://")[0]}:// needs a package '
+                    f'that is not installed ({e}); {GCS_EXTRA}') from None
+
+
+def check(workdir) -> None:
+  """A workdir that cannot be used fails here, before anything is written."""
+  path = resolve(workdir)
+  if _probe(path, workdir):
+    if not path.is_dir():
+      raise UserError(f'workdir {workdir} is a file, not a directory; choose another --workdir')
+    return
+  # The nearest existing ancestor must be a directory. On an object store a prefix is a
+  # "directory" only once something is under it, so the walk stops below the bucket.
+  top = 3 if is_remote(workdir) else 1  # ('/', 'gs', 'bucket') / ('/',)
+  parent = path.parent
+  while len(parent.parts) > top and not parent.exists():
+    parent = parent.parent
+  if len(parent.parts) > top and not parent.is_dir():
+    raise UserError(f'workdir {workdir} cannot be created: {parent} is a file; choose another '
+                    '--workdir')
+
+
+def make(workdir) -> None:
+  """Creates the workdir and proves it writable (every process: each writes a probe file)."""
+  path = resolve(workdir)
+  probe = path / f'.mmjax-write-test-{uuid.uuid4().hex}'
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    probe.write_bytes(b'')
+    probe.unlink()
+  except OSError as e:
+    raise UserError(f'workdir {workdir} is not writable ({e.strerror or e}); choose another '
+                    '--workdir or fix its permissions') from None
+
+
+def checkpoint_dir(workdir) -> epath.Path:
+  """Where the run's Orbax checkpoints go: `<workdir>/checkpoints`."""
+  return resolve(workdir) / 'checkpoints'
+
+
+def config_path(workdir) -> epath.Path:
+  return resolve(workdir) / 'config.json'
+
+
+def write_config(workdir, config) -> None:
+  """The resolved config as `<workdir>/config.json` (process 0; written whole, then renamed)."""
+  if jax.process_index() != 0:
+    return
+  path = config_path(workdir)
+  tmp = path.parent / 'config.json.tmp'
+  tmp.write_text(config.to_json_best_effort(indent=2, sort_keys=True), encoding='utf-8')
+  tmp.replace(path)
+
+
+def check_resume_config(workdir, config) -> None:
+  """A workdir holds one model: resuming it with another model config is an error."""
+  path = config_path(workdir)
+  if not path.exists():
+    return
+  saved = json.loads(path.read_text(encoding='utf-8'))
+  current = json.loads(config.to_json_best_effort())
+  for key in ('model', 'tasks'):
+    if saved.get(key) != current.get(key):
+      raise UserError(f'{workdir} holds a run with a different {key} config; resume it with the '
+                      f'same config or use a new --workdir')
