@@ -22,6 +22,10 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (Python).',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and the resolved config.')
+flags.DEFINE_enum('distributed', 'auto', parallel.DISTRIBUTED_MODES,
+                  'Multi-process runs (jax.distributed): auto starts it where JAX detects a cluster '
+                  '(TPU pod slice, GKE, SLURM, Open MPI, Kubernetes) or the flags below are given; '
+                  'on requires one; off never starts it.')
 flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0, for multi-process runs.')
 flags.DEFINE_integer('num_processes', None, 'Number of processes in a multi-process run.')
 flags.DEFINE_integer('process_id', None, 'This process\'s index in a multi-process run.')
@@ -152,8 +156,8 @@ def main(argv):
   config = _load_config()
   _check_override_types(sys.argv)
   try:
-    parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
-                                    FLAGS.process_id)
+    parallel.initialize_distributed(FLAGS.distributed, FLAGS.coordinator_address,
+                                    FLAGS.num_processes, FLAGS.process_id)
     logging.info('JAX %s: process %d/%d, %d local / %d global devices (%s)', jax.__version__,
                  jax.process_index(), jax.process_count(), jax.local_device_count(),
                  jax.device_count(), jax.devices()[0].platform)

@@ -1,7 +1,5 @@
 """Devices: the data-parallel mesh, global batches, and JAX's multi-controller runtime."""
 
-import os
-
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -11,27 +9,52 @@ from mmjax.errors import UserError
 DATA_AXIS = 'data'
 
 
-def initialize_distributed(coordinator_address: str | None = None,
-                           num_processes: int | None = None,
-                           process_id: int | None = None) -> None:
-  """Starts jax.distributed when asked to, or when a cluster environment says so.
+DISTRIBUTED_MODES = ('auto', 'on', 'off')
+# jax.distributed.initialize() raises exactly this when it has no address and found no cluster.
+_NO_CLUSTER = 'coordinator_address should be defined.'
 
-  Explicit flags win; otherwise JAX auto-detects TPU pods and SLURM/Open MPI clusters. A plain
-  single-machine run does nothing.
+
+def initialize_distributed(mode: str = 'auto', coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> bool:
+  """Starts JAX's multi-controller runtime (jax.distributed) as `mode` says; True if it started.
+
+  - `auto`: explicit flags if given, else whatever cluster JAX's own detection finds (Cloud TPU
+    VMs and pod slices, GKE, SLURM, Open MPI's mpirun, Kubernetes; see
+    `jax.distributed.initialize`). On a plain machine it starts nothing.
+  - `on`: as `auto`, but finding no cluster is an error.
+  - `off`: never starts it (one process, even inside a cluster's environment).
+
+  Explicit `coordinator_address`, `num_processes` and `process_id` win over detection.
   """
+  if mode not in DISTRIBUTED_MODES:
+    raise UserError(f'--distributed={mode}; valid values: {", ".join(DISTRIBUTED_MODES)}')
   if not coordinator_address and (num_processes is not None or process_id is not None):
     raise UserError('--num_processes and --process_id need --coordinator_address=HOST:PORT '
                     '(of process 0)')
   if coordinator_address:
+    if mode == 'off':
+      raise UserError('--coordinator_address starts a multi-process run, which --distributed=off '
+                      'forbids; drop one of them')
     if num_processes is None or process_id is None or not 0 <= process_id < num_processes:
       raise UserError(f'--coordinator_address needs --num_processes=N and --process_id in '
                       f'[0, N); got num_processes={num_processes}, process_id={process_id}')
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id)
-  elif 'SLURM_JOB_ID' in os.environ and int(os.environ.get('SLURM_NTASKS', '1')) > 1:
+    return True
+  if mode == 'off':
+    return False
+  try:
     jax.distributed.initialize()
-  elif os.environ.get('TPU_WORKER_HOSTNAMES', '').count(',') > 0:
-    jax.distributed.initialize()
+  except ValueError as e:
+    if str(e) != _NO_CLUSTER:
+      raise
+    if mode == 'on':
+      raise UserError('--distributed=on, but JAX found no cluster to join (TPU pod slice, GKE, '
+                      'SLURM, Open MPI, Kubernetes); give --coordinator_address=HOST:PORT '
+                      '--num_processes=N --process_id=I, or use --distributed=auto') from None
+    return False
+  return True
 
 
 def make_mesh() -> Mesh:
