@@ -466,3 +466,34 @@ def test_downloads_off_names_the_missing_file(tmp_path):
   with pytest.raises(raw.RawDataError,
                      match=r"mnist/t10k-images-idx3-ubyte.gz: missing; download it from"):
     raw.mnist_file(tmp_path / "raw", "t10k-images-idx3-ubyte.gz")
+
+
+# ----------------------------------------------------------------------------
+# Where a build reads the raw files: raw_dir, else TFDS's manual dir, else the environment
+
+
+def _build_fsdd_clean(data_dir, raw_dir=None, manual_dir=None):
+  builder = avmnist.Fsdd(config="clean", data_dir=str(data_dir), raw_dir=raw_dir,
+                         file_format="array_record")
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=manual_dir, try_download_gcs=False))
+  return builder
+
+
+def test_manual_dir_is_the_raw_dir(tmp_path, monkeypatch):
+  monkeypatch.setenv("MMJAX_RAW_DATA_DIR", str(tmp_path / "not-here"))
+  builder = _build_fsdd_clean(tmp_path / "tfds", manual_dir=_link_tree(tmp_path / "raw"))
+  assert builder.is_prepared()
+
+
+def test_raw_dir_argument_wins_over_manual_dir(tmp_path):
+  (tmp_path / "other" / "fsdd").mkdir(parents=True)  # a manual dir lacking the recordings
+  builder = _build_fsdd_clean(tmp_path / "tfds", raw_dir=RAW, manual_dir=tmp_path / "other")
+  assert builder.is_prepared()
+
+
+def test_missing_manual_dir_names_it(tmp_path):
+  with pytest.raises(raw.RawDataError, match=r"nope: manual dir \(--manual_dir\) does not exist or "
+                     r"is empty; point it at the raw data dir"):
+    _build_fsdd_clean(tmp_path / "tfds", manual_dir=tmp_path / "nope")
+  _assert_nothing_prepared("fsdd", tmp_path / "tfds")

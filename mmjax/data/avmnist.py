@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import pathlib
 
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
 from mmjax.data import raw
+from mmjax.data.builder import RawDataBuilder
 
 PROTOCOL = "v1"
 VERSION = tfds.core.Version("1.0.0")
@@ -47,10 +46,6 @@ TEST_ID_OFFSET = 60000
 
 _HOMEPAGE_FSDD = "https://github.com/Jakobovski/free-spoken-digit-dataset"
 _HOMEPAGE_MNIST = "http://yann.lecun.com/exdb/mnist/"
-_MANUAL = ("A raw data dir holding mnist/*.gz and fsdd/recordings/*.wav (see "
-           "docs/datasets.md); without one, files are downloaded into "
-           "$MMJAX_RAW_DATA_DIR or ~/.cache/mmjax/raw.")
-
 
 def _seed(*parts: object) -> int:
   """A 64-bit seed that depends only on the protocol version and `parts`."""
@@ -161,19 +156,6 @@ _CONFIGS = [
 ]
 
 
-class RawDataBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """A builder that reads the raw MNIST/FSDD files from `raw_dir` (see `raw.raw_data_dir`)."""
-
-  MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL
-
-  def __init__(self, *, raw_dir: str | os.PathLike | None = None, **kwargs):
-    self.raw_dir = raw_dir
-    super().__init__(**kwargs)
-
-  def _raw(self) -> pathlib.Path:
-    return raw.raw_data_dir(self.raw_dir)
-
-
 class Fsdd(RawDataBuilder):
   """FSDD recordings, one example per recording, split by take."""
 
@@ -205,7 +187,7 @@ class Fsdd(RawDataBuilder):
     )
 
   def _split_generators(self, dl_manager):
-    recordings = raw.fsdd_recordings(self._raw())  # all verified first
+    recordings = raw.fsdd_recordings(self.raw_data(dl_manager))  # all verified first
     return {split: self._generate_examples(recordings, split) for split in FSDD_TAKES}
 
   def _generate_examples(self, recordings, split):
@@ -258,7 +240,7 @@ class Avmnist(RawDataBuilder):
     )
 
   def _split_generators(self, dl_manager):
-    raw_dir = self._raw()
+    raw_dir = self.raw_data(dl_manager)
     train_x, train_y = raw.load_mnist(raw_dir, "train")
     test_x, test_y = raw.load_mnist(raw_dir, "test")
     if self.builder_config.name == "standard":

@@ -21,7 +21,9 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from mmjax import workdir as workdirs
 from mmjax.data import preprocess
+from mmjax.data.builder import RawDataBuilder
 from mmjax.errors import UserError
 
 def _builders() -> dict:
@@ -30,20 +32,24 @@ def _builders() -> dict:
   return {'synthetic': synthetic.Synthetic, 'avmnist': avmnist.Avmnist, 'fsdd': avmnist.Fsdd}
 
 
+def data_dir_path(data_dir) -> str | None:
+  """A TFDS data_dir as given (config or TFDS_DATA_DIR), resolved once: a relative local path made
+  absolute, a URL (gs://...) kept as it is; None for TFDS's default."""
+  return None if not data_dir else os.fspath(workdirs.resolve(data_dir))
+
+
 def prepare(name: str, data_dir: str | None = None, raw_dir: str | None = None):
   """The builder of mmjax dataset `name` ('avmnist/standard', ...), built on first use.
 
   Raw files are read from `raw_dir`, else MMJAX_RAW_DATA_DIR, else downloaded (mmjax.data.raw);
   a prepared dataset is reused without touching them.
   """
-  from mmjax.data.avmnist import RawDataBuilder  # pylint: disable=import-outside-toplevel
   base, _, variant = name.partition('/')
   cls = _builders()[base]
   kwargs = {'config': variant} if variant else {}
   if issubclass(cls, RawDataBuilder):
     kwargs['raw_dir'] = raw_dir
-  builder = cls(data_dir=None if data_dir is None else os.fspath(data_dir),
-                file_format='array_record', **kwargs)
+  builder = cls(data_dir=data_dir_path(data_dir), file_format='array_record', **kwargs)
   if not builder.is_prepared():
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(try_download_gcs=False))
@@ -52,7 +58,7 @@ def prepare(name: str, data_dir: str | None = None, raw_dir: str | None = None):
 
 def load_source(name: str, config) -> dict[str, Any]:
   """split → random-access source of dataset `name` (config.dataset's data and raw dirs)."""
-  data_dir = config.dataset.get('data_dir') or os.environ.get('TFDS_DATA_DIR')
+  data_dir = data_dir_path(config.dataset.get('data_dir') or os.environ.get('TFDS_DATA_DIR'))
   if name.partition('/')[0] in _builders():
     return prepare(name, data_dir, config.dataset.get('raw_data_dir')).as_data_source()
   try:
