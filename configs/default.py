@@ -14,8 +14,6 @@ def synthetic_dataset(variant: str = 'redundant') -> ml_collections.ConfigDict:
       'data_dir': None,        # TFDS_DATA_DIR or TFDS's default when None
       'raw_data_dir': None,    # MMJAX_RAW_DATA_DIR when None
       'train_split': 'train',
-      'eval_split': 'validation',
-      'test_split': 'test',
       'num_workers': 0,        # grain worker processes for decoding (0 = in the main process)
       # modality → TFDS feature and preprocessing (mmjax.data.preprocess)
       'modalities': {
@@ -54,12 +52,22 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_size = 64            # global: across all devices and hosts
   config.num_train_steps = 300
   config.log_every_steps = 25       # also the host-sync interval (keep small on multi-device CPU)
-  config.eval_every_steps = 100
   config.checkpoint_every_steps = 100
   config.max_checkpoints_to_keep = 3
   config.on_nonfinite = 'stop'      # 'stop' or 'skip' a step whose loss or gradient is not finite
   config.modality_dropout = {}      # {modality: p}: train with each modality absent w.p. p
+  config.modality_noise = {}        # {modality: {'p': prob, 'snr_db' | 'std': (low, high)}}
   config.init_from = ''             # a workdir: a fresh run starts from its matching params
+  config.init_from_pattern = ''     # regex: copy only the parameters whose path matches it
+  config.freeze = ''                # regex: parameters whose path matches it are not trained
+
+  # What is minimised (mmjax.objectives) and what is measured (mmjax.evaluators). Every
+  # evaluator also runs once at the end; every_steps=0 runs it only then.
+  config.objective = {'name': 'classification', 'task_weighting': 'fixed', 'aux_weight': 1.0}
+  config.evals = {
+      'validation': {'type': 'classification', 'split': 'validation', 'every_steps': 100},
+      'test': {'type': 'classification', 'split': 'test', 'every_steps': 0},
+  }
 
   config.dataset = synthetic_dataset()
   config.tasks = {'label': {'num_classes': 10, 'weight': 1.0}}
@@ -73,6 +81,7 @@ def get_config() -> ml_collections.ConfigDict:
   }
   config.model.fusion = {'name': 'late_fusion'}
   config.model.head = {'hidden': (128, 64), 'dropout': 0.5}
+  config.model.unimodal_heads = {}  # task-level fusion: e.g. {'hidden': (64,)} adds a head per modality
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = 'adamw'

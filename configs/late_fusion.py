@@ -37,7 +37,11 @@ def get_config(arg: str = 'avmnist'):
   config.batch_size = 128
   config.num_train_steps = 1300   # 3 epochs of 55,000 (3.03)
   config.log_every_steps = 50
-  config.eval_every_steps = 430
+  config.evals.validation.every_steps = 430
+  # Accuracy with each modality missing, and with extra audio noise (the test audio already holds
+  # noise at -12 dB; these SNRs are relative to that noisy waveform).
+  config.evals.robustness = {'type': 'robustness', 'split': 'test', 'every_steps': 0,
+                             'noise': {'audio': {'snr_db': (0.0, -6.0, -12.0, -18.0)}}}
   config.checkpoint_every_steps = 430
   config.optimizer.name = 'sgd'      # MultiBench's recipe: plain SGD, lr 0.1, weight decay 1e-4
   config.optimizer.learning_rate = 0.1

@@ -47,7 +47,7 @@ def measure(steps: int, workdir, eval_every: int | None = None, env_extra=None,
   args = ['timeout', '-k', '10', str(timeout), sys.executable, '-m', 'mmjax.main',
           '--config=tests/scripts/tiny_config.py', f'--workdir={workdir}',
           f'--config.num_train_steps={steps}', '--config.log_every_steps=8',
-          f'--config.eval_every_steps={eval_every or steps}',
+          f'--config.evals.validation.every_steps={eval_every or steps}',
           f'--config.checkpoint_every_steps={max(steps // 20, 8)}']
   env = {**os.environ, 'PYTHONPATH': str(REPO), 'JAX_PLATFORMS': 'cpu', **(env_extra or {})}
   metrics = pathlib.Path(workdir) / 'metrics.jsonl'

@@ -1,4 +1,10 @@
-"""Optax optimizer and learning-rate schedule from `config.optimizer`."""
+"""Optax optimizer and learning-rate schedule from `config.optimizer`, and freezing by
+`config.freeze`.
+
+The optimizer updates `{'model': params, 'objective': objective_params}` (see mmjax.steps).
+"""
+
+import re
 
 import jax
 import optax
@@ -38,4 +44,23 @@ def make(config) -> optax.GradientTransformation:
   else:
     raise UserError(f'unknown optimizer {opt.name!r} (optimizer.name); valid names: adamw, sgd')
   clip = opt.get('grad_clip_norm', 0.0)
-  return optax.chain(optax.clip_by_global_norm(clip), core) if clip else core
+  tx = optax.chain(optax.clip_by_global_norm(clip), core) if clip else core
+  freeze = config.get('freeze') or ''
+  if not freeze:
+    return tx
+  # Frozen parameters get zero updates and no optimizer state (set_to_zero keeps none).
+  return optax.partition({'train': tx, 'frozen': optax.set_to_zero()},
+                         lambda tree: freeze_labels(tree, freeze))
+
+
+def param_path(path) -> str:
+  """'encoders_image/Conv_0/kernel' for a model parameter, 'objective/...' for the objective's."""
+  names = [str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path]
+  return '/'.join(names[1:] if names and names[0] in ('model', 'params') else names)
+
+
+def freeze_labels(trainable, pattern: str):
+  """'frozen' for every parameter whose path (`param_path`) matches the regex `pattern`."""
+  regex = re.compile(pattern)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: 'frozen' if regex.search(param_path(path)) else 'train', trainable)

@@ -44,7 +44,7 @@ def small_config(variant: str = 'synthetic', **overrides):
   config.batch_size = 16
   config.num_train_steps = 8
   config.log_every_steps = 4
-  config.eval_every_steps = 8
+  config.evals.validation.every_steps = 8
   config.checkpoint_every_steps = 4
   return override(config, **overrides)
 

@@ -6,7 +6,7 @@ import importlib
 import jax
 import pytest
 
-from mmjax import optim, parallel, train
+from mmjax import parallel, steps
 from mmjax.data import input_pipeline
 from tests.conftest import REPO
 
@@ -28,10 +28,9 @@ def test_config_trains_on_synthetic_data(name):
   config.num_train_steps = 100
   config.optimizer.name, config.optimizer.learning_rate = 'adamw', 1e-3
   mesh = parallel.make_mesh()
-  model, tx = train.build_model(config), optim.make(config)
   batch = next(input_pipeline.train_iterator(config))
-  state = train.init_state(config, model, tx, batch, mesh)
-  step = train.make_train_step(config, model, tx, mesh)
+  model, objective, tx, state = steps.create(config, batch, mesh)
+  step = steps.make_train_step(config, model, objective, tx, mesh)
   batch = parallel.global_batch(batch, mesh)
   losses = []
   for _ in range(6):  # one fixed batch: the loss must fall if gradients flow end to end

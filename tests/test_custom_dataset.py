@@ -52,7 +52,7 @@ def test_user_dataset_trains_by_config(tmp_path):
   config = default.get_config()
   config.dataset.name = 'toy_captions'
   config.dataset.data_dir = data_dir
-  config.dataset.eval_split = 'test'
+  config.evals.validation.split = 'test'
   config.dataset.modalities = {
       'image': {'feature': 'photo', 'mean': 0.5, 'std': 0.5},
       'text': {'feature': 'caption_ids', 'max_length': 12},
@@ -67,9 +67,9 @@ def test_user_dataset_trains_by_config(tmp_path):
   config.model.head = {'hidden': (32,), 'dropout': 0.0}
   config.batch_size = 32
   config.num_train_steps = 40
-  config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = 20
+  config.log_every_steps = config.evals.validation.every_steps = config.checkpoint_every_steps = 20
   config.optimizer.learning_rate = 3e-3
 
-  test = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  [test] = train.train_and_evaluate(config, str(tmp_path / 'run'))['test']
   assert test['num_examples'] == 64
   assert test['accuracy'] > 0.6  # chance is 0.25

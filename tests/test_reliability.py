@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from mmjax import checkpoint
-from mmjax import train
+from mmjax import steps
 from tests.conftest import REPO, run_python, tiny_config
 
 TINY = 'tests/scripts/tiny_config.py'
@@ -30,7 +30,7 @@ TIMING = ('examples_per_sec', 'steps_per_sec')
 # Long enough that a signal sent once the first metrics line appears lands mid-run; checkpoints
 # every 8 steps make a kill during an (asynchronous) save likely.
 LONG = ['--config.num_train_steps=200', '--config.log_every_steps=4',
-        '--config.eval_every_steps=100', '--config.checkpoint_every_steps=8']
+        '--config.evals.validation.every_steps=100', '--config.checkpoint_every_steps=8']
 
 
 @pytest.fixture(scope='module')
@@ -111,7 +111,7 @@ def test_two_processes_match_one_process(tmp_path, cli_env):
   tiny_cnn = "{'name': 'cnn', 'features': (4,), 'kernel_sizes': (3,), 'pool': (True,)}"
   common = ['-m', 'mmjax.main', '--config=configs/late_fusion.py:synthetic',
             '--config.num_train_steps=8', '--config.batch_size=16', '--config.log_every_steps=4',
-            '--config.eval_every_steps=8', '--config.checkpoint_every_steps=4',
+            '--config.evals.validation.every_steps=8', '--config.checkpoint_every_steps=4',
             # Small encoders: compiling for 4 devices is the slow part here.
             f'--config.model.encoders.image={tiny_cnn}',
             f'--config.model.encoders.audio={tiny_cnn}',
@@ -286,7 +286,7 @@ def test_checkpoints_and_datasets_hold_no_pickles(reference, tfds_data_dir):
 
 def test_modality_dropout_draws_per_example_and_never_drops_all():
   config = tiny_config(modality_dropout={'image': 0.5, 'audio': 0.5})
-  drop = jax.jit(lambda present, step: train.drop_modalities(config, present, step))
+  drop = jax.jit(lambda present, step: steps.drop_modalities(config, present, step))
   everything = {'image': jnp.ones(4000, bool), 'audio': jnp.ones(4000, bool)}
   out = jax.device_get(drop(everything, 3))
   assert (out['image'] | out['audio']).all()
@@ -299,22 +299,20 @@ def test_modality_dropout_draws_per_example_and_never_drops_all():
   assert jax.device_get(drop(only_audio, 3))['audio'].all()
 
   config = tiny_config(modality_dropout={'image': 1.0})
-  out = jax.device_get(train.drop_modalities(config, everything, 0))
+  out = jax.device_get(steps.drop_modalities(config, everything, 0))
   assert not out['image'].any() and out['audio'].all()
 
 
 def test_init_from_copies_every_matching_array(reference, caplog):
-  from mmjax import optim, parallel  # pylint: disable=import-outside-toplevel
+  from mmjax import parallel, transfer  # pylint: disable=import-outside-toplevel
   from mmjax.data import input_pipeline  # pylint: disable=import-outside-toplevel
   config = tiny_config(seed=1, init_from=str(reference))
   mesh = parallel.make_mesh()
-  model, tx = train.build_model(config), optim.make(config)
-  state = train.init_state(config, model, tx, next(input_pipeline.train_iterator(config)), mesh)
+  _, _, _, state = steps.create(config, next(input_pipeline.train_iterator(config)), mesh)
   with caplog.at_level('INFO'):
-    state = train.init_from_checkpoint(config, state, mesh)
+    state = transfer.init_from_checkpoint(config, state, mesh)
   count = len(jax.tree.leaves(state.params))
-  assert f'init_from: copied {count} of {count} arrays (params, batch_stats) from {reference} ' \
-         'step 200' in caplog.text
+  assert f'init_from: copied {count} of {count} arrays from {reference} step 200' in caplog.text
   assert int(state.step) == 0
   jax.tree.map(np.testing.assert_array_equal, _final_state(reference)[1]['params'],
                jax.device_get(state.params))

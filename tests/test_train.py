@@ -14,17 +14,20 @@ from mmjax.errors import UserError
 from tests.conftest import run_python, small_config
 
 
-def _train_steps(tmp_path, devices):
+def _train_steps(tmp_path, devices, variant=''):
   out = tmp_path / f'steps_{devices}.npz'
-  proc = run_python(['tests/scripts/train_steps.py', str(out)],
+  proc = run_python(['tests/scripts/train_steps.py', str(out), variant],
               {'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
                'JAX_PLATFORMS': 'cpu'})
   assert proc.returncode == 0, proc.stderr[-3000:]
   return dict(np.load(out))
 
 
-def test_one_and_four_devices_agree(tmp_path):
-  one, four = _train_steps(tmp_path, 1), _train_steps(tmp_path, 4)
+@pytest.mark.parametrize('variant', ['', 'paradigms'])
+def test_one_and_four_devices_agree(tmp_path, variant):
+  """The plain objective, and (`paradigms`) two tasks with uncertainty weights, task-level heads,
+  freezing, modality dropout, training noise and the robustness evaluator."""
+  one, four = _train_steps(tmp_path, 1, variant), _train_steps(tmp_path, 4, variant)
   assert int(one.pop('devices')) == 1 and int(four.pop('devices')) == 4
   assert one['losses'][-1] < one['losses'][0]  # it trains
   assert set(one) == set(four)
@@ -39,15 +42,15 @@ def _final_state(workdir, step):
 
 
 def test_checkpoint_round_trip(tmp_path):
-  from mmjax import checkpoint, optim, parallel  # pylint: disable=import-outside-toplevel
+  from mmjax import checkpoint, parallel, steps  # pylint: disable=import-outside-toplevel
   from mmjax.data import input_pipeline  # pylint: disable=import-outside-toplevel
   config = small_config()
   mesh = parallel.make_mesh()
-  model, tx = train.build_model(config), optim.make(config)
   it = input_pipeline.train_iterator(config)
   batch = next(it)
-  state = train.init_state(config, model, tx, batch, mesh)
-  state, _ = train.make_train_step(config, model, tx, mesh)(state, parallel.global_batch(batch, mesh))
+  model, objective, tx, state = steps.create(config, batch, mesh)
+  step = steps.make_train_step(config, model, objective, tx, mesh)
+  state, _ = step(state, parallel.global_batch(batch, mesh))
   mngr = checkpoint.manager(tmp_path / 'ckpt', 2)
   checkpoint.save(mngr, 1, state, it.get_state())
   mngr.wait_until_finished()
@@ -63,19 +66,20 @@ def test_interrupted_run_resumes_to_identical_result(tmp_path):
   # An interruption anywhere in steps 5-8 leaves exactly the step-4 checkpoint and older metrics.
   shutil.copytree(full, cut)
   shutil.rmtree(os.path.join(cut, 'checkpoints', '8'))
-  test_metrics = train.train_and_evaluate(config, cut)
+  results = train.train_and_evaluate(config, cut)
   jax.tree.map(np.testing.assert_array_equal, _final_state(full, 8), _final_state(cut, 8))
   lines = lambda w: [json.loads(l) for l in open(os.path.join(w, 'metrics.jsonl'))]
   strip = lambda e: {k: v for k, v in e.items() if k not in ('examples_per_sec', 'steps_per_sec')}
   assert [strip(e) for e in lines(full)] == [strip(e) for e in lines(cut)]
-  assert lines(cut)[-1] == {'step': 8, 'split': 'test', **test_metrics}
+  assert [e for e in lines(cut) if e['split'] == 'test'] == [
+      {'step': 8, 'split': 'test', **results['test'][0]}]
 
 
 def test_cli_end_to_end(tmp_path):
   workdir = tmp_path / 'run'
   proc = run_python(['-m', 'mmjax.main', '--config=configs/late_fusion.py:synthetic',
                f'--workdir={workdir}', '--config.num_train_steps=24', '--config.batch_size=16',
-               '--config.log_every_steps=8', '--config.eval_every_steps=12',
+               '--config.log_every_steps=8', '--config.evals.validation.every_steps=12',
                '--config.checkpoint_every_steps=12', '--config.optimizer.learning_rate=0.002'])
   assert proc.returncode == 0, proc.stderr[-3000:]
   config = json.loads((workdir / 'config.json').read_text())
@@ -85,8 +89,8 @@ def test_cli_end_to_end(tmp_path):
   train_entries = [e for e in entries if e['split'] == 'train']
   assert all({'loss', 'accuracy', 'learning_rate', 'examples_per_sec'} <= set(e)
              for e in train_entries)
-  test = entries[-1]
-  assert test['split'] == 'test' and test['num_examples'] == 1000 and test['step'] == 24
+  [test] = [e for e in entries if e['split'] == 'test']
+  assert test['num_examples'] == 1000 and test['step'] == 24
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['12', '24']
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
   assert 'test: loss' in proc.stderr
@@ -96,7 +100,7 @@ def test_cli_end_to_end(tmp_path):
     ({'model.fusion.name': 'nope'}, "unknown fusion 'nope'"),
     ({'model.encoders.image.name': 'nope'}, "unknown encoder 'nope'"),
     ({'batch_size': 6}, 'batch_size=6 must be a positive multiple of the device count'),
-    ({'num_train_steps': 0}, 'num_train_steps=0 must be positive'),
+    ({'num_train_steps': -1}, 'num_train_steps=-1 must be >= 0'),
     ({'optimizer.learning_rate': -1.0}, 'optimizer.learning_rate=-1.0 must be positive'),
     ({'optimizer.name': 'adagrad'}, "unknown optimizer 'adagrad'"),
     ({'optimizer.schedule': 'step'}, "unknown schedule 'step'"),

@@ -28,6 +28,11 @@ class Encoding:
   token_mask: Optional[jnp.ndarray] = None
 
 
+def modality_order(model_config) -> tuple[str, ...]:
+  """The modalities of a model, in the order of the presence mask given to every fusion."""
+  return tuple(sorted(model_config.encoders))
+
+
 def mask_encoding(enc: Encoding, present: jnp.ndarray) -> Encoding:
   """Zeroes an absent modality's features so nothing of its content (even NaN) reaches fusion."""
   pooled = jnp.where(present[:, None], enc.pooled, 0)

@@ -3,13 +3,14 @@
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
 from mmjax.models import encoders as _encoders  # noqa: F401  (registers the encoders)
 from mmjax.models import frontend as _frontend  # noqa: F401  (registers the front ends)
 from mmjax.models import fusion as _fusion  # noqa: F401  (registers the fusions)
-from mmjax.models.base import ENCODERS, FRONTENDS, FUSIONS
+from mmjax.models.base import ENCODERS, FRONTENDS, FUSIONS, modality_order
 from mmjax.models.heads import TaskHeads
 
 
@@ -19,17 +20,26 @@ def _kwargs(cfg) -> dict:
   return d
 
 
-class MultimodalModel(nn.Module):
-  """inputs {modality: array}, present {modality: bool[B]} → {task: logits [B, classes]}.
+def build_model(config) -> 'MultimodalModel':
+  """The model a run's config describes (`config.model` and `config.tasks`)."""
+  tasks = {name: t.num_classes for name, t in config.tasks.items()}
+  return MultimodalModel(config.model, tasks)
 
-  Modality order (for the presence mask given to fusion) is the sorted encoder names.
+
+class MultimodalModel(nn.Module):
+  """inputs {modality: array}, present {modality: bool[B]} → {head: logits [B, classes]}.
+
+  The output holds one entry per task, named by the task. With `config.unimodal_heads` (task-level
+  fusion) it also holds `<task>/fused` (the fused head) and `<task>/<modality>` (a classifier on
+  that modality's encoding alone); `<task>` is then their log-probabilities averaged over the heads
+  whose modality is present.
   """
   config: Any  # config.model (ConfigDict)
   tasks: dict  # task name → number of classes
 
   def setup(self):
     cfg = self.config
-    self.modalities = tuple(sorted(cfg.encoders))
+    self.modalities = modality_order(cfg)
     self.frontends = {m: FRONTENDS.get(f.name, f'model.frontends.{m}.name')(**_kwargs(f))
                       for m, f in cfg.get('frontends', {}).items() if m in self.modalities}
     self.encoders = {m: ENCODERS.get(cfg.encoders[m].name, f'model.encoders.{m}.name')(
@@ -41,6 +51,9 @@ class MultimodalModel(nn.Module):
     self.fusion = fusion_cls(**fusion_kwargs)
     self.heads = None if getattr(fusion_cls, 'outputs_logits', False) else TaskHeads(
         self.tasks, **cfg.get('head', {}))
+    unimodal = cfg.get('unimodal_heads') or {}
+    self.unimodal_heads = {m: TaskHeads(self.tasks, **unimodal, name=f'unimodal_head_{m}')
+                           for m in self.modalities} if unimodal else {}
 
   def encode(self, inputs, train: bool = False):
     """{modality: Encoding}: what transfer, distillation and contrastive learning reuse."""
@@ -56,4 +69,20 @@ class MultimodalModel(nn.Module):
     encodings = self.encode(inputs, train)
     mask = jnp.stack([present[m] for m in self.modalities], axis=1)
     fused = self.fusion(encodings, mask, train=train)
-    return fused if self.heads is None else self.heads(fused, train=train)
+    logits = fused if self.heads is None else self.heads(fused, train=train)
+    if not self.unimodal_heads:
+      return logits
+    per_head = {'fused': logits}
+    per_head.update({m: head(encodings[m].pooled, train=train)
+                     for m, head in self.unimodal_heads.items()})
+    # The fused head always counts; a modality's head only where that modality is present.
+    weight = jnp.stack([jnp.ones(mask.shape[0], bool)] + [present[m] for m in self.modalities],
+                       axis=1).astype(jnp.float32)
+    weight = weight / weight.sum(axis=1, keepdims=True)
+    out = {}
+    for task in self.tasks:
+      logp = jnp.stack([jax.nn.log_softmax(per_head[h][task].astype(jnp.float32))
+                        for h in ('fused', *self.modalities)], axis=1)  # [B, heads, C]
+      out[task] = jnp.einsum('bh,bhc->bc', weight, logp)
+      out.update({f'{task}/{h}': per_head[h][task] for h in per_head})
+    return out

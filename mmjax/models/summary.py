@@ -11,6 +11,8 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
+from mmjax.models.model import build_model
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
 
 
@@ -24,7 +26,6 @@ def example_batch(config, batch_size: int = 2) -> dict:
 
 def param_counts(config, batch=None) -> dict[str, int]:
   """{top-level component: number of parameters} for config.model, from shapes alone."""
-  from mmjax.train import build_model  # pylint: disable=import-outside-toplevel
   batch = example_batch(config) if batch is None else batch
   model = build_model(config)
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), batch['inputs'], batch['present']))

@@ -14,6 +14,6 @@ def get_config():
   config.batch_size = 16
   config.num_train_steps = 8
   config.log_every_steps = 4
-  config.eval_every_steps = 8
+  config.evals.validation.every_steps = 8
   config.checkpoint_every_steps = 4
   return config

@@ -1,7 +1,10 @@
 """Runs a few train steps on a fixed global batch and saves the loss curve and parameters.
 
 Run in a fresh process so XLA_FLAGS (the fake device count) takes effect:
-  python tests/scripts/train_steps.py OUT.npz
+  python tests/scripts/train_steps.py OUT.npz [paradigms]
+
+`paradigms` trains two tasks with learned uncertainty weights, task-level heads, a frozen
+encoder, modality dropout and training noise, and runs the robustness evaluator at the end.
 """
 
 import sys
@@ -9,26 +12,46 @@ import sys
 import jax
 import numpy as np
 
-from mmjax import optim, parallel, train
+from configs import multitask
+from mmjax import evaluators, parallel, steps
 from mmjax.data import input_pipeline
-from tests.conftest import small_config
+from tests.conftest import override, small_config
 
 
-def main(out):
-  config = small_config(batch_size=8, num_train_steps=4)
+def _config(variant):
+  if variant != 'paradigms':
+    return small_config(batch_size=8, num_train_steps=4)
+  config = multitask.get_config('synthetic')
+  config.evals = {'robustness': {
+      'type': 'robustness', 'split': 'validation',
+      'noise': {'audio': {'snr_db': (-6.0,)}, 'image': {'std': (0.5,)}}}}
+  return override(config, batch_size=8, num_train_steps=4, freeze='encoders_text', **{
+      'objective.task_weighting': 'uncertainty', 'optimizer.learning_rate': 0.01,
+      'model.unimodal_heads': {'hidden': (8,)}, 'modality_dropout': {'image': 0.3},
+      'modality_noise': {'audio': {'p': 0.5, 'snr_db': (-6.0, 6.0)},
+                         'image': {'p': 0.5, 'std': (0.0, 0.5)}}})
+
+
+def main(out, variant=''):
+  config = _config(variant)
   mesh = parallel.make_mesh()
-  model, tx = train.build_model(config), optim.make(config)
   batch = next(input_pipeline.train_iterator(config))
-  state = train.init_state(config, model, tx, batch, mesh)
-  step = train.make_train_step(config, model, tx, mesh)
+  model, objective, tx, state = steps.create(config, batch, mesh)
+  step = steps.make_train_step(config, model, objective, tx, mesh)
   losses = []
   for _ in range(config.num_train_steps):
     state, sums = step(state, parallel.global_batch(batch, mesh))
     losses.append(float(sums['loss'] / sums['count']))
-  leaves = jax.tree_util.tree_leaves_with_path(jax.device_get(state.params))
-  np.savez(out, losses=np.array(losses), devices=jax.device_count(),
-           **{jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves})
+  trained = jax.device_get({'params': state.params, 'objective': state.objective_params})
+  leaves = jax.tree_util.tree_leaves_with_path(trained)
+  results = {jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves}
+  if variant == 'paradigms':
+    eval_step = steps.make_eval_step(config, model, objective, mesh)
+    for line in evaluators.build(config, eval_step, mesh)['robustness'].run(state):
+      results[f'robustness {line["condition"]}'] = np.array(
+          [line['label/accuracy'], line['label_again/loss']])
+  np.savez(out, losses=np.array(losses), devices=jax.device_count(), **results)
 
 
 if __name__ == '__main__':
-  main(sys.argv[1])
+  main(*sys.argv[1:])

@@ -1,0 +1,74 @@
+"""Config values that would otherwise fail deep inside JAX get a one-line error here, before
+anything is built or written."""
+
+import re
+
+from mmjax import corrupt
+from mmjax.data import input_pipeline
+from mmjax.errors import UserError
+
+
+def validate(config) -> None:
+  for key in ('log_every_steps', 'checkpoint_every_steps', 'batch_size'):
+    if int(config[key]) <= 0:
+      raise UserError(f'{key}={config[key]} must be positive')
+  if int(config.num_train_steps) < 0:
+    raise UserError(f'num_train_steps={config.num_train_steps} must be >= 0 (0 only evaluates)')
+  if not config.optimizer.learning_rate > 0:
+    raise UserError(f'optimizer.learning_rate={config.optimizer.learning_rate} must be positive')
+  if config.on_nonfinite not in ('stop', 'skip'):
+    raise UserError(f"on_nonfinite={config.on_nonfinite!r}; valid values: stop, skip")
+  for task in config.tasks:
+    if '/' in task:
+      raise UserError(f"task name {task!r} contains '/', which separates metric names; rename it")
+  modalities = set(config.model.encoders)
+  missing = modalities - set(config.dataset.modalities)
+  if missing:
+    raise UserError(f'model.encoders has modalities {sorted(missing)} that the dataset lacks '
+                    f'(dataset.modalities: {sorted(config.dataset.modalities)})')
+  _validate_modality_dropout(config, modalities)
+  _validate_modality_noise(config, modalities)
+  _validate_evals(config)
+  for key in ('freeze', 'init_from_pattern'):
+    try:
+      re.compile(config.get(key) or '')
+    except re.error as e:
+      raise UserError(f'{key}={config.get(key)!r} is not a regular expression ({e})') from None
+  init_from = config.get('init_from')
+  if init_from is not None and not isinstance(init_from, str):
+    raise UserError(f'init_from={init_from!r} must be a workdir path or ""')
+  input_pipeline.local_batch_size(config.batch_size)
+
+
+def _validate_modality_dropout(config, modalities: set) -> None:
+  rates = config.get('modality_dropout') or {}
+  unknown = set(rates) - modalities
+  if unknown:
+    raise UserError(f'modality_dropout has modalities {sorted(unknown)} that the model lacks '
+                    f'(model.encoders: {sorted(modalities)})')
+  for m, p in rates.items():
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+      raise UserError(f'modality_dropout.{m}={p!r} must be a probability in [0, 1]')
+  if all(rates.get(m, 0) >= 1 for m in modalities):
+    raise UserError(f'modality_dropout drops every modality of every example (each of '
+                    f'{sorted(modalities)} has p=1); lower at least one below 1')
+
+
+def _validate_modality_noise(config, modalities: set) -> None:
+  for m, cfg in (config.get('modality_noise') or {}).items():
+    if m not in modalities:
+      raise UserError(f'modality_noise.{m}: the model has no {m!r} (model.encoders: '
+                      f'{sorted(modalities)})')
+    kind = corrupt.level_name(m)
+    level = cfg.get(kind)
+    if level is None or len(level) != 2 or level[0] > level[1]:
+      raise UserError(f'modality_noise.{m} needs {kind}=(low, high), low <= high; got {level!r}')
+    if not 0 <= cfg.get('p', 1.0) <= 1:
+      raise UserError(f'modality_noise.{m}.p={cfg.get("p")!r} must be a probability in [0, 1]')
+
+
+def _validate_evals(config) -> None:
+  for name, cfg in (config.get('evals') or {}).items():
+    if int(cfg.get('every_steps', 0)) < 0:
+      raise UserError(f'evals.{name}.every_steps={cfg.every_steps} must be >= 0 (0: only at the '
+                      'end)')

@@ -1,0 +1,171 @@
+"""The train state and the jitted data-parallel train and eval steps.
+
+The steps are `jax.jit` over a 1-D device mesh: the batch is sharded on the `data` axis, the state
+is replicated, and XLA inserts the gradient all-reduce. The same code runs on one CPU, several
+(fake) CPU devices, a GPU, or many hosts. What is minimised and measured is the objective's
+(`mmjax.objectives`); the step only differentiates, updates and guards against non-finite values.
+
+Randomness comes from (seed, step) alone, so a run resumed from any checkpoint ends bitwise equal
+to an uninterrupted one and the draws do not depend on the device count.
+"""
+
+import functools
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from mmjax import corrupt
+from mmjax import objectives
+from mmjax import optim
+from mmjax import parallel
+from mmjax.models.base import modality_order
+from mmjax.models.model import build_model
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything a resumed run needs from the model side; checkpointed whole."""
+  step: jax.Array
+  params: Any            # the model's
+  objective_params: Any  # the objective's own (e.g. learned task weights); {} for most
+  batch_stats: Any
+  opt_state: Any         # over {'model': params, 'objective': objective_params}
+  nonfinite_steps: jax.Array  # steps whose update was skipped for a non-finite loss/gradient
+
+  def trainable(self):
+    return {'model': self.params, 'objective': self.objective_params}
+
+  def variables(self):
+    return {'params': self.params, **({'batch_stats': self.batch_stats} if self.batch_stats else {})}
+
+
+def _step_key(config, step):
+  return jax.random.fold_in(jax.random.key(config.seed + 1), step)
+
+
+def _rngs(config, step):
+  dropout, augment = jax.random.split(_step_key(config, step))
+  return {'dropout': dropout, 'augment': augment}
+
+
+def drop_modalities(config, present: dict, step) -> dict:
+  """Marks modality m of each example absent with probability `config.modality_dropout[m]`.
+
+  An example whose draw would leave it no modality keeps all it had.
+  """
+  rates = {m: float(p) for m, p in (config.get('modality_dropout') or {}).items() if float(p) > 0}
+  if not rates:
+    return present
+  modalities = modality_order(config.model)
+  key = jax.random.fold_in(_step_key(config, step), 2)  # a stream beside _rngs' (counters 0, 1)
+  u = jax.random.uniform(key, (present[modalities[0]].shape[0], len(modalities)))
+  kept = {m: present[m] & (u[:, i] >= rates.get(m, 0.0)) for i, m in enumerate(modalities)}
+  any_left = functools.reduce(jnp.logical_or, kept.values())
+  return {**present, **{m: jnp.where(any_left, kept[m], present[m]) for m in modalities}}
+
+
+def inject_noise(config, inputs: dict, step) -> dict:
+  """Training-time noise, `config.modality_noise = {modality: {'p': prob, <level>: (lo, hi)}}`:
+  each example's modality gets, with probability p, noise at a level drawn uniformly in [lo, hi]
+  (audio `snr_db`, image `std`; see mmjax.corrupt)."""
+  spec = config.get('modality_noise') or {}
+  if not spec:
+    return inputs
+  out = dict(inputs)
+  for i, m in enumerate(sorted(spec)):
+    cfg = spec[m]
+    lo, hi = cfg[corrupt.level_name(m)]
+    key = jax.random.fold_in(jax.random.fold_in(_step_key(config, step), 3), i)
+    k_apply, k_level, k_noise = jax.random.split(key, 3)
+    batch = inputs[m].shape[0]
+    apply = jax.random.uniform(k_apply, (batch,)) < cfg.get('p', 1.0)
+    level = jax.random.uniform(k_level, (batch,), minval=lo, maxval=hi)
+    keys = corrupt.example_keys(k_noise, jnp.arange(batch))
+    noisy = corrupt.add_noise(inputs[m], m, level, keys, config.dataset)
+    out[m] = jnp.where(apply.reshape((-1,) + (1,) * (noisy.ndim - 1)), noisy, inputs[m])
+  return out
+
+
+def init_state(config, model, objective, tx, example_batch, mesh) -> TrainState:
+  """Initialises replicated on the mesh; every process computes the same values from the seed."""
+  def init(batch):
+    model_key, objective_key = jax.random.split(jax.random.key(config.seed))
+    variables = model.init(model_key, batch['inputs'], batch['present'])
+    params, objective_params = variables['params'], objective.init(objective_key)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      objective_params=objective_params,
+                      batch_stats=variables.get('batch_stats', {}),
+                      opt_state=tx.init({'model': params, 'objective': objective_params}),
+                      nonfinite_steps=jnp.zeros((), jnp.int32))
+  example = jax.tree.map(lambda x: x[:1], example_batch)
+  return jax.jit(init, out_shardings=parallel.replicated(mesh))(example)
+
+
+def create(config, example_batch, mesh):
+  """(model, objective, tx, state): what a run's steps need, from its config alone."""
+  model = build_model(config)
+  objective = objectives.build(config, model)
+  tx = optim.make(config)
+  return model, objective, tx, init_state(config, model, objective, tx, example_batch, mesh)
+
+
+def _all_finite(tree):
+  return functools.reduce(jnp.logical_and, [jnp.isfinite(x).all() for x in jax.tree.leaves(tree)],
+                          jnp.bool_(True))
+
+
+def make_train_step(config, model, objective, tx, mesh):
+  del model  # the objective applies it
+  schedule = optim.schedule(config)
+
+  def loss_fn(trainable, state, batch, rngs):
+    variables = state.replace(params=trainable['model']).variables()
+    outputs, batch_stats = objective.apply_model(variables, batch, train=True, rngs=rngs)
+    loss, sums = objective(trainable['objective'], outputs, batch)
+    return loss, (sums, batch_stats)
+
+  def train_step(state, batch):
+    batch = {**batch, 'present': drop_modalities(config, batch['present'], state.step),
+             'inputs': inject_noise(config, batch['inputs'], state.step)}
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    trainable = state.trainable()
+    (loss, (sums, batch_stats)), grads = grad_fn(trainable, state, batch,
+                                                 _rngs(config, state.step))
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, trainable)
+    new = optax.apply_updates(trainable, updates)
+    # The new parameters too: a finite gradient times a huge learning rate can overflow them.
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite((new, batch_stats))
+    # A non-finite step leaves the state as it was, so nothing non-finite is ever saved.
+    keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(ok, x, y), a, b)
+    new_state = TrainState(
+        step=state.step + 1,
+        params=keep(new['model'], state.params),
+        objective_params=keep(new['objective'], state.objective_params),
+        batch_stats=keep(batch_stats, state.batch_stats),
+        opt_state=keep(opt_state, state.opt_state),
+        nonfinite_steps=state.nonfinite_steps + (~ok).astype(jnp.int32))
+    sums = {**sums, 'grad_norm': grad_norm * sums['count'],
+            'learning_rate': schedule(state.step) * sums['count']}
+    # Skipped steps stay out of the logged means; the flag says which step it was.
+    sums = jax.tree.map(lambda v: jnp.where(ok, v, 0.0), sums)
+    sums['nonfinite'] = (~ok).astype(jnp.float32)
+    return new_state, sums
+
+  replicated, sharded = parallel.replicated(mesh), parallel.data_sharded(mesh)
+  return jax.jit(train_step, in_shardings=(replicated, sharded),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+def make_eval_step(config, model, objective, mesh):
+  """(state, batch) → the objective's metric sums on the batch, the model in inference mode."""
+  del config, model
+
+  def eval_step(state, batch):
+    outputs, _ = objective.apply_model(state.variables(), batch, train=False)
+    return objective(state.objective_params, outputs, batch)[1]
+
+  return jax.jit(eval_step, in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
+                 out_shardings=parallel.replicated(mesh))

@@ -1,0 +1,88 @@
+"""Transfer learning: start a fresh run from a finished run's parameters (`config.init_from`),
+optionally only those whose path matches `config.init_from_pattern`, and freeze parameters by
+`config.freeze` (see mmjax.optim).
+
+Parameter paths read like 'encoders_image/Conv_0/kernel' (`optim.param_path`). Only parameters
+and batch statistics are read from the source checkpoint, never its optimizer state.
+"""
+
+import re
+
+from absl import logging
+from etils import epath
+import jax
+
+from mmjax import checkpoint
+from mmjax import optim
+from mmjax import parallel
+from mmjax import writers
+from mmjax.errors import UserError
+
+
+def source_checkpoints(source: str) -> epath.Path:
+  """The checkpoint folder of workdir `source`; a UserError when it holds no checkpoint."""
+  ckpt_dir = epath.Path(source) / 'checkpoints'
+  if not checkpoint.steps_on_disk(ckpt_dir):
+    problem = 'does not exist' if not epath.Path(source).is_dir() else 'holds no checkpoint'
+    raise UserError(f'init_from={source} {problem}; set it to the workdir of a finished run, or to '
+                    '"" to train from scratch')
+  return ckpt_dir
+
+
+def init_from_checkpoint(config, state, mesh):
+  """Copies params and batch_stats whose path (and pattern) match from `config.init_from`'s latest
+  checkpoint; everything else keeps its fresh initialisation. Says what it copied."""
+  source = config.init_from
+  mngr = checkpoint.manager(source_checkpoints(source), None, create=False)
+  try:
+    step, saved = checkpoint.restore_arrays(mngr, ('params', 'batch_stats'),
+                                            parallel.replicated(mesh))
+  finally:
+    mngr.close()
+  saved = {optim.param_path(p): x for p, x in jax.tree_util.tree_leaves_with_path(saved)}
+  pattern = re.compile(config.get('init_from_pattern') or '')
+  copied = []
+
+  def pick(path, x):
+    name = optim.param_path(path)
+    if name not in saved or not pattern.search(name):
+      return x
+    if saved[name].shape != x.shape:
+      raise UserError(f'init_from={source}: {name} has shape {tuple(saved[name].shape)} there but '
+                      f'{tuple(x.shape)} in this model; make the model match or rename that '
+                      'module to train it from scratch')
+    copied.append(name)
+    return saved[name].astype(x.dtype)
+
+  current = {'params': state.params, 'batch_stats': state.batch_stats}
+  new = jax.tree_util.tree_map_with_path(pick, current)
+  total = len(jax.tree.leaves(current))
+  if copied:
+    modules = sorted({n.removeprefix('batch_stats/').split('/')[0] for n in copied})
+    writers.log('init_from: copied %d of %d arrays from %s step %d (%s)', len(copied), total,
+                source, step, ', '.join(modules))
+  else:
+    logging.warning('init_from: %s step %d shares no parameter path with this model%s; nothing '
+                    'copied', source, step,
+                    ' that matches init_from_pattern' if config.get('init_from_pattern') else '')
+  return state.replace(params=new['params'], batch_stats=new['batch_stats'])
+
+
+def check_freeze(config, state) -> None:
+  """`config.freeze` must match at least one parameter, and not all of them; logs the count."""
+  pattern = config.get('freeze') or ''
+  if not pattern:
+    return
+  labels = jax.tree.leaves(optim.freeze_labels(state.trainable(), pattern))
+  frozen = labels.count('frozen')
+  if frozen == 0:
+    raise UserError(f'freeze={pattern!r} matches no parameter path (paths look like '
+                    f'{_example_path(state)}); fix the pattern or set freeze=""')
+  if frozen == len(labels):
+    raise UserError(f'freeze={pattern!r} freezes every parameter; nothing would train')
+  writers.log('freeze: %d of %d parameter arrays frozen (%s)', frozen, len(labels), pattern)
+
+
+def _example_path(state) -> str:
+  path, _ = jax.tree_util.tree_leaves_with_path(state.params)[0]
+  return optim.param_path(path)

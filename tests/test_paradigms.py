@@ -1,0 +1,327 @@
+"""Learning paradigms on the one trainer: multi-task and task-level fusion, uncertainty weighting,
+transfer with frozen parameters, training noise, the robustness evaluator, and eval-only runs."""
+
+import json
+import pathlib
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import multitask
+from mmjax import corrupt, parallel, steps, train
+from mmjax.data import input_pipeline
+from mmjax.errors import UserError
+from tests.conftest import override, run_python, tiny_config
+
+TIMING = ('examples_per_sec', 'steps_per_sec')
+
+
+def _lines(workdir, drop=TIMING):
+  text = (pathlib.Path(workdir) / 'metrics.jsonl').read_text().splitlines()
+  return [{k: v for k, v in json.loads(l).items() if k not in drop} for l in text]
+
+
+def _checkpoint_params(workdir, step):
+  from mmjax import checkpoint  # pylint: disable=import-outside-toplevel
+  mngr = checkpoint.manager(pathlib.Path(workdir) / 'checkpoints', None, create=False)
+  try:
+    found, state = checkpoint.restore_arrays(
+        mngr, ('params', 'objective_params', 'opt_state'),
+        jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  finally:
+    mngr.close()
+  assert found == step
+  return jax.device_get(state)
+
+
+def _small_multitask(**overrides):
+  """configs/multitask.py on the real AV-MNIST data, a few steps at a small batch."""
+  config = multitask.get_config()
+  config.batch_size = 32
+  config.num_train_steps = 8
+  config.log_every_steps = 4
+  config.checkpoint_every_steps = 4
+  config.evals.validation.every_steps = 8
+  return override(config, **overrides)
+
+
+# ------------------------------------------------------------------------------------------------
+# Multi-task learning
+
+
+def test_two_tasks_train_resume_bitwise_and_log_per_task(tmp_path):
+  config = _small_multitask()
+  full, cut = tmp_path / 'full', tmp_path / 'cut'
+  results = train.train_and_evaluate(config, str(full))
+  shutil.copytree(full, cut)
+  shutil.rmtree(cut / 'checkpoints' / '8')
+  train.train_and_evaluate(config, str(cut))
+  assert _lines(full) == _lines(cut)
+  jax.tree.map(np.testing.assert_array_equal, _checkpoint_params(full, 8),
+               _checkpoint_params(cut, 8))
+  per_task = {'loss', 'label/loss', 'label/accuracy', 'speaker/loss', 'speaker/accuracy'}
+  for line in _lines(full):
+    assert per_task <= set(line), line
+  [test] = results['test']
+  assert test['num_examples'] == 10000
+  assert 0 <= test['speaker/accuracy'] <= 1 and 0 <= test['label/accuracy'] <= 1
+
+
+def test_two_tasks_both_learn():
+  """On one fixed batch both heads fit: the loss of each task falls."""
+  config = _small_multitask()
+  config.optimizer.name, config.optimizer.learning_rate = 'adamw', 3e-3
+  config.optimizer.grad_clip_norm = 1.0
+  mesh = parallel.make_mesh()
+  batch = next(input_pipeline.train_iterator(config))
+  model, objective, tx, state = steps.create(config, batch, mesh)
+  step = steps.make_train_step(config, model, objective, tx, mesh)
+  batch = parallel.global_batch(batch, mesh)
+  first = None
+  for _ in range(25):
+    state, sums = step(state, batch)
+    sums = jax.device_get(sums)
+    first = first or sums
+  for task in ('label', 'speaker'):
+    assert sums[f'{task}/loss'] < 0.5 * first[f'{task}/loss'], task
+
+
+def test_uncertainty_weights_move_and_are_checkpointed(tmp_path):
+  config = _small_multitask(**{'objective.task_weighting': 'uncertainty',
+                               'optimizer.learning_rate': 0.5})
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  saved = _checkpoint_params(tmp_path / 'run', 8)['objective_params']['log_var']
+  assert set(saved) == {'label', 'speaker'}
+  assert all(abs(float(v)) > 1e-3 for v in saved.values()), saved
+  last_train = [l for l in _lines(tmp_path / 'run') if l['split'] == 'train'][-1]
+  assert last_train['label/log_var'] != 0 and last_train['speaker/log_var'] != 0
+
+
+def test_uncertainty_loss_is_kendalls():
+  config = tiny_config(**{'objective.task_weighting': 'uncertainty'})
+  from mmjax import objectives  # pylint: disable=import-outside-toplevel
+  objective = objectives.build(config, model=None)
+  logits = {'label': jnp.array([[2.0, 0.0], [0.0, 1.0]])}
+  batch = {'labels': {'label': jnp.array([0, 0])}, 'mask': jnp.array([True, True])}
+  s = 0.7
+  loss, sums = objective({'log_var': {'label': jnp.float32(s)}}, logits, batch)
+  xent = -jax.nn.log_softmax(logits['label'])[jnp.arange(2), 0].mean()
+  np.testing.assert_allclose(loss, np.exp(-s) * xent + s / 2, rtol=1e-6)
+  assert float(sums['label/accuracy']) == 1.0 and float(sums['count']) == 2.0
+
+
+# ------------------------------------------------------------------------------------------------
+# Task-level fusion
+
+
+def test_task_level_heads_each_learn():
+  """Per-modality heads beside the fused one; on the synthetic data every modality carries the
+  label, so every head (and their combination) must beat chance (0.1) by far."""
+  config = tiny_config(**{'model.unimodal_heads': {'hidden': (16,), 'dropout': 0.0},
+                          'num_train_steps': 120, 'optimizer.learning_rate': 3e-3})
+  config.evals = {'validation': {'type': 'classification', 'split': 'validation',
+                                 'every_steps': 0}}
+  mesh = parallel.make_mesh()
+  it = input_pipeline.train_iterator(config)
+  model, objective, tx, state = steps.create(config, next(it), mesh)
+  step = steps.make_train_step(config, model, objective, tx, mesh)
+  for _ in range(config.num_train_steps):
+    state, _ = step(state, parallel.global_batch(next(it), mesh))
+  from mmjax import evaluators  # pylint: disable=import-outside-toplevel
+  eval_step = steps.make_eval_step(config, model, objective, mesh)
+  [metrics] = evaluators.build(config, eval_step, mesh)['validation'].run(state)
+  for head in ('label', 'label/fused', 'label/image', 'label/audio'):
+    assert metrics[f'{head}/accuracy'] > 0.3, (head, metrics)
+
+
+def test_task_level_prediction_ignores_absent_modality_heads():
+  config = tiny_config(**{'model.unimodal_heads': {'hidden': (8,)}})
+  from mmjax.models.model import build_model  # pylint: disable=import-outside-toplevel
+  model = build_model(config)
+  batch = next(input_pipeline.train_iterator(config))
+  variables = model.init(jax.random.key(0), batch['inputs'], batch['present'])
+  present = {'image': np.ones(16, bool), 'audio': np.zeros(16, bool)}
+  out = model.apply(variables, batch['inputs'], present)
+  expected = (jax.nn.log_softmax(out['label/fused']) + jax.nn.log_softmax(out['label/image'])) / 2
+  np.testing.assert_allclose(out['label'], expected, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# Transfer learning: freezing
+
+
+def test_frozen_parameters_stay_bit_identical_without_optimizer_state(tmp_path):
+  config = tiny_config(freeze='encoders_image', num_train_steps=8)
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  mesh = parallel.make_mesh()
+  _, _, _, fresh = steps.create(config, next(input_pipeline.train_iterator(config)), mesh)
+  final = _checkpoint_params(tmp_path / 'run', 8)
+  fresh = jax.device_get(fresh.params)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32)),
+               fresh['encoders_image'], final['params']['encoders_image'])
+  assert not np.array_equal(fresh['encoders_audio']['Conv_0']['kernel'],
+                            final['params']['encoders_audio']['Conv_0']['kernel'])
+  # Adam's two moments exist for trained parameters only.
+  _, _, _, unfrozen = steps.create(tiny_config(), next(input_pipeline.train_iterator(config)), mesh)
+  size = lambda tree: sum(np.size(x) for x in jax.tree.leaves(tree))
+  assert size(final['opt_state']) == size(unfrozen.opt_state) - 2 * size(fresh['encoders_image'])
+
+
+@pytest.mark.parametrize('pattern, message', [
+    ('no_such_module', "freeze='no_such_module' matches no parameter path"),
+    ('.', "freeze='.' freezes every parameter"),
+    ('(', "freeze='(' is not a regular expression"),
+])
+def test_bad_freeze_pattern_is_one_line(tmp_path, pattern, message):
+  with pytest.raises(UserError) as e:
+    train.train_and_evaluate(tiny_config(freeze=pattern), str(tmp_path / 'w'))
+  assert message in str(e.value) and '\n' not in str(e.value)
+  assert not (tmp_path / 'w').exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# Noise: training augmentation and the robustness evaluator
+
+
+def test_audio_noise_has_the_requested_snr_and_image_noise_the_std():
+  config = tiny_config()
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(64, 8000)) * 0.1, jnp.float32)
+  keys = corrupt.example_keys(jax.random.key(0), jnp.arange(64))
+  noisy = corrupt.add_noise(x, 'audio', jnp.full(64, -6.0), keys, config.dataset)
+  snr = 10 * np.log10(np.mean(np.square(x), 1) / np.mean(np.square(noisy - x), 1))
+  assert abs(np.mean(snr) + 6.0) < 0.1
+  image = jnp.zeros((64, 28, 28, 1))
+  noisy = corrupt.add_noise(image, 'image', jnp.full(64, 0.25), keys, config.dataset)
+  # dataset std 0.5: 0.25 in pixel units is 0.5 in the normalised input.
+  assert abs(float(jnp.std(noisy)) - 0.5) < 0.01
+  # Per example: the same index gives the same noise whatever else is in the batch.
+  again = corrupt.add_noise(image[:8], 'image', jnp.full(8, 0.25), keys[:8], config.dataset)
+  np.testing.assert_array_equal(noisy[:8], again)
+
+
+def test_training_noise_is_applied_with_probability_p():
+  config = tiny_config(modality_noise={'audio': {'p': 0.5, 'snr_db': (0.0, 0.0)}})
+  x = jnp.ones((2000, 100))
+  out = jax.device_get(jax.jit(lambda i, s: steps.inject_noise(config, i, s))({'audio': x}, 3))
+  changed = (out['audio'] != 1).any(axis=1)
+  assert abs(changed.mean() - 0.5) < 0.05
+  np.testing.assert_allclose(np.mean(np.square(out['audio'][changed] - 1)), 1.0, rtol=0.05)
+  config = tiny_config(modality_noise={'audio': {'p': 0.0, 'snr_db': (0.0, 0.0)}})
+  np.testing.assert_array_equal(steps.inject_noise(config, {'audio': x}, 3)['audio'], x)
+
+
+ROBUSTNESS = {'type': 'robustness', 'split': 'validation', 'every_steps': 0,
+              'noise': {'audio': {'snr_db': (0.0, -12.0)}, 'image': {'std': (0.5,)}}}
+
+
+@pytest.fixture(scope='module')
+def robust_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('robust') / 'run'
+  config = tiny_config(num_train_steps=40, **{'optimizer.learning_rate': 3e-3})
+  config.evals.robustness = ROBUSTNESS
+  results = train.train_and_evaluate(config, str(workdir))
+  return config, workdir, results
+
+
+def test_robustness_reports_one_line_per_condition(robust_run):
+  _, workdir, results = robust_run
+  lines = [l for l in _lines(workdir) if l['split'] == 'robustness']
+  assert [l['condition'] for l in lines] == [
+      'all', 'missing=audio', 'missing=image', 'noise=audio,snr_db=0', 'noise=audio,snr_db=-12',
+      'noise=image,std=0.5']
+  assert all(l['step'] == 40 and l['num_examples'] == 500 for l in lines)
+  assert [l['condition'] for l in results['robustness']] == [l['condition'] for l in lines]
+  by = {l['condition']: l['accuracy'] for l in lines}
+  validation = [l for l in _lines(workdir) if l['split'] == 'validation'][-1]
+  assert by['all'] == validation['accuracy']
+  assert by['noise=audio,snr_db=-12'] != by['all']  # the noise reaches the model
+
+
+def test_robustness_missing_equals_a_direct_masked_evaluation(robust_run):
+  config, workdir, _ = robust_run
+  from mmjax import checkpoint, evaluators, objectives  # pylint: disable=import-outside-toplevel
+  mesh = parallel.make_mesh()
+  model, objective, _, state = steps.create(config, next(input_pipeline.train_iterator(config)),
+                                            mesh)
+  mngr = checkpoint.manager(pathlib.Path(workdir) / 'checkpoints', None, create=False)
+  try:
+    _, state, _ = checkpoint.restore_latest(mngr, checkpoint.abstract(state))
+  finally:
+    mngr.close()
+  eval_step = steps.make_eval_step(config, model, objective, mesh)
+  data = input_pipeline.eval_data(config, 'validation')
+  total = None
+  for batch in data:
+    batch['present']['audio'] = np.zeros_like(batch['present']['audio'])
+    sums = jax.device_get(eval_step(state, parallel.global_batch(batch, mesh)))
+    total = sums if total is None else jax.tree.map(np.add, total, sums)
+  direct = objectives.finalize(total)['accuracy']
+  lines = {l['condition']: l for l in _lines(workdir) if l['split'] == 'robustness'}
+  assert lines['missing=audio']['accuracy'] == direct
+  # A rerun of the evaluator gives the same figures, noise included.
+  again = evaluators.build(config, eval_step, mesh)['robustness'].run(state)
+  assert [{k: v for k, v in l.items()} for l in again] == [
+      {k: v for k, v in lines[l['condition']].items() if k not in ('step', 'split')}
+      for l in again]
+
+
+# ------------------------------------------------------------------------------------------------
+# Eval-only runs
+
+
+def test_rerun_of_a_finished_workdir_only_evaluates(robust_run, tmp_path):
+  config, source, _ = robust_run
+  workdir = tmp_path / 'run'
+  shutil.copytree(source, workdir)
+  before = _lines(workdir)
+  config = config.copy_and_resolve_references()
+  config.evals.robustness.noise = {'audio': {'snr_db': (-18.0,)}}
+  results = train.train_and_evaluate(config, str(workdir))
+  after = _lines(workdir)
+  # Nothing trained: the old train and validation lines stay, the evaluators' lines are replaced.
+  keep = lambda ls: [l for l in ls if l['split'] in ('train',)]
+  assert keep(after) == keep(before)
+  conditions = [l['condition'] for l in after if l['split'] == 'robustness']
+  assert conditions == ['all', 'missing=audio', 'missing=image', 'noise=audio,snr_db=-18']
+  assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()) == sorted(
+      p.name for p in (source / 'checkpoints').iterdir())
+  assert set(results) == {'robustness', 'test', 'validation'}
+
+
+def test_init_from_with_zero_steps_evaluates_the_source_model(robust_run, tmp_path):
+  config, source, _ = robust_run
+  config = config.copy_and_resolve_references()
+  config.init_from, config.num_train_steps = str(source), 0
+  del config.evals['robustness']
+  results = train.train_and_evaluate(config, str(tmp_path / 'eval'))
+  lines = _lines(tmp_path / 'eval')
+  assert {l['split'] for l in lines} == {'validation', 'test'}
+  source_validation = [l for l in _lines(source) if l['split'] == 'validation'][-1]
+  assert results['validation'][0]['accuracy'] == source_validation['accuracy']
+
+
+# ------------------------------------------------------------------------------------------------
+# The main job and the multi-task job from the command line, on the real data
+
+
+@pytest.mark.parametrize('config_file, tasks', [('configs/late_fusion.py', ('label',)),
+                                                ('configs/multitask.py', ('label', 'speaker'))])
+def test_cli_trains_on_avmnist(tmp_path, config_file, tasks):
+  workdir = tmp_path / 'run'
+  proc = run_python(['-m', 'mmjax.main', f'--config={config_file}', f'--workdir={workdir}',
+                     '--config.num_train_steps=20', '--config.log_every_steps=10',
+                     '--config.checkpoint_every_steps=20', '--config.evals.validation.every_steps=20'],
+                    {'JAX_PLATFORMS': 'cpu'}, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = _lines(workdir)
+  splits = {l['split'] for l in lines}
+  assert {'train', 'validation', 'test'} <= splits
+  for line in lines:
+    assert all(f'{t}/accuracy' in line for t in tasks), line
+  if config_file.endswith('late_fusion.py'):  # the main job runs its robustness evaluator
+    conditions = [l['condition'] for l in lines if l['split'] == 'robustness']
+    assert conditions[:3] == ['all', 'missing=audio', 'missing=image']
+    assert 'noise=audio,snr_db=-18' in conditions
