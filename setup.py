@@ -2,6 +2,12 @@
 
 from setuptools import find_packages, setup
 
+# Lower bounds: the oldest releases the tests were run with (jax 0.10.0, flax 0.12.4, optax 0.2.6,
+# orbax-checkpoint 0.12.2, grain 0.2.15, tensorboardX 2.6.2.2, numpy 2.1.3); the
+# newest the tests ran with are the upper ends that a fresh Python 3.11 install resolves. jax and
+# jaxlib 0.11-0.12 need Python 3.12+.
+JAX = '>=0.10,<0.13'
+
 setup(
     name='mmjax',
     version='0.1.0',
@@ -13,26 +19,33 @@ setup(
     python_requires='>=3.11,<3.14',
     packages=find_packages(include=['mmjax', 'mmjax.*']),
     package_data={'mmjax.data': ['fsdd_manifest.tsv']},
-    # Ranges known to work together: Python 3.11 resolves jax 0.10.x, Python 3.12 GPU images jax 0.11.x.
+    # What mmjax imports, and one package TFDS needs but does not declare (array_record and
+    # simple_parsing come with TFDS).
     install_requires=[
-        'jax>=0.10,<0.12',
-        'flax>=0.12.8,<0.13',
-        'optax>=0.2.8,<0.3',
-        'orbax-checkpoint>=0.12.8,<0.13',
+        f'jax{JAX}',
+        'flax>=0.12.4,<0.13',
+        'optax>=0.2.6,<0.3',
+        'orbax-checkpoint>=0.12.2,<0.13',
+        'etils[epath]>=1.9.1',               # every workdir, checkpoint and metrics path
         'ml_collections>=1.1,<2',
         'absl-py>=2.1,<3',
-        'numpy>=2.0,<3',
-        'tensorflow-datasets>=4.9.10,<5',   # used without TensorFlow (array_record + grain)
-        'grain>=0.2.18,<0.3',
-        'array_record>=0.8,<0.9',
-        'importlib_resources>=6',          # TFDS needs it to locate in-package builders
-        'pillow>=10,<14',                  # PNG encode/decode for TFDS images without TF
-        'tensorboardX>=2.6,<3',
-        'psutil>=5.9',
+        'numpy>=2.1,<3',
+        # Used without TensorFlow (array_record + grain). 4.9.9 cannot read dataset_info with
+        # protobuf 7 (the newest), and its `build` command is another parser.
+        'tensorflow-datasets>=4.9.10,<5',
+        'grain>=0.2.15,<0.3',
+        'pillow>=10.4,<14',                  # PNG encode/decode for TFDS images without TF
+        'importlib_resources>=6',            # TFDS imports it to build datasets defined in a
+                                             # package (mmjax's) but does not declare it
+        'tensorboardX>=2.6.2.2,<3',
     ],
     extras_require={
-        'test': ['pytest>=8,<10', 'librosa>=0.10,<0.12', 'portpicker>=1.6,<2'],
-        'cuda': ['jax[cuda12]>=0.10,<0.12'],
-        'tpu': ['jax[tpu]>=0.10,<0.12'],
+        'test': ['pytest>=8,<10', 'portpicker>=1.6,<2', 'psutil>=5.9', 'librosa>=0.10,<0.12',
+                 'matplotlib>=3.8'],
+        'cuda': [f'jax[cuda12]{JAX}'],
+        'tpu': [f'jax[tpu]{JAX}'],
+        # gs:// workdirs and data dirs: etils.epath and TFDS through gcsfs; TensorBoard event files
+        # (tensorboardX) and Orbax's bucket queries through google-cloud-storage.
+        'gcs': ['gcsfs>=2024.2', 'google-cloud-storage>=2.14'],
     },
 )

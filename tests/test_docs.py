@@ -136,3 +136,19 @@ def test_build_command_reads_the_raw_dir_from_manual_dir(tmp_path):
   assert sorted(p.name for p in built.glob('*.array_record-*')) == [
       f'fsdd-{split}.array_record-00000-of-00001' for split in ('test', 'train', 'validation')]
   assert not (tmp_path / 'cache').exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# CI runs what the README tells users to run
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+  proc = subprocess.run(['bash', '.ci/run', '--dry-run'], cwd=REPO, capture_output=True, text=True,
+                        check=False, timeout=60)
+  assert proc.returncode == 0, proc.stderr
+  command = proc.stdout.strip().removeprefix('+ ')
+  quickstart = (REPO / 'README.md').read_text(encoding='utf-8').split('## Quickstart')[1]
+  quickstart = quickstart.split('\n## ')[0]
+  assert command in quickstart.splitlines()
+  assert command.endswith("pip install -e '.[test]' && MMJAX_RAW_DATA_DIR=../shared/data "
+                          'python -m pytest')

@@ -20,6 +20,7 @@ from tensorflow_datasets.scripts.cli import build as tfds_build
 from tensorflow_datasets.scripts.cli import cli_utils
 
 IMPORTS = 'mmjax.data.avmnist,mmjax.data.synthetic'
+DESCRIPTION = 'Build mmjax datasets (tfds build, without TensorFlow).'
 
 
 def with_defaults(argv: list[str]) -> list[str]:
@@ -33,8 +34,7 @@ def with_defaults(argv: list[str]) -> list[str]:
   return [argv[0], *argv[1:], *extra]
 
 
-_parse = cli_utils.make_flags_parser(tfds_build.Args,
-                                     description='Build mmjax datasets (tfds build, no TensorFlow).')
+_parse = cli_utils.make_flags_parser(tfds_build.Args, description=DESCRIPTION)
 
 
 def parse_flags(argv: list[str]) -> tfds_build.Args:

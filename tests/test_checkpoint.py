@@ -1,0 +1,108 @@
+"""mmjax.checkpoint on Orbax's current API: keep-the-newest, read-only readers, partial restores."""
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mmjax import checkpoint
+from mmjax.errors import UserError
+
+
+class State(flax.struct.PyTreeNode):
+  step: Any
+  params: Any
+  objective_params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def _state(scale=1.0, width=3):
+  return State(step=jnp.int32(7), params={'dense': {'kernel': scale * jnp.ones((2, width))}},
+               objective_params={'temperature': jnp.float32(scale)}, batch_stats={},
+               opt_state={'mu': {'dense': {'kernel': jnp.zeros((2, width))}}})
+
+
+def _save(directory, steps, max_to_keep=None, **kwargs):
+  mngr = checkpoint.manager(directory, max_to_keep)
+  try:
+    for step in steps:
+      checkpoint.save(mngr, step, _state(float(step), **kwargs),
+                      {'input': {'position': step}, 'pending_metrics': []})
+    mngr.wait_until_finished()
+  finally:
+    mngr.close()
+
+
+def test_keeps_the_newest_and_lists_finished_steps(tmp_path):
+  _save(tmp_path / 'ckpt', [1, 2, 3, 4], max_to_keep=2)
+  assert checkpoint.steps_on_disk(tmp_path / 'ckpt') == [3, 4]
+  (tmp_path / 'ckpt' / '5.orbax-checkpoint-tmp').mkdir()  # a save cut short
+  assert checkpoint.steps_on_disk(tmp_path / 'ckpt') == [3, 4]
+  assert checkpoint.steps_on_disk(tmp_path / 'nothing') == []
+
+
+def test_restore_latest_into_the_same_layout(tmp_path):
+  _save(tmp_path / 'ckpt', [1, 2])
+  mngr = checkpoint.manager(tmp_path / 'ckpt', None)
+  try:
+    step, state, data = checkpoint.restore_latest(mngr, checkpoint.abstract(_state()))
+  finally:
+    mngr.close()
+  assert step == 2 and data == {'input': {'position': 2}, 'pending_metrics': []}
+  assert isinstance(state, State)
+  np.testing.assert_array_equal(state.params['dense']['kernel'], 2 * np.ones((2, 3)))
+  assert float(state.objective_params['temperature']) == 2.0
+
+
+def test_read_only_reader_creates_and_cleans_nothing(tmp_path):
+  mngr = checkpoint.manager(tmp_path / 'absent', None, create=False)
+  try:
+    assert checkpoint.restore_arrays(mngr, ('params',), None) is None
+  finally:
+    mngr.close()
+  assert not (tmp_path / 'absent').exists()
+
+  _save(tmp_path / 'ckpt', [1])
+  leftover = tmp_path / 'ckpt' / '2.orbax-checkpoint-tmp'
+  leftover.mkdir()
+  checkpoint.manager(tmp_path / 'ckpt', None, create=False).close()
+  assert leftover.exists()
+
+
+def test_restore_arrays_reads_only_the_fields_asked_for(tmp_path):
+  """Shapes come from the checkpoint's metadata, so it may hold another model's."""
+  _save(tmp_path / 'ckpt', [3], width=5)
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  mngr = checkpoint.manager(tmp_path / 'ckpt', None, create=False)
+  try:
+    step, arrays = checkpoint.restore_arrays(mngr, ('params', 'batch_stats', 'missing'), sharding)
+  finally:
+    mngr.close()
+  assert step == 3 and set(arrays) == {'params', 'batch_stats', 'missing'}
+  assert arrays['batch_stats'] == {} and arrays['missing'] == {}
+  np.testing.assert_array_equal(arrays['params']['dense']['kernel'], 3 * np.ones((2, 5)))
+
+  mngr = checkpoint.manager(tmp_path / 'ckpt', None, create=False)
+  try:
+    tree = checkpoint.saved_state_tree(mngr, 3)
+  finally:
+    mngr.close()
+  assert set(tree) == {'step', 'params', 'objective_params', 'batch_stats', 'opt_state'}
+  assert tree['params']['dense']['kernel'].shape == (2, 5)
+
+
+def test_no_checkpoint_restores(tmp_path):
+  _save(tmp_path / 'ckpt', [1])
+  for f in (tmp_path / 'ckpt' / '1').rglob('*'):
+    if f.is_file() and f.stat().st_size > 100:
+      f.write_bytes(f.read_bytes()[:50])
+  mngr = checkpoint.manager(tmp_path / 'ckpt', None)
+  try:
+    with pytest.raises(UserError, match=r'no checkpoint in \S+ restores \(steps \[1\]\)'):
+      checkpoint.restore_latest(mngr, checkpoint.abstract(_state()))
+  finally:
+    mngr.close()
