@@ -1,10 +1,10 @@
 """The run's workdir: checks before anything is written, config.json, and where checkpoints go.
 
 Every path goes through `etils.epath`, so a workdir may be local or on a storage scheme epath
-supports (`gs://BUCKET/run` with `pip install 'mmjax[gcs]'`; also s3://, az://). A relative local
-path is made absolute once, where the user's value is read, so that every process and library
-later sees the same folder; a URL is left as it is (`os.path.abspath('gs://b/run')` would turn it
-into a local folder `<cwd>/gs:/b/run`).
+supports (`gs://BUCKET/run` with the gcs extra, `pip install -e '.[gcs]'`; also s3://, az://). A
+relative local path is made absolute once, where the user's value is read, so that every process
+and library later sees the same folder; a URL is left as it is (`os.path.abspath('gs://b/run')`
+would turn it into a local folder `<cwd>/gs:/b/run`).
 """
 
 import json
@@ -18,7 +18,7 @@ from mmjax.errors import UserError
 
 # Schemes etils.epath maps to a storage backend; anything else with `://` is not a path epath reads.
 REMOTE_SCHEMES = ('gs', 's3', 'az', 'hf')
-GCS_EXTRA = "pip install 'mmjax[gcs]'"
+GCS_EXTRA = "install the gcs extra: pip install -e '.[gcs]'"
 
 
 def is_remote(path) -> bool:
@@ -43,8 +43,8 @@ def _probe(path: epath.Path, workdir) -> bool:
   try:
     return path.exists()
   except ImportError as e:
-    raise UserError(f'workdir {workdir}: reading {str(path).split("://")[0]}:// needs a package '
-                    f'that is not installed ({e}); {GCS_EXTRA}') from None
+    raise UserError(f'workdir {workdir}: {str(path).split("://")[0]}:// needs a package that is not '
+                    f'installed ({e}); {GCS_EXTRA}') from None
 
 
 def check(workdir) -> None:

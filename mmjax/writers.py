@@ -3,7 +3,8 @@
 Paths go through etils.epath (see mmjax.workdir): a local workdir's metrics.jsonl is appended to
 and flushed line by line; on an object store (gs://...), which cannot append, the file is
 rewritten whole at each write. TensorBoard event files on gs:// need google-cloud-storage
-(`pip install 'mmjax[gcs]'`); without it the run warns and writes metrics.jsonl only.
+(the gcs extra, `pip install -e '.[gcs]'`); without it the run warns and writes metrics.jsonl
+only.
 """
 
 import json
@@ -111,7 +112,7 @@ def _summary_writer(root, purge_step: int):
     return SummaryWriter(str(root), purge_step=purge_step,
                          filename_suffix=f'.{uuid.uuid4().hex[:8]}')
   except ImportError as e:
-    logging.warning('no TensorBoard event files in %s (%s); %s to write them; metrics.jsonl is '
+    logging.warning('no TensorBoard event files in %s (%s); to write them, %s; metrics.jsonl is '
                     'written as usual', root, e, workdirs.GCS_EXTRA)
     return None
 

@@ -40,12 +40,22 @@ def test_auto_starts_nothing_on_a_plain_machine():
   assert out.split() == ['False', 'False', '0', '1']
 
 
-def test_auto_joins_the_cluster_jax_detects():
-  """Two processes under a SLURM step's variables (2 tasks on localhost) form one run."""
+# What `srun --ntasks=2` and Open MPI's `mpirun -np 2` set for process i of a job on localhost.
+LAUNCHERS = {
+    'slurm': lambda i: {'SLURM_JOB_ID': '4242', 'SLURM_STEP_NODELIST': 'localhost',
+                        'SLURM_NTASKS': '2', 'SLURM_STEP_NUM_NODES': '1', 'SLURM_PROCID': str(i),
+                        'SLURM_LOCALID': str(i)},
+    'mpirun': lambda i: {'OMPI_MCA_orte_hnp_uri': '1531576320.0;tcp://127.0.0.1:34911',
+                         'OMPI_COMM_WORLD_SIZE': '2', 'OMPI_COMM_WORLD_RANK': str(i),
+                         'OMPI_COMM_WORLD_LOCAL_RANK': str(i)},
+}
+
+
+@pytest.mark.parametrize('launcher', sorted(LAUNCHERS))
+def test_auto_joins_the_cluster_jax_detects(launcher):
+  """Two processes with a launcher's variables (2 tasks on localhost) form one run."""
   port = portpicker.pick_unused_port()
-  slurm = {'SLURM_JOB_ID': '4242', 'SLURM_STEP_NODELIST': 'localhost', 'SLURM_NTASKS': '2',
-           'SLURM_STEP_NUM_NODES': '1', 'JAX_COORDINATOR_PORT': str(port)}
-  procs = [_probe('auto', _plain_env(**slurm, SLURM_PROCID=str(i), SLURM_LOCALID=str(i)))
+  procs = [_probe('auto', _plain_env(**LAUNCHERS[launcher](i), JAX_COORDINATOR_PORT=str(port)))
            for i in range(2)]
   outs = [p.communicate(timeout=150) for p in procs]
   assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
@@ -54,9 +64,7 @@ def test_auto_joins_the_cluster_jax_detects():
 
 
 def test_off_starts_nothing_inside_a_cluster():
-  slurm = {'SLURM_JOB_ID': '4242', 'SLURM_STEP_NODELIST': 'localhost', 'SLURM_NTASKS': '2',
-           'SLURM_PROCID': '0', 'SLURM_LOCALID': '0'}
-  proc = _probe('off', _plain_env(**slurm))
+  proc = _probe('off', _plain_env(**LAUNCHERS['slurm'](0)))
   out, err = proc.communicate(timeout=150)
   assert proc.returncode == 0, err[-3000:]
   assert out.split() == ['False', 'False', '0', '1']

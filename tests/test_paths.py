@@ -15,6 +15,7 @@ and credentials to test.
 """
 
 import contextlib
+import importlib.util
 import json
 import os
 import pathlib
@@ -107,6 +108,17 @@ def test_resolve_local_paths_once_and_leave_urls(tmp_path, monkeypatch):
   assert workdirs.checkpoint_dir('runs/a') == epath.Path(tmp_path / 'runs' / 'a' / 'checkpoints')
   with pytest.raises(UserError, match=r'ftp://h/run: unsupported scheme ftp://; use a local path'):
     workdirs.resolve('ftp://h/run')
+
+
+def test_gcs_workdir_without_the_extra_is_one_line():
+  if importlib.util.find_spec('gcsfs') is not None:
+    pytest.skip('gcsfs is installed: the check would reach a real bucket')
+  with pytest.raises(UserError) as e:
+    workdirs.check('gs://bucket/run')
+  assert str(e.value).startswith('workdir gs://bucket/run: gs:// needs a package that is not '
+                                 'installed (')
+  assert str(e.value).endswith("); install the gcs extra: pip install -e '.[gcs]'")
+  assert '\n' not in str(e.value)
 
 
 def test_relative_workdir_is_the_same_folder_after_a_chdir(tmp_path, monkeypatch):
@@ -253,7 +265,7 @@ def test_missing_tensorboard_extra_on_gcs_warns_and_keeps_metrics(gcs, monkeypat
   with caplog.at_level('WARNING'):
     workdirs.make(f'{BUCKET}/run')
     _write_run(f'{BUCKET}/run', steps=(4,), evals_at=None)
-  assert "pip install 'mmjax[gcs]'" in caplog.text
+  assert "install the gcs extra: pip install -e '.[gcs]'" in caplog.text
   assert [l['step'] for l in _lines(gcs / 'run' / 'metrics.jsonl')] == [4]
 
 
