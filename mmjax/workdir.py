@@ -98,13 +98,14 @@ def write_config(workdir, config) -> None:
 
 
 def check_resume_config(workdir, config) -> None:
-  """A workdir holds one model: resuming it with another model config is an error."""
+  """A workdir holds one model: resuming it with another model config is an error, and so is
+  another objective or freeze pattern (they change what the checkpointed state holds)."""
   path = config_path(workdir)
   if not path.exists():
     return
   saved = json.loads(path.read_text(encoding='utf-8'))
   current = json.loads(config.to_json_best_effort())
-  for key in ('model', 'tasks'):
+  for key in ('model', 'tasks', 'objective', 'freeze'):
     if saved.get(key) != current.get(key):
       raise UserError(f'{workdir} holds a run with a different {key} config; resume it with the '
                       f'same config or use a new --workdir')

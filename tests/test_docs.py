@@ -47,6 +47,23 @@ CHECKS = {
         "assert logits['label'].shape == (config.batch_size, 10), logits['label'].shape\n"
         "fused = {k: v['kernel'].shape[-1] for k, v in variables['params']['fusion'].items()}\n"
         "assert fused == {'Dense_0': 8, 'Dense_1': 8}, fused  # one Dense(dim) per modality\n",
+    ('README.md', 'import jax'):
+        # The objective the block registers trains by config alone.
+        "from mmjax import parallel, steps\n"
+        "from mmjax.data import input_pipeline\n"
+        "from tests.conftest import tiny_config\n"
+        "config = tiny_config(**{'objective.name': 'label_smoothing'})\n"
+        "mesh = parallel.make_mesh()\n"
+        "batch = next(input_pipeline.train_iterator(config))\n"
+        "model, objective, tx, state = steps.create(config, batch, mesh)\n"
+        "assert type(objective).__name__ == 'LabelSmoothing'\n"
+        "step = steps.make_train_step(config, model, objective, tx, mesh)\n"
+        "batch = parallel.global_batch(batch, mesh)\n"
+        "losses = []\n"
+        "for _ in range(6):\n"
+        "  state, sums = step(state, batch)\n"
+        "  losses.append(float(sums['loss']))\n"
+        "assert losses[-1] < losses[0], losses\n",
     ('datasets.md', 'import os'):
         "import sys\n"
         "if 'sources' in globals():  # the reading example: no mmjax, no TensorFlow\n"

@@ -182,6 +182,17 @@ def test_bad_freeze_pattern_is_one_line(tmp_path, pattern, message):
   assert not (tmp_path / 'w').exists()
 
 
+def test_resuming_with_another_objective_or_freeze_is_one_line(robust_run, tmp_path):
+  config, source, _ = robust_run
+  for key, value in (('objective.task_weighting', 'uncertainty'), ('freeze', 'encoders_audio')):
+    workdir = tmp_path / key
+    shutil.copytree(source, workdir)
+    changed = override(config.copy_and_resolve_references(), **{key: value})
+    with pytest.raises(UserError) as e:
+      train.train_and_evaluate(changed, str(workdir))
+    assert f'holds a run with a different {key.split(".")[0]} config' in str(e.value)
+
+
 # ------------------------------------------------------------------------------------------------
 # Noise: training augmentation and the robustness evaluator
 
