@@ -55,9 +55,13 @@ class Preemption:
 
   def reached(self, step: int) -> bool:
     """Call after every step with that step's number; True means: save this step and stop."""
-    if self.uses_jax:
-      return bool(self._mngr.reached_preemption(int(step)))
-    return self._requested
+    reached = (bool(self._mngr.reached_preemption(int(step))) if self.uses_jax
+               else self._requested)
+    if reached:
+      # Every process says so: on a pod, each host's log shows the step it saved.
+      logging.info('preemption notice: process %d stops after step %d', jax.process_index(),
+                   step)
+    return reached
 
   def close(self) -> None:
     """Puts back the previous SIGTERM handler (the caller, e.g. a test runner, may rely on it)."""

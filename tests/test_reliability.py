@@ -173,6 +173,52 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_ends_identical(tmp_path, refer
   _assert_same_run(reference, workdir)
 
 
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path, cli_env):
+  """SIGTERM to process 1 only: JAX's preemption sync stops both processes after the same step,
+  both save that step's checkpoint and exit 0, and the same command resumes from it."""
+  workdir = tmp_path / 'run'
+  env = {**cli_env, 'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}
+  logs = [tmp_path / f'process_{i}.log' for i in range(2)]
+
+  def start_both():
+    port = portpicker.pick_unused_port()
+    procs = []
+    for i, log in enumerate(logs):
+      with open(log, 'w', encoding='utf-8') as f:
+        procs.append(_start([*_cli(workdir), f'--coordinator_address=127.0.0.1:{port}',
+                             '--num_processes=2', f'--process_id={i}'], env, f))
+    return procs
+
+  procs = start_both()
+  try:
+    _wait_for_training(procs[0], workdir)  # process 0 writes the metrics
+    psutil.Process(procs[1].pid).children()[0].send_signal(signal.SIGTERM)
+    codes = [p.wait(timeout=180) for p in procs]
+  finally:
+    for p in procs:
+      _stop(p)
+  texts = [log.read_text() for log in logs]
+  assert codes == [0, 0], [t[-3000:] for t in texts]
+  stopped = [re.findall(rf'preemption notice: process {i} stops after step (\d+)', t)
+             for i, t in enumerate(texts)]
+  assert len(stopped[0]) == 1 and stopped[0] == stopped[1], stopped
+  step = int(stopped[0][0])
+  assert f'preempted: saved a checkpoint at step {step}' in texts[0]
+  assert 0 < step < 200 and checkpoint.steps_on_disk(workdir / 'checkpoints')[-1] == step
+  assert not [m for m in _metrics(workdir) if m['step'] > step]
+
+  procs = start_both()
+  try:
+    codes = [p.wait(timeout=300) for p in procs]
+  finally:
+    for p in procs:
+      _stop(p)
+  texts = [log.read_text() for log in logs]
+  assert codes == [0, 0], [t[-3000:] for t in texts]
+  assert f'resumed from step {step}' in texts[0]
+  assert checkpoint.steps_on_disk(workdir / 'checkpoints')[-1] == 200
+
+
 def test_kill9_at_a_random_moment_resumes_to_identical_result(tmp_path, reference, cli_env):
   workdir = tmp_path / 'run'
   ckpt_dir = workdir / 'checkpoints'
