@@ -207,8 +207,8 @@ def test_init_from_missing_or_empty(existing, tmp_path):
 def test_init_from_with_another_shape(existing, tmp_path):
   target = tmp_path / 'new'
   _rejects(tiny_config(init_from=str(existing), **{'model.head.hidden': (32,)}), target,
-           f'init_from={existing}: params/heads/label/Dense_0/bias has shape (16,) there but (32,) '
-           'in this model; make the model match', untouched=[existing])
+           f'init_from={existing}: heads/label/Dense_0/bias has shape (16,) there but (32,) in '
+           'this model; make the model match', untouched=[existing])
   assert not target.exists()
 
 
