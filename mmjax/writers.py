@@ -137,6 +137,8 @@ def drop_rewritten_lines(path, step: int, rerun_splits=()) -> list[str]:
       entry = json.loads(line)
     except json.JSONDecodeError:
       return False
+    if not isinstance(entry, dict) or not isinstance(entry.get('step'), int):
+      return False
     return entry['step'] < step or (entry['step'] == step and entry['split'] not in rerun)
 
   kept = [l for l in lines if l.strip() and keep(l)]

@@ -210,6 +210,9 @@ def test_metric_writer_drops_what_a_resume_writes_again(tmp_path):
   writers.MetricWriter(str(workdir), resume_step=8, rerun_splits=('test', 'robustness')).close()
   assert [(l['step'], l['split']) for l in _lines(workdir / 'metrics.jsonl')] == [
       (4, 'train'), (8, 'train')]
+  # A line that is not a metrics object (a damaged file) goes as well.
+  with open(workdir / 'metrics.jsonl', 'a', encoding='utf-8') as f:
+    f.write('[1, 2]\n{"split": "train"}\n')
   # A resume from step 4 drops everything after it; 'test' is not special.
   writers.MetricWriter(str(workdir), resume_step=4).close()
   assert [(l['step'], l['split']) for l in _lines(workdir / 'metrics.jsonl')] == [(4, 'train')]
