@@ -169,3 +169,11 @@ def test_ci_runs_the_readme_test_command_verbatim():
   assert command in quickstart.splitlines()
   assert command.endswith("pip install -e '.[test]' && MMJAX_RAW_DATA_DIR=../shared/data "
                           'python -m pytest')
+
+
+def test_build_command_is_the_tfds_cli_build_command():
+  """`tfds build` (whose console script needs TensorFlow) parses into the same class."""
+  import tensorflow_datasets  # pylint: disable=import-outside-toplevel
+  cli = pathlib.Path(tensorflow_datasets.__file__).parent / 'scripts' / 'cli' / 'main.py'
+  assert "'build': build.Args" in cli.read_text(encoding='utf-8')
+  assert build.tfds_build.Args.__module__ == 'tensorflow_datasets.scripts.cli.build'
