@@ -1,0 +1,92 @@
+"""Runs a grid of runs one after another and writes its results (used by experiments.sweep and
+experiments.zoo).
+
+Each run is `python -m mmjax.main` in a subprocess, in `<root>/runs/<run name>`, its output in
+`<root>/logs/<run name>.log`; a finished run is skipped, an interrupted one resumes. Runs share
+a JAX compilation cache in `<root>/runs/.jax_cache` (unless JAX_COMPILATION_CACHE_DIR is set),
+so runs of one program (e.g. one method on several datasets) compile it once.
+"""
+
+import os
+import pathlib
+import sys
+import time
+
+from experiments import aggregate
+from experiments import plots
+from experiments import runs as runs_lib
+
+
+def default_results_dir(name: str, quick: bool) -> str:
+  return f'runs/sweeps/{name}-quick' if quick else f'results/{name}'
+
+
+def print_commands(experiment, root) -> None:
+  for run in experiment.runs:
+    print(runs_lib.command_line(run, aggregate.workdir(root, run)))
+
+
+def run_all(experiment, root, timeout_s: int, out=None) -> list[str]:
+  """Trains every run that has not finished, in order; returns the failures' descriptions."""
+  out = out or sys.stdout
+  failures = []
+  total = len(experiment.runs)
+  for i, run in enumerate(experiment.runs, 1):
+    wd = aggregate.workdir(root, run)
+    state = runs_lib.progress(run, wd)
+    head = f'[{i}/{total}] {run.name}'
+    if state.state == 'finished':
+      print(f'{head}: finished, skipped', file=out, flush=True)
+      continue
+    if state.state == 'conflict':
+      failures.append(f'{run.name}: {state.detail}')
+      print(f'{head}: not run: {state.detail}', file=out, flush=True)
+      continue
+    resume = f' (resuming: {state.describe()})' if state.state == 'partial' else ''
+    print(f'{head}: running{resume}', file=out, flush=True)
+    log = pathlib.Path(root) / 'logs' / f'{run.name}.log'
+    start = time.time()
+    rc = runs_lib.execute(run, wd, log, timeout_s, _compilation_cache(root))
+    seconds = time.time() - start
+    aggregate.record_time(root, run, seconds, rc)
+    state = runs_lib.progress(run, wd)
+    took = f'{seconds:.0f}s'
+    if rc == 0 and state.state == 'finished':
+      print(f'{head}: done in {took}', file=out, flush=True)
+    else:
+      failures.append(f'{run.name}: exit status {rc}, {state.describe()}; log: {log}')
+      print(f'{head}: FAILED after {took} (exit status {rc}, {state.describe()}); last lines of '
+            f'{log}:\n{_tail(log)}', file=out, flush=True)
+  return failures
+
+
+def _compilation_cache(root) -> dict:
+  """Runs that compile the same programs (e.g. one method on several datasets) compile once."""
+  if 'JAX_COMPILATION_CACHE_DIR' in os.environ:
+    return {}
+  return {'JAX_COMPILATION_CACHE_DIR': str(pathlib.Path(root).resolve() / aggregate.RUNS_DIR /
+                                           '.jax_cache')}
+
+
+def _tail(path, n: int = 5) -> str:
+  try:
+    lines = pathlib.Path(path).read_text(encoding='utf-8', errors='replace').splitlines()
+  except OSError:
+    return ''
+  return '\n'.join('    ' + l for l in lines[-n:])
+
+
+def write_results(experiment, root, out=None) -> aggregate.Results:
+  """results.csv, table.md and the plots into `root`, from whatever runs have finished."""
+  out = out or sys.stdout
+  root = pathlib.Path(root)
+  root.mkdir(parents=True, exist_ok=True)
+  results = aggregate.collect(experiment, root)
+  aggregate.write_csv(results, root / aggregate.CSV)
+  (root / aggregate.TABLE).write_text(aggregate.markdown(results, experiment), encoding='utf-8')
+  written = plots.write_all(results, root)
+  print(f'{len(results.rows)} of {len(experiment.runs)} runs finished; wrote '
+        f'{", ".join([aggregate.CSV, aggregate.TABLE, *written])} in {root}', file=out)
+  for run, state in results.missing:
+    print(f'  missing: {run.name} ({state.describe()})', file=out)
+  return results

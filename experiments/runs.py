@@ -1,0 +1,269 @@
+"""One run of a sweep: a config file (and variant), the overrides that define it, and a seed.
+
+A run's workdir name comes from those three (readable, filesystem-safe, stable); its command line
+is the CLI users run (`python -m mmjax.main --config=... --workdir=... --config.k=v`); whether it
+has finished is read from its workdir: a `metrics.jsonl` line of every evaluator at the last step,
+and a checkpoint at that step. Nothing here parses log lines.
+"""
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import os
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+from typing import Any, Mapping
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+METRICS = 'metrics.jsonl'
+CONFIG = 'config.json'
+_MAX_NAME = 180
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One training run of a sweep.
+
+  config: a config file relative to the repository root, with an optional `:variant`.
+  overrides: dotted config field → value; they define the run, so they are part of its name.
+  seed: `config.seed`.
+  settings: overrides every run of a sweep mode shares (budget, evaluators); not in the name,
+    but checked against a workdir's config.json before it is resumed.
+  method, facets: labels for tables and plots (method defaults to the config file's name).
+  """
+  config: str
+  overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  seed: int = 0
+  settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  method: str = ''
+  facets: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+  @property
+  def label(self) -> str:
+    return self.method or config_stem(self.config)
+
+  @property
+  def name(self) -> str:
+    return run_name(self.config, self.overrides, self.seed)
+
+  def values(self) -> dict:
+    """Every config field this run sets: settings, then overrides, then the seed."""
+    return {**self.settings, **self.overrides, 'seed': self.seed}
+
+
+def split_config(config: str) -> tuple[str, str]:
+  path, _, variant = config.partition(':')
+  return path, variant
+
+
+def config_stem(config: str) -> str:
+  path, variant = split_config(config)
+  stem = pathlib.Path(path).stem
+  return f'{stem}-{variant}' if variant else stem
+
+
+def _flat(key: str, value):
+  """A dict value as its dotted leaves: ('modality_dropout', {'audio': .3}) → modality_dropout.audio."""
+  if isinstance(value, Mapping):
+    for k in sorted(value):
+      yield from _flat(f'{key}.{k}', value[k])
+  else:
+    yield key, value
+
+
+def _text(value) -> str:
+  if isinstance(value, (tuple, list)):
+    return '-'.join(_text(v) for v in value)
+  if isinstance(value, float):
+    return f'{value:g}'
+  return str(value)
+
+
+def run_name(config: str, overrides: Mapping[str, Any], seed: int) -> str:
+  """`late_fusion__modality_dropout.audio=0.3__seed0`: config, sorted overrides, seed.
+
+  Characters a filesystem or a shell may mind become `_`; a name too long for a path component
+  is cut and ends with a hash of the whole, so it stays unique and stable.
+  """
+  parts = [config_stem(config)]
+  for key in sorted(overrides):
+    parts += [f'{k}={_text(v)}' for k, v in _flat(key, overrides[key])]
+  parts.append(f'seed{seed}')
+  name = re.sub(r'[^A-Za-z0-9._=+-]', '_', '__'.join(parts))
+  if len(name) > _MAX_NAME:
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    name = f'{name[:_MAX_NAME - 12]}__{digest}'
+  return name
+
+
+def _literal(value) -> str:
+  """A Python literal with double-quoted strings (easier to read inside a shell's single quotes)."""
+  if isinstance(value, str):
+    return json.dumps(value)
+  if isinstance(value, Mapping):
+    return '{' + ', '.join(f'{_literal(k)}: {_literal(v)}' for k, v in value.items()) + '}'
+  if isinstance(value, tuple):
+    items = [_literal(v) for v in value]
+    return f'({items[0]},)' if len(items) == 1 else '(' + ', '.join(items) + ')'
+  if isinstance(value, list):
+    return '[' + ', '.join(_literal(v) for v in value) + ']'
+  return repr(value)
+
+
+def flag_value(value) -> str:
+  """A value as `--config.k=` takes it: strings as they are, anything else as a Python literal."""
+  return value if isinstance(value, str) else _literal(value)
+
+
+def main_args(run: Run, workdir) -> list[str]:
+  """The arguments of `python -m mmjax.main` for `run` in `workdir`."""
+  return ['-m', 'mmjax.main', f'--config={run.config}', f'--workdir={workdir}',
+          *(f'--config.{k}={flag_value(v)}' for k, v in run.values().items())]
+
+
+def command_line(run: Run, workdir) -> str:
+  """One shell line (quoted) that trains `run`; rerunning it resumes an interrupted run."""
+  return shlex.join(['python', *main_args(run, workdir)])
+
+
+def execute(run: Run, workdir, log_path, timeout_s: int, env_extra=None) -> int:
+  """Trains `run` in a subprocess (resuming from its checkpoint if it has one), stdout and
+  stderr appended to `log_path`; killed after `timeout_s` seconds. Returns its exit status."""
+  env = {**os.environ, **(env_extra or {})}
+  env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO), env.get('PYTHONPATH')]))
+  cmd = ['timeout', '-k', '30', str(timeout_s), sys.executable,
+         *main_args(run, os.path.abspath(workdir))]
+  pathlib.Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+  with open(log_path, 'a', encoding='utf-8') as log:
+    log.write(f'$ {shlex.join(cmd)}\n')
+    log.flush()
+    return subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                          check=False).returncode
+
+
+# ------------------------------------------------------------------------------------------------
+# What a workdir holds
+
+
+def read_metrics(workdir) -> list[dict]:
+  """The metrics.jsonl lines of `workdir` ([] if none); a line cut short is left out."""
+  return read_jsonl(pathlib.Path(workdir) / METRICS)
+
+
+def read_jsonl(path) -> list[dict]:
+  path = pathlib.Path(path)
+  if not path.exists():
+    return []
+  lines = []
+  for text in path.read_text(encoding='utf-8').splitlines():
+    try:
+      lines.append(json.loads(text))
+    except json.JSONDecodeError:
+      continue
+  return lines
+
+
+def read_config(workdir) -> dict | None:
+  path = pathlib.Path(workdir) / CONFIG
+  if not path.exists():
+    return None
+  return json.loads(path.read_text(encoding='utf-8'))
+
+
+def evaluator_names(config: dict) -> list[str]:
+  """The evaluators that run at the end of training (`config.evals`)."""
+  return list(config.get('evals') or {})
+
+
+def checkpoint_steps(workdir) -> list[int]:
+  ckpt = pathlib.Path(workdir) / 'checkpoints'
+  if not ckpt.is_dir():
+    return []
+  return sorted(int(p.name) for p in ckpt.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+@dataclasses.dataclass
+class Progress:
+  """Where a run's workdir stands: `state` is one of
+  'finished', 'partial' (trained to `step` of `total`, or lacks final evaluator lines),
+  'not started', or 'conflict' (its config.json differs from the run's values: `detail`)."""
+  state: str
+  step: int = 0
+  total: int | None = None
+  detail: str = ''
+
+  def describe(self) -> str:
+    if self.state == 'partial':
+      return f'partial: step {self.step} of {self.total}{self.detail}'
+    if self.state == 'conflict':
+      return f'conflict: {self.detail}'
+    return self.state
+
+
+def _normal(value):
+  return json.loads(json.dumps(value, default=list))
+
+
+def _saved(config: dict, key: str):
+  node = config
+  for part in key.split('.'):
+    if not isinstance(node, dict) or part not in node:
+      return KeyError
+    node = node[part]
+  return node
+
+
+def progress(run: Run, workdir) -> Progress:
+  config = read_config(workdir)
+  if config is None:
+    return Progress('not started')
+  for key, value in run.values().items():
+    saved = _saved(config, key)
+    if saved is KeyError or _normal(saved) != _normal(value):
+      shown = '(absent)' if saved is KeyError else json.dumps(saved)
+      return Progress('conflict', detail=(
+          f'{workdir} holds a run with {key}={shown}, not {json.dumps(_normal(value))}; '
+          'use another --results_dir or move that workdir away'))
+  total = int(config['num_train_steps'])
+  lines = read_metrics(workdir)
+  step = max([l['step'] for l in lines if l.get('split') == 'train'] or [0])
+  ckpts = checkpoint_steps(workdir)
+  step = max([step, *ckpts])
+  final = {l['split'] for l in lines if l.get('step') == total}
+  lacking = [n for n in evaluator_names(config) if n not in final]
+  if total in ckpts and not lacking:
+    return Progress('finished', total, total)
+  detail = f', no final {", ".join(lacking)} lines' if step >= total and lacking else ''
+  return Progress('partial', step, total, detail)
+
+
+# ------------------------------------------------------------------------------------------------
+# A run's config, in this process (for labels such as parameter counts; training never uses it)
+
+
+def set_field(config, key: str, value) -> None:
+  node = config
+  *parents, leaf = key.split('.')
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+
+
+def load_config(run: Run, with_values: bool = True):
+  """The run's ml_collections config: its file's get_config(variant), with the run's values."""
+  path, variant = split_config(run.config)
+  if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+  spec = importlib.util.spec_from_file_location(f'_sweep_config_{config_stem(run.config)}',
+                                                REPO / path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(variant) if variant else module.get_config()
+  if with_values:
+    for key, value in run.values().items():
+      set_field(config, key, value)
+  return config

@@ -1,0 +1,241 @@
+"""Sweeps (experiments/): run names, the runner's skip and resume, aggregation from hand-made
+metrics.jsonl files, plots, `--quick` end to end, and the README's generated Results section."""
+
+import json
+import math
+import pathlib
+import shlex
+import shutil
+
+import pytest
+
+from experiments import aggregate
+from experiments import catalog
+from experiments import plots
+from experiments import readme_results
+from experiments import runner
+from experiments import runs as runs_lib
+from tests.conftest import REPO, run_python
+
+TINY = 'tests/scripts/tiny_config.py'
+
+
+# ------------------------------------------------------------------------------------------------
+# Runs: names, command lines, progress
+
+
+def test_run_names_are_readable_safe_and_stable():
+  name = runs_lib.run_name('configs/late_fusion.py:synthetic',
+                           {'modality_dropout': {'image': 0.3, 'audio': 0.3},
+                            'dataset.name': 'synthetic/unique'}, 2)
+  assert name == ('late_fusion-synthetic__dataset.name=synthetic_unique__'
+                  'modality_dropout.audio=0.3__modality_dropout.image=0.3__seed2')
+  long = {f'model.fusion.field_{i}': 'x' * 20 for i in range(20)}
+  a, b = runs_lib.run_name(TINY, long, 0), runs_lib.run_name(TINY, {**long, 'z': 1}, 0)
+  assert len(a) <= 180 and len(b) <= 180 and a != b
+  assert a == runs_lib.run_name(TINY, dict(reversed(long.items())), 0)
+
+
+def test_every_experiment_has_distinct_workdirs_and_runnable_commands(tmp_path):
+  for name in catalog.EXPERIMENTS:
+    for quick in (False, True):
+      experiment = catalog.get(name, quick=quick)
+      names = [r.name for r in experiment.runs]
+      assert len(set(names)) == len(names), name
+      assert len({r.label for r in experiment.runs}) >= 1
+      for run in experiment.runs:
+        args = shlex.split(runs_lib.command_line(run, tmp_path / run.name))
+        assert args[:3] == ['python', '-m', 'mmjax.main'] and f'--config.seed={run.seed}' in args
+  assert len(catalog.get('avmnist_fusion').runs) == 30        # 10 methods x 3 seeds
+  assert len(catalog.get('synthetic_interactions').runs) == 90  # x 3 datasets
+  assert len(catalog.get('robustness').runs) == 18            # 3 methods x 2 trainings x 3 seeds
+  assert len(catalog.get('robustness', seeds=5).runs) == 30
+
+
+def test_print_commands_cli():
+  proc = run_python(['-m', 'experiments.sweep', '--experiment=robustness', '--print_commands',
+                     '--results_dir=somewhere'])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  lines = proc.stdout.strip().splitlines()
+  assert len(lines) == 18
+  args = shlex.split(lines[-1])
+  assert '--workdir=somewhere/runs/gated_fusion__modality_dropout.audio=0.3__' \
+         'modality_dropout.image=0.3__seed2' in args
+  assert '--config.modality_dropout={"image": 0.3, "audio": 0.3}' in args
+
+
+def test_unknown_experiment_is_one_error_line():
+  proc = run_python(['-m', 'experiments.sweep', '--experiment=nope'])
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines() == [
+      'mmjax: error: --experiment=nope: no such experiment; valid: avmnist_fusion, '
+      'synthetic_interactions, robustness, zoo_avmnist, zoo_synthetic']
+
+
+def _fake_run(workdir, accuracy, total=8, evals=('test',), conditions=None, config=None,
+              checkpoint=True, final=True):
+  """A workdir as a finished run leaves it: config.json, metrics.jsonl, checkpoints/<total>."""
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True)
+  saved = {'num_train_steps': total, 'seed': 0,
+           'evals': {e: {'type': 'classification', 'split': 'test'} for e in evals},
+           **(config or {})}
+  (workdir / 'config.json').write_text(json.dumps(saved))
+  lines = [{'step': total // 2, 'split': 'train', 'loss': 2.0, 'accuracy': 0.2,
+            'examples_per_sec': 10.0},
+           {'step': total, 'split': 'train', 'loss': 1.0, 'accuracy': 0.5,
+            'examples_per_sec': 30.0}]
+  if final:
+    for e in evals:
+      for c, acc in (conditions or {None: accuracy}).items():
+        lines.append({'step': total, 'split': e, **({'condition': c} if c else {}),
+                      'loss': 1.0, 'accuracy': acc, 'num_examples': 100})
+  (workdir / 'metrics.jsonl').write_text(''.join(json.dumps(l) + '\n' for l in lines))
+  if checkpoint:
+    (workdir / 'checkpoints' / str(total)).mkdir(parents=True)
+
+
+def test_progress_of_a_workdir(tmp_path):
+  run = runs_lib.Run(TINY, settings={'num_train_steps': 8})
+  assert runs_lib.progress(run, tmp_path / 'none').state == 'not started'
+  _fake_run(tmp_path / 'done', 0.5)
+  assert runs_lib.progress(run, tmp_path / 'done').state == 'finished'
+  _fake_run(tmp_path / 'no_ckpt', 0.5, checkpoint=False)
+  assert runs_lib.progress(run, tmp_path / 'no_ckpt').describe() == 'partial: step 8 of 8'
+  _fake_run(tmp_path / 'no_eval', 0.5, final=False)
+  assert runs_lib.progress(run, tmp_path / 'no_eval').describe() == (
+      'partial: step 8 of 8, no final test lines')
+  _fake_run(tmp_path / 'other', 0.5, total=4)
+  state = runs_lib.progress(run, tmp_path / 'other')
+  assert state.state == 'conflict' and 'num_train_steps=4, not 8' in state.detail
+
+
+# ------------------------------------------------------------------------------------------------
+# Aggregation from hand-made metrics.jsonl files
+
+
+def _handmade(root, accuracies: dict, facet=None, conditions=None):
+  """Finished fake runs of a hand-made experiment: {(method, seed): accuracy or None (missing)}."""
+  grid = []
+  for (method, seed), acc in accuracies.items():
+    facets = {'data': facet} if facet else {}
+    run = runs_lib.Run(f'configs/{method}.py', {}, seed, {'num_train_steps': 8}, method, facets)
+    grid.append(run)
+    if acc is not None:
+      conds = None if conditions is None else {c: acc + d for c, d in conditions.items()}
+      _fake_run(aggregate.workdir(root, run), acc, evals=('robustness',) if conditions else
+                ('test',), conditions=conds, config={'seed': seed})
+  return catalog.Experiment('handmade', 'Hand-made', grid, 'eight steps')
+
+
+def test_mean_std_and_n_over_seeds_and_missing_runs(tmp_path):
+  experiment = _handmade(tmp_path, {('late_fusion', 0): 0.5, ('late_fusion', 1): 0.6,
+                                    ('late_fusion', 2): 0.7, ('early_fusion', 0): 0.25,
+                                    ('early_fusion', 1): None})
+  results = aggregate.collect(experiment, tmp_path)
+  assert [r['seed'] for r in results.rows] == [0, 1, 2, 0]
+  [(missing, state)] = results.missing
+  assert missing.name == 'early_fusion__seed1' and state.state == 'not started'
+  stats = aggregate.summary(results.rows, ['method'], 'test/accuracy')
+  mean, std, n = stats[('late_fusion',)]
+  assert (mean, n) == (pytest.approx(0.6), 3) and std == pytest.approx(0.1)  # sample std
+  assert math.isnan(stats[('early_fusion',)][1])
+  table = aggregate.markdown(results, experiment)
+  assert '| late_fusion | 60.0 ± 10.0 | 3 |' in table
+  assert '| early_fusion | 25.0 | 1 |' in table
+  assert '1 of 5 runs not finished: `early_fusion__seed1` (not started).' in table
+
+  aggregate.write_csv(results, tmp_path / 'results.csv')
+  rows = aggregate.read_csv(tmp_path / 'results.csv')
+  assert len(rows) == 4 and rows[1]['test/accuracy'] == 0.6 and rows[1]['seed'] == 1
+  assert rows[1]['train/accuracy'] == 0.5 and rows[1]['train/examples_per_sec'] == 30.0
+  assert plots.write_all(results, tmp_path) == ['accuracy.png']
+
+
+def test_facet_columns_and_robustness_plots(tmp_path):
+  conditions = {'all': 0.0, 'missing=audio': -0.2, 'missing=image': -0.3,
+                'noise=audio,snr_db=0': -0.05, 'noise=audio,snr_db=-6': -0.1}
+  experiment = _handmade(tmp_path, {('late_fusion', 0): 0.8, ('late_fusion', 1): 0.9},
+                         conditions=conditions)
+  results = aggregate.collect(experiment, tmp_path)
+  assert 'robustness[noise=audio,snr_db=-6]/accuracy' in results.rows[0]
+  table = aggregate.table(results)
+  assert table.splitlines()[0] == ('| method | all | missing=audio | missing=image | '
+                                   'noise=audio,snr_db=0 | noise=audio,snr_db=-6 | n |')
+  assert '| late_fusion | 85.0 ± 7.1 | 65.0 ± 7.1 | 55.0 ± 7.1 | 80.0 ± 7.1 | 75.0 ± 7.1 | 2 |' \
+      in table
+  assert plots.write_all(results, tmp_path) == ['accuracy.png', 'robustness_snr.png',
+                                                'robustness_missing.png']
+
+  # A facet as column groups (the synthetic table: one column per dataset).
+  rows = [{'method': m, 'data': d, 'seed': s, 'test/accuracy': a}
+          for m, d, s, a in [('lf', 'synergy', 0, 0.4), ('lf', 'synergy', 1, 0.6),
+                             ('lf', 'unique', 0, 0.9), ('img', 'unique', 0, 0.8)]]
+  pivot = aggregate.table(aggregate.Results(rows, [], ['data']), columns='data')
+  assert pivot.splitlines() == ['| method | synergy | unique | n |', '|---|---:|---:|---:|',
+                                '| lf | 50.0 ± 14.1 | 90.0 | 1–2 |', '| img | — | 80.0 | 1 |']
+
+
+# ------------------------------------------------------------------------------------------------
+# End to end
+
+
+def _without_timing(workdir):
+  return [{k: v for k, v in line.items() if k not in ('examples_per_sec', 'steps_per_sec')}
+          for line in runs_lib.read_metrics(workdir)]
+
+
+def test_quick_sweep_end_to_end_skips_finished_runs_and_resumes_an_interrupted_one(tmp_path):
+  """`--quick` (tiny encoders, 4 steps) trains, aggregates and plots; the numbers mean nothing.
+  Run again, it trains only the run whose last checkpoint was lost, which resumes."""
+  root = tmp_path / 'quick'
+  args = ['-m', 'experiments.sweep', '--experiment=synthetic_interactions', '--quick',
+          f'--results_dir={root}']
+  proc = run_python(args, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert '3 of 3 runs finished' in proc.stdout
+  rows = aggregate.read_csv(root / 'results.csv')
+  assert [r['dataset'] for r in rows] == ['redundant', 'unique', 'synergy']
+  assert all(r['test/num_examples'] == 1000 and r['step'] == 4 and r['wall_s'] > 0 for r in rows)
+  table = (root / 'table.md').read_text()
+  assert '| method | redundant | unique | synergy | n |' in table and 'All 3 runs finished.' in table
+  assert (root / 'accuracy.png').stat().st_size > 0
+
+  [run] = [r for r in catalog.get('synthetic_interactions', quick=True).runs
+           if r.facets['dataset'] == 'unique']
+  workdir = aggregate.workdir(root, run)
+  reference = _without_timing(workdir)
+  # Killed after the step-2 checkpoint: the final one is lost (its later lines are rewritten).
+  assert runs_lib.checkpoint_steps(workdir) == [2, 4]
+  shutil.rmtree(workdir / 'checkpoints' / '4')
+  proc = run_python(args, timeout=600)  # the same command again
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert proc.stdout.count('finished, skipped') == 2, proc.stdout
+  assert f'{run.name}: running (resuming: partial: step 4 of 4)' in proc.stdout
+  assert 'resumed from step 2' in (root / 'logs' / f'{run.name}.log').read_text()
+  assert _without_timing(workdir) == reference
+  assert len(aggregate.read_csv(root / 'results.csv')) == 3
+
+
+# ------------------------------------------------------------------------------------------------
+# README
+
+
+def test_readme_results_section_matches_the_result_files():
+  diff = readme_results.check()
+  assert not diff, f'run `python -m experiments.readme_results`:\n{diff}'
+
+
+def test_readme_check_notices_a_changed_table(tmp_path):
+  shutil.copy(REPO / 'README.md', tmp_path / 'README.md')
+  name = next(iter(catalog.EXPERIMENTS))
+  if (REPO / 'results').exists():
+    shutil.copytree(REPO / 'results', tmp_path / 'results')
+  assert readme_results.check(tmp_path) == ''
+  folder = tmp_path / 'results' / name
+  folder.mkdir(parents=True, exist_ok=True)
+  (folder / 'table.md').write_text('| method | test | n |\n|---|---:|---:|\n| x | 1.0 | 1 |\n')
+  assert '+| x | 1.0 | 1 |' in readme_results.check(tmp_path)
+  assert readme_results.write(tmp_path)
+  assert readme_results.check(tmp_path) == ''
+  assert '| x | 1.0 | 1 |' in (tmp_path / 'README.md').read_text()
