@@ -12,20 +12,23 @@ import sys
 import jax
 import numpy as np
 
-from configs import multitask
 from mmjax import evaluators, parallel, steps
 from mmjax.data import input_pipeline
-from tests.conftest import override, small_config
+from tests.conftest import override, small_config, tiny_config
 
 
 def _config(variant):
   if variant != 'paradigms':
     return small_config(batch_size=8, num_train_steps=4)
-  config = multitask.get_config('synthetic')
+  config = tiny_config()
+  # The synthetic data has one label; a second head on it exercises the two-task path.
+  config.tasks = {'label': {'num_classes': 10, 'weight': 1.0},
+                  'label_again': {'num_classes': 10, 'weight': 0.5}}
+  config.dataset.labels = {'label': 'label', 'label_again': 'label'}
   config.evals = {'robustness': {
       'type': 'robustness', 'split': 'validation',
       'noise': {'audio': {'snr_db': (-6.0,)}, 'image': {'std': (0.5,)}}}}
-  return override(config, batch_size=8, num_train_steps=4, freeze='encoders_text', **{
+  return override(config, batch_size=8, num_train_steps=4, freeze='heads/label_again', **{
       'objective.task_weighting': 'uncertainty', 'optimizer.learning_rate': 0.01,
       'model.unimodal_heads': {'hidden': (8,)}, 'modality_dropout': {'image': 0.3},
       'modality_noise': {'audio': {'p': 0.5, 'snr_db': (-6.0, 6.0)},
