@@ -144,3 +144,5 @@ def build(config, eval_step, mesh) -> dict[str, Evaluator]:
     kind = cfg.get('type', 'classification')
     out[name] = EVALUATORS.get(kind, f'evals.{name}.type')(name, cfg, config, eval_step, mesh)
   return out
+
+from mmjax import embedding_evals  # noqa: E402,F401  (registers retrieval and linear_probe)

@@ -1,0 +1,170 @@
+"""Cross-modal contrastive learning: `config.objective.name = 'contrastive'`.
+
+Two modalities' pooled encodings (`MultimodalModel.encode`) go through a projection head each
+(owned by the objective, so they live in `TrainState.objective_params` beside the temperature)
+onto the unit sphere, and the loss pulls each example's pair together and pushes the other
+examples of the batch apart:
+
+- `loss='clip'`: symmetric InfoNCE with a learned logit scale (Radford et al., 2021: CLIP).
+  `log_scale` starts at log(1/0.07) and the scale is clipped at 100, as in CLIP.
+- `loss='siglip'`: the pairwise sigmoid loss with a learned logit scale and bias (Zhai et al.,
+  2023: SigLIP), started at log(10) and -10 as in the paper.
+
+The negatives are the whole global batch. The train and eval steps are jitted over the device
+mesh with the batch as one global array, so the similarity matrix is [global batch, global batch]
+whatever the device or process count (XLA gathers the embeddings): the loss on N devices equals the
+loss on one device for the same batch. Labels are not used.
+
+Examples absent from the batch (evaluation padding) or missing either modality are neither
+anchors nor negatives.
+
+config.objective: name='contrastive', loss ('clip' | 'siglip'), modalities (two, default the
+model's first two), embed_dim, projection_hidden (hidden sizes of the projection MLP; () linear),
+init_log_scale and init_bias (None: the paper's values).
+Metrics: `loss`, `logit_scale`, `bias` (siglip), and the in-batch exact-pair top-1 accuracy in each
+direction, `in_batch/<a>_to_<b>/accuracy`.
+"""
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmjax import objectives
+from mmjax.errors import UserError
+from mmjax.models.base import modality_order
+
+LOSSES = ('clip', 'siglip')
+_CLIP_MAX_SCALE = 100.0
+
+
+class Projection(nn.Module):
+  """Dense → ReLU per hidden size, then a linear map to `dim` (no bias), as CLIP's projections."""
+  hidden: Sequence[int]
+  dim: int
+
+  @nn.compact
+  def __call__(self, x):
+    for size in self.hidden:
+      x = nn.relu(nn.Dense(size)(x))
+    return nn.Dense(self.dim, use_bias=False)(x)
+
+
+def _normalize(x):
+  x = x.astype(jnp.float32)
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-12))
+
+
+def clip_loss(logits, valid):
+  """Symmetric InfoNCE over the valid rows and columns of `logits` [B, B] (pairs on the
+  diagonal); (sum over valid examples of the mean of both directions' losses, per-direction
+  correct counts)."""
+  neg_inf = jnp.finfo(jnp.float32).min
+  diag = jnp.diagonal(logits)
+  rows = jnp.where(valid[None, :], logits, neg_inf)   # a→b: candidates are the valid b's
+  cols = jnp.where(valid[:, None], logits, neg_inf)   # b→a: candidates are the valid a's
+  a2b = jax.nn.logsumexp(rows, axis=1) - diag
+  b2a = jax.nn.logsumexp(cols, axis=0) - diag
+  index = jnp.arange(logits.shape[0])
+  correct_a2b = (jnp.argmax(rows, axis=1) == index) & valid
+  correct_b2a = (jnp.argmax(cols, axis=0) == index) & valid
+  return (0.5 * (a2b + b2a) * valid).sum(), correct_a2b.sum(), correct_b2a.sum()
+
+
+def siglip_loss(logits, valid):
+  """SigLIP's sigmoid loss: -Σ_ij log σ(z_ij · logits_ij), z = +1 on the diagonal and -1 off
+  it, over valid pairs; (sum over valid anchors, per-direction correct counts)."""
+  b = logits.shape[0]
+  z = 2.0 * jnp.eye(b, dtype=jnp.float32) - 1.0
+  pair = (valid[:, None] & valid[None, :]).astype(jnp.float32)
+  nll = -(jax.nn.log_sigmoid(z * logits) * pair).sum()
+  neg_inf = jnp.finfo(jnp.float32).min
+  index = jnp.arange(b)
+  rows = jnp.where(valid[None, :], logits, neg_inf)
+  cols = jnp.where(valid[:, None], logits, neg_inf)
+  correct_a2b = (jnp.argmax(rows, axis=1) == index) & valid
+  correct_b2a = (jnp.argmax(cols, axis=0) == index) & valid
+  return nll, correct_a2b.sum(), correct_b2a.sum()
+
+
+@objectives.OBJECTIVES.register('contrastive')
+class Contrastive(objectives.Objective):
+  """See the module docstring."""
+
+  def __init__(self, config, model):
+    super().__init__(config, model)
+    cfg = config.get('objective') or {}
+    self.loss = cfg.get('loss', 'clip')
+    if self.loss not in LOSSES:
+      raise UserError(f'objective.loss={self.loss!r}; valid values: {", ".join(LOSSES)}')
+    available = modality_order(config.model)
+    pair = tuple(cfg.get('modalities') or available[:2])
+    if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= set(available):
+      raise UserError(f'objective.modalities={pair!r} must name two different modalities of the '
+                      f'model (model.encoders: {list(available)})')
+    self.modalities = pair
+    self.embed_dim = int(cfg.get('embed_dim', 64))
+    self.hidden = tuple(cfg.get('projection_hidden', ()))
+    default_scale = math.log(1 / 0.07) if self.loss == 'clip' else math.log(10.0)
+    init_log_scale = cfg.get('init_log_scale')
+    init_bias = cfg.get('init_bias')
+    self.init_log_scale = default_scale if init_log_scale is None else float(init_log_scale)
+    self.init_bias = -10.0 if init_bias is None else float(init_bias)
+    self.projections = {m: Projection(self.hidden, self.embed_dim) for m in self.modalities}
+
+  # An example batch sizes the projection heads (steps.init_state calls this instead of `init`).
+  def init_from_example(self, rng, variables, batch) -> dict:
+    pooled, _ = self.apply_model(variables, batch, train=False)
+    keys = jax.random.split(rng, len(self.modalities))
+    params = {m: self.projections[m].init(k, pooled[m])['params']
+              for k, m in zip(keys, self.modalities)}
+    params = {'projection': params, 'log_scale': jnp.asarray(self.init_log_scale, jnp.float32)}
+    if self.loss == 'siglip':
+      params['bias'] = jnp.asarray(self.init_bias, jnp.float32)
+    return params
+
+  def init(self, rng) -> dict:
+    raise NotImplementedError('the contrastive objective is initialised by init_from_example')
+
+  def apply_model(self, variables, batch, *, train: bool, rngs=None):
+    """({modality: pooled encoding}, updated batch_stats)."""
+    inputs = {m: batch['inputs'][m] for m in self.modalities}
+    if not train:
+      encodings = self.model.apply(variables, inputs, False, method='encode')
+      return {m: e.pooled for m, e in encodings.items()}, None
+    encodings, updates = self.model.apply(variables, inputs, True, method='encode', rngs=rngs,
+                                          mutable=['batch_stats'])
+    return {m: e.pooled for m, e in encodings.items()}, updates.get('batch_stats', {})
+
+  def embed(self, params, pooled) -> dict:
+    """{modality: unit-norm projected embedding [B, embed_dim]} of the pair's modalities."""
+    return {m: _normalize(self.projections[m].apply({'params': params['projection'][m]},
+                                                    pooled[m])) for m in self.modalities}
+
+  def logit_scale(self, params):
+    log_scale = params['log_scale']
+    if self.loss == 'clip':
+      log_scale = jnp.minimum(log_scale, math.log(_CLIP_MAX_SCALE))
+    return jnp.exp(log_scale)
+
+  def __call__(self, params, outputs, batch):
+    a, b = self.modalities
+    z = self.embed(params, outputs)
+    valid = batch['mask'] & batch['present'][a] & batch['present'][b]
+    count = valid.astype(jnp.float32).sum()
+    scale = self.logit_scale(params)
+    logits = scale * (z[a] @ z[b].T)
+    if self.loss == 'clip':
+      total, correct_a2b, correct_b2a = clip_loss(logits, valid)
+    else:
+      logits = logits + params['bias']
+      total, correct_a2b, correct_b2a = siglip_loss(logits, valid)
+    loss = total / jnp.maximum(count, 1.0)
+    sums = {'count': count, 'loss': total, 'logit_scale': scale * count,
+            f'in_batch/{a}_to_{b}/accuracy': correct_a2b.astype(jnp.float32),
+            f'in_batch/{b}_to_{a}/accuracy': correct_b2a.astype(jnp.float32)}
+    if self.loss == 'siglip':
+      sums['bias'] = params['bias'] * count
+    return loss, sums

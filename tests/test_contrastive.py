@@ -1,0 +1,211 @@
+"""Cross-modal contrastive learning: the CLIP and SigLIP losses over the global batch, retrieval
+and linear-probe evaluators, pretraining then fine-tuning from the pretrained encoders."""
+
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import contrastive as contrastive_config
+from configs import contrastive_finetune
+from mmjax import contrastive, embedding_evals, evaluators, objectives, parallel, steps, train
+from mmjax import transfer
+from mmjax.data import input_pipeline
+from mmjax.errors import UserError
+from mmjax.models.model import build_model
+from tests.conftest import override, run_python
+from tests.scripts.contrastive_steps import small_config
+
+
+def _log_softmax(x, axis):
+  x = x - x.max(axis=axis, keepdims=True)
+  return x - np.log(np.exp(x).sum(axis=axis, keepdims=True))
+
+
+def test_clip_loss_is_symmetric_infonce_over_valid_examples():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(5, 5)).astype(np.float32) * 3
+  valid = np.array([True, True, False, True, True])
+  total, c_ab, c_ba = jax.device_get(contrastive.clip_loss(jnp.asarray(logits),
+                                                           jnp.asarray(valid)))
+  sub = logits[valid][:, valid]
+  n = len(sub)
+  expected = 0.5 * (-np.trace(_log_softmax(sub, 1)) - np.trace(_log_softmax(sub, 0)))
+  np.testing.assert_allclose(total, expected, rtol=1e-5)
+  assert c_ab == (sub.argmax(1) == np.arange(n)).sum()
+  assert c_ba == (sub.argmax(0) == np.arange(n)).sum()
+
+
+def test_siglip_loss_is_the_pairwise_sigmoid_loss_over_valid_pairs():
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(4, 4)).astype(np.float32) * 2
+  valid = np.array([True, False, True, True])
+  total, _, _ = jax.device_get(contrastive.siglip_loss(jnp.asarray(logits), jnp.asarray(valid)))
+  sub = logits[valid][:, valid]
+  z = 2 * np.eye(len(sub)) - 1
+  expected = np.sum(np.log1p(np.exp(-z * sub)))  # -log σ(z·x)
+  np.testing.assert_allclose(total, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize('loss', ['clip', 'siglip'])
+def test_padding_is_neither_anchor_nor_negative(loss):
+  config = small_config('synthetic' if loss == 'clip' else 'synthetic_siglip')
+  objective = objectives.build(config, build_model(config))
+  rng = np.random.default_rng(2)
+  pooled = {m: jnp.asarray(rng.normal(size=(6, 8)), jnp.float32) for m in ('audio', 'image')}
+  keys = jax.random.split(jax.random.key(0), 2)
+  params = {'projection': {m: objective.projections[m].init(k, pooled[m])['params']
+                           for k, m in zip(keys, objective.modalities)},
+            'log_scale': jnp.float32(2.0), 'bias': jnp.float32(-3.0)}
+  mask = np.array([True, True, True, True, False, False])
+  present = {m: jnp.ones(6, bool) for m in pooled}
+  loss_padded, sums = objective(params, pooled, {'mask': jnp.asarray(mask), 'present': present})
+  real = {m: v[:4] for m, v in pooled.items()}
+  loss_real, _ = objective(params, real, {'mask': jnp.ones(4, bool),
+                                          'present': {m: jnp.ones(4, bool) for m in pooled}})
+  np.testing.assert_allclose(loss_padded, loss_real, rtol=1e-6)
+  assert float(sums['count']) == 4
+
+
+def test_one_and_four_devices_give_the_same_loss(tmp_path):
+  """The negatives are the global batch: 4 devices must see the same 16x16 similarities."""
+  out = {}
+  for devices in (1, 4):
+    path = tmp_path / f'{devices}.npz'
+    proc = run_python(['tests/scripts/contrastive_steps.py', str(path)],
+                      {'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
+                       'JAX_PLATFORMS': 'cpu'})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out[devices] = dict(np.load(path))
+  assert int(out[1].pop('devices')) == 1 and int(out[4].pop('devices')) == 4
+  for name in out[1]:
+    np.testing.assert_allclose(out[1][name], out[4][name], rtol=1e-5, atol=1e-6, err_msg=name)
+  for loss in ('clip', 'siglip'):
+    assert out[1][f'{loss}/train_losses'][-1] < out[1][f'{loss}/eval_loss'], loss
+
+
+def test_recall_at_k_on_a_hand_made_case():
+  # Query 0's pair ranks first; query 1's pair second (gallery 0 is closer); query 2 has a
+  # same-class item first and its pair last.
+  gallery = np.array([[1, 0], [0.6, 0.8], [0, 1]], np.float32)
+  queries = np.array([[1, 0], [0.9, 0.436], [-0.1, -1]], np.float32)
+  labels_q = np.array([0, 1, 0])
+  labels_g = np.array([0, 1, 0])
+  r = embedding_evals.recall_at_k(queries, gallery, labels_q, labels_g, (1, 2))
+  assert r['pair/R@1'] == pytest.approx(1 / 3) and r['pair/R@2'] == pytest.approx(2 / 3)
+  # class: q0 → g0 (class 0) hit; q1 → g0 (class 0) miss at 1, g1 at 2; q2 → g0 (class 0) hit.
+  assert r['class/R@1'] == pytest.approx(2 / 3) and r['class/R@2'] == pytest.approx(1.0)
+
+
+def test_ties_with_identical_gallery_items_count_for_the_query():
+  gallery = np.array([[1, 0], [1, 0], [0, 1]], np.float32)  # items 0 and 1 identical
+  queries = np.array([[1, 0], [1, 0], [0, 1]], np.float32)
+  r = embedding_evals.recall_at_k(queries, gallery, np.arange(3), np.arange(3), (1,))
+  assert r['pair/R@1'] == 1.0
+
+
+def _pretrain_config(**overrides):
+  config = small_config('synthetic')
+  config.evals.validation.every_steps = 0
+  config.evals.probe.update(steps=30, max_fit_examples=512)
+  return override(config, **{'batch_size': 32, 'num_train_steps': 30, 'log_every_steps': 10,
+                             'checkpoint_every_steps': 30, 'optimizer.learning_rate': 1e-3,
+                             'optimizer.warmup_steps': 10, **overrides})
+
+
+@pytest.fixture(scope='module')
+def pretrained(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('contrastive') / 'run'
+  results = train.train_and_evaluate(_pretrain_config(), str(workdir))
+  lines = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  return workdir, results, lines
+
+
+def test_pretraining_loss_falls_and_retrieval_and_probe_beat_chance(pretrained):
+  _, results, lines = pretrained
+  losses = [l['loss'] for l in lines if l['split'] == 'train']
+  assert len(losses) == 3 and losses[-1] < losses[0], losses
+  [retrieval] = results['retrieval']
+  assert retrieval['num_examples'] == 1000
+  for direction in ('audio_to_image', 'image_to_audio'):
+    for k in (1, 5, 10):
+      for kind in ('class', 'pair'):
+        assert f'{direction}/{kind}/R@{k}' in retrieval
+    # 10 balanced classes: chance of a same-class item at rank 1 is 0.1.
+    assert retrieval[f'{direction}/class/R@1'] > 0.3, retrieval
+  probe = {l['condition']: l for l in results['probe']}
+  assert set(probe) == {'features=audio', 'features=image', 'features=all'}
+  assert all(l['fit_examples'] == 512 and l['num_examples'] == 1000 for l in probe.values())
+  assert probe['features=all']['accuracy'] > 0.5, probe
+
+
+def test_labels_do_not_enter_the_pretraining_loss():
+  config = small_config('synthetic')
+  mesh = parallel.make_mesh()
+  batch = next(input_pipeline.train_iterator(config))
+  model, objective, _, state = steps.create(config, batch, mesh)
+  eval_step = steps.make_eval_step(config, model, objective, mesh)
+  shuffled = {**batch, 'labels': {'label': np.roll(batch['labels']['label'], 3)}}
+  a = jax.device_get(eval_step(state, parallel.global_batch(batch, mesh)))
+  b = jax.device_get(eval_step(state, parallel.global_batch(shuffled, mesh)))
+  assert a == b
+
+
+def test_finetune_starts_from_the_pretrained_encoders(pretrained):
+  workdir, _, _ = pretrained
+  config = contrastive_finetune.get_config('synthetic')
+  small = {'name': 'cnn', 'features': (8,), 'kernel_sizes': (3,), 'pool': (True,)}
+  config.model.encoders = {'image': dict(small), 'audio': dict(small)}
+  config.model.frontends.audio.n_mels = 16
+  config.init_from = str(workdir)
+  mesh = parallel.make_mesh()
+  batch = next(input_pipeline.train_iterator(config))
+  _, _, _, fresh = steps.create(config, batch, mesh)
+  state = transfer.init_from_checkpoint(config, fresh, mesh)
+  from mmjax import checkpoint  # pylint: disable=import-outside-toplevel
+  mngr = checkpoint.manager(pathlib.Path(workdir) / 'checkpoints', None, create=False)
+  try:
+    _, saved = checkpoint.restore_arrays(mngr, ('params',), parallel.replicated(mesh))
+  finally:
+    mngr.close()
+  for m in ('audio', 'image'):
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params[f'encoders_{m}']),
+                 jax.device_get(saved['params'][f'encoders_{m}']))
+  # The classifier head is not the pretraining run's (it never trained): fresh initialisation.
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params['heads']),
+               jax.device_get(fresh.params['heads']))
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'objective.loss': 'triplet'}, "objective.loss='triplet'; valid values: clip, siglip"),
+    ({'objective.modalities': ('audio', 'audio')}, 'must name two different modalities'),
+    ({'objective.modalities': ('audio', 'text')}, 'must name two different modalities'),
+])
+def test_bad_contrastive_config_is_one_line(overrides, message):
+  config = override(small_config('synthetic'), **overrides)
+  with pytest.raises(UserError) as e:
+    objectives.build(config, build_model(config))
+  assert message in str(e.value) and '\n' not in str(e.value)
+
+
+def test_retrieval_needs_the_contrastive_objective(tmp_path):
+  config = small_config('synthetic')
+  config.objective = {'name': 'classification'}
+  with pytest.raises(UserError, match='type retrieval needs objective.name=contrastive'):
+    train.train_and_evaluate(config, str(tmp_path / 'w'))
+  assert not (tmp_path / 'w').exists()
+
+
+def test_configs_name_the_evaluators_and_pretraining_path():
+  config = contrastive_config.get_config()
+  assert config.objective.name == 'contrastive' and config.dataset.name == 'avmnist/standard'
+  assert {config.evals[e].type for e in config.evals} == {'classification', 'retrieval',
+                                                         'linear_probe'}
+  assert contrastive_config.get_config('siglip').objective.loss == 'siglip'
+  finetune = contrastive_finetune.get_config()
+  assert finetune.init_from == 'runs/contrastive' and finetune.init_from_pattern == 'encoders_'
+  assert finetune.model.encoders.to_dict() == config.model.encoders.to_dict()
+  assert evaluators.EVALUATORS.get('retrieval') is embedding_evals.Retrieval
