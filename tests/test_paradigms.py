@@ -182,6 +182,22 @@ def test_bad_freeze_pattern_is_one_line(tmp_path, pattern, message):
   assert not (tmp_path / 'w').exists()
 
 
+def test_init_from_pattern_copies_only_matching_parameters(robust_run, caplog):
+  config, source, _ = robust_run
+  from mmjax import transfer  # pylint: disable=import-outside-toplevel
+  config = override(config.copy_and_resolve_references(), seed=7, init_from=str(source),
+                    init_from_pattern='^encoders_image/')
+  mesh = parallel.make_mesh()
+  _, _, _, fresh = steps.create(config, next(input_pipeline.train_iterator(config)), mesh)
+  with caplog.at_level('INFO'):
+    state = transfer.init_from_checkpoint(config, fresh, mesh)
+  saved = _checkpoint_params(source, 40)['params']
+  got, fresh = jax.device_get(state.params), jax.device_get(fresh.params)
+  jax.tree.map(np.testing.assert_array_equal, got['encoders_image'], saved['encoders_image'])
+  jax.tree.map(np.testing.assert_array_equal, got['encoders_audio'], fresh['encoders_audio'])
+  assert 'init_from: copied 2 of ' in caplog.text and '(encoders_image)' in caplog.text
+
+
 def test_resuming_with_another_objective_or_freeze_is_one_line(robust_run, tmp_path):
   config, source, _ = robust_run
   for key, value in (('objective.task_weighting', 'uncertainty'), ('freeze', 'encoders_audio')):
