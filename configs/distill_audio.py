@@ -1,0 +1,40 @@
+"""Cross-modal knowledge distillation on AV-MNIST: the audio-visual late-fusion model (the main job,
+`late_fusion.py`) teaches an audio-only student (mmjax.distill).
+
+The student is `unimodal_audio.py`'s model with its recipe and budget: LeNet(1,6,5) on 97x64
+log-mel spectrograms, an MLP head, plain SGD, batch 128, 1,300 steps; so the two compare at the
+same budget. It minimises the label cross-entropy plus T²·KL to the teacher's softened
+predictions, T = 4, both terms weighted 1. The teacher sees image and audio, so the dataset
+config keeps both modalities while the student's model reads only the audio.
+
+The teacher is named by its workdir, `config.distill.teacher`: by default `runs/late_fusion`, where
+`python -m mmjax.main --config=configs/late_fusion.py --workdir=runs/late_fusion` puts the main
+job (relative to the directory the command runs in); give another with
+`--config.distill.teacher=PATH`. A missing teacher, one without a checkpoint, or one trained on
+other tasks is an error before training.
+
+Variants: `:synthetic` (the synthetic image and audio; set `distill.teacher` to a run of
+`late_fusion.py:synthetic` restricted to image and audio).
+"""
+
+from configs import late_fusion
+
+
+def get_config(arg: str = 'avmnist'):
+  if arg not in ('avmnist', 'synthetic'):
+    raise ValueError(f'unknown variant {arg!r} of distill_audio.py; valid: avmnist, synthetic')
+  config = late_fusion.get_config(arg)
+  # The student reads the audio; the dataset keeps the image for the teacher.
+  for group in (config.model.encoders, config.model.frontends):
+    for modality in [m for m in group if m != 'audio']:
+      del group[modality]
+  for modality in [m for m in config.dataset.modalities if m not in ('image', 'audio')]:
+    del config.dataset.modalities[modality]
+  config.objective.name = 'distill'
+  config.distill = {
+      'teacher': '' if arg == 'synthetic' else 'runs/late_fusion',
+      'temperature': 4.0,
+      'kd_weight': 1.0,
+      'label_weight': 1.0,
+  }
+  return config
