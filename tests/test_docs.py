@@ -149,7 +149,7 @@ def test_build_command_reads_the_raw_dir_from_manual_dir(tmp_path):
        f'--manual_dir={manual}', '--data_dir=tfds'], cwd=tmp_path, env=env, capture_output=True,
       text=True, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  built = tmp_path / 'tfds' / 'fsdd' / 'clean' / '1.0.0'
+  built, = (tmp_path / 'tfds' / 'fsdd' / 'clean').iterdir()  # the version folder
   assert sorted(p.name for p in built.glob('*.array_record-*')) == [
       f'fsdd-{split}.array_record-00000-of-00001' for split in ('test', 'train', 'validation')]
   assert not (tmp_path / 'cache').exists()
