@@ -215,7 +215,7 @@ def missing_note(results: Results, total: int) -> str:
 
 
 def markdown(results: Results, experiment) -> str:
-  """table.md: what ran, on what budget, the table (or that no run has finished), what is missing."""
+  """table.md: what ran on what budget, the table (or that no run has finished), what is missing."""
   total = len(experiment.runs)
   body = (table(results, experiment.columns) if results.rows else
           'No run has finished yet.')

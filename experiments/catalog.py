@@ -1,9 +1,9 @@
 """The experiments `python -m experiments.sweep --experiment=NAME` runs, declared as grids of runs.
 
-Each experiment is a function `(quick: bool, seeds: int | None) -> Experiment`. Its full mode
-trains every method on the same stated budget, sized to finish in about 90 minutes on a 2-core
-CPU; `quick` swaps in tiny encoders, a few steps and fewer methods, to check the whole path
-(runs, results.csv, table.md, plots) in about a minute: its numbers mean nothing.
+Each experiment is a function `(quick, seeds, steps) -> Experiment` (None: its defaults). Its
+full mode trains every method on the same stated budget, sized to finish in about 90 minutes on
+a 2-core CPU; `quick` swaps in tiny encoders, a few steps and fewer methods, to check the whole
+path (runs, results.csv, table.md, plots) in minutes: its numbers mean nothing.
 
 Adding one: write the function and register it in EXPERIMENTS.
 """
@@ -22,11 +22,18 @@ SYNTHETIC_DATASETS = ('redundant', 'unique', 'synergy')
 ROBUSTNESS_METHODS = ('late_fusion', 'decision_fusion', 'gated_fusion')
 MODALITY_DROPOUT = {'image': 0.3, 'audio': 0.3}
 
-# Full-mode budgets (steps at each config's own batch size). Measured on the 2-core CPU these
-# experiments are sized for; see each experiment's `budget` for what the wall time was.
-AVMNIST_STEPS = 200
-SYNTHETIC_STEPS = 150
-ROBUSTNESS_STEPS = 300
+# Full-mode budgets (steps at each config's own batch size), sized from CPU-time measurements of
+# short runs on the 2-core CPU these experiments target. A run's fixed cost dominates there:
+# AV-MNIST late_fusion spends ~105 CPU-s starting, building its input pipeline and compiling
+# (74 s of it the train step), ~27 s per pass over the 10,000 test examples, then 1.2 s per step
+# at batch 128; the synthetic late_fusion ~48 s compiling and 0.4 s per step at batch 64 (runs of
+# one method and seed on the three datasets share compiled programs through the sweep's
+# compilation cache). Hence avmnist_fusion 30 x (132 + 80 x 1.2) s, robustness
+# 18 x (105 + 7 x 27 + 80 x 1.2) s and synthetic_interactions 90 x ~70 s: 105-117 CPU-minutes
+# each, somewhat less wall time on an idle machine, where XLA uses both cores.
+AVMNIST_STEPS = 80
+SYNTHETIC_STEPS = 80
+ROBUSTNESS_STEPS = 80
 QUICK_STEPS = 4
 
 
@@ -44,12 +51,18 @@ class Experiment:
   columns: str | None = None
   quick: bool = False
   seeds: int | None = None   # as given on the command line (None: the experiment's default)
+  steps: int | None = None   # likewise
 
   @property
   def command(self) -> str:
     return (f'python -m experiments.sweep --experiment={self.name}' +
             (' --quick' if self.quick else '') +
-            (f' --seeds={self.seeds}' if self.seeds is not None else ''))
+            (f' --seeds={self.seeds}' if self.seeds is not None else '') +
+            (f' --steps={self.steps}' if self.steps is not None else ''))
+
+
+def _batch(config: str) -> int:
+  return runs_lib.load_config(runs_lib.Run(config), with_values=False).batch_size
 
 
 def _test_eval(split: str = 'test') -> dict:
@@ -90,24 +103,29 @@ def _grid(name, title, budget, specs, seeds, settings, quick, columns=None) -> E
   return Experiment(name, title, grid, budget, columns, quick)
 
 
-def avmnist_fusion(quick: bool = False, seeds: int | None = None) -> Experiment:
+def avmnist_fusion(quick: bool = False, seeds: int | None = None,
+                   steps: int | None = None) -> Experiment:
   methods = ('unimodal_image', 'late_fusion') if quick else AVMNIST_METHODS
-  steps = QUICK_STEPS if quick else AVMNIST_STEPS
+  steps = steps or (QUICK_STEPS if quick else AVMNIST_STEPS)
   specs = [(f'configs/{m}.py', {}, m, {}) for m in methods]
-  budget = (f'{steps} steps at batch 128 ({steps * 128 / 55000:.2f} epochs of AV-MNIST), each '
-            "method's own config otherwise; test accuracy on the 10,000 test examples at the end")
+  batch = _batch('configs/late_fusion.py')
+  budget = (f'{steps} steps at batch {batch} ({steps * batch / 55000:.2f} epochs of AV-MNIST), '
+            "each method's own config otherwise; test accuracy on the 10,000 test examples at "
+            'the end')
   return _grid('avmnist_fusion', 'Fusion methods on AV-MNIST', budget, specs,
                seeds or (1 if quick else 3), _budget(steps, _test_eval()), quick)
 
 
-def synthetic_interactions(quick: bool = False, seeds: int | None = None) -> Experiment:
+def synthetic_interactions(quick: bool = False, seeds: int | None = None,
+                           steps: int | None = None) -> Experiment:
   methods = ('late_fusion',) if quick else AVMNIST_METHODS
-  steps = QUICK_STEPS if quick else SYNTHETIC_STEPS
+  steps = steps or (QUICK_STEPS if quick else SYNTHETIC_STEPS)
   specs = [(f'configs/{m}.py:synthetic', {'dataset.name': f'synthetic/{d}'}, m, {'dataset': d})
            for m in methods for d in SYNTHETIC_DATASETS]
-  budget = (f'{steps} steps at batch 64 ({steps * 64 / 3000:.1f} epochs of the 3,000 training '
-            "examples), each method's `:synthetic` config otherwise; test accuracy on 1,000 "
-            'examples; chance is 10%')
+  batch = _batch('configs/late_fusion.py:synthetic')
+  budget = (f'{steps} steps at batch {batch} ({steps * batch / 3000:.1f} epochs of the 3,000 '
+            "training examples), each method's `:synthetic` config otherwise; test accuracy on "
+            '1,000 examples; chance is 10%')
   return _grid('synthetic_interactions', 'Which fusions capture redundancy, uniqueness, synergy',
                budget, specs, seeds or (1 if quick else 3), _budget(steps, _test_eval()), quick,
                columns='dataset')
@@ -129,9 +147,10 @@ def _robustness_eval(quick: bool) -> dict:
   return {'robustness': cfg}
 
 
-def robustness(quick: bool = False, seeds: int | None = None) -> Experiment:
+def robustness(quick: bool = False, seeds: int | None = None,
+               steps: int | None = None) -> Experiment:
   methods = ('late_fusion',) if quick else ROBUSTNESS_METHODS
-  steps = QUICK_STEPS if quick else ROBUSTNESS_STEPS
+  steps = steps or (QUICK_STEPS if quick else ROBUSTNESS_STEPS)
   dropout = ', '.join(f'{m} {p:g}' for m, p in MODALITY_DROPOUT.items())
   specs = []
   for m in methods:
@@ -139,9 +158,11 @@ def robustness(quick: bool = False, seeds: int | None = None) -> Experiment:
     specs.append((f'configs/{m}.py', {'modality_dropout': dict(MODALITY_DROPOUT)}, m,
                   {'training': 'modality dropout'}))
   split = 'validation' if quick else 'test'
-  budget = (f'{steps} steps at batch 128 ({steps * 128 / 55000:.2f} epochs of AV-MNIST), with and '
-            f'without modality dropout ({dropout}) in training; accuracy on the {split} split with '
-            f'each modality missing and with extra noise on the (already noisy) {split} audio')
+  batch = _batch('configs/late_fusion.py')
+  budget = (f'{steps} steps at batch {batch} ({steps * batch / 55000:.2f} epochs of AV-MNIST), '
+            f'with and without modality dropout ({dropout}) in training; accuracy on the {split} '
+            'split with each modality missing and with extra noise on the (already noisy) '
+            f'{split} audio')
   return _grid('robustness', 'Robustness to a missing or noisier modality', budget, specs,
                seeds or (1 if quick else 3),
                _budget(steps, _robustness_eval(quick)), quick)
@@ -164,10 +185,11 @@ def config_names(variant: str) -> list[str]:
   return names
 
 
-def zoo(variant: str, quick: bool = False, seeds: int | None = None) -> Experiment:
+def zoo(variant: str, quick: bool = False, seeds: int | None = None,
+        steps: int | None = None) -> Experiment:
   """Every config briefly on one dataset variant: parameter counts, throughput and accuracy
   (experiments/zoo.py adds the parameter counts)."""
-  steps = QUICK_STEPS if quick else ZOO_STEPS
+  steps = steps or (QUICK_STEPS if quick else ZOO_STEPS)
   specs = [(f'configs/{n}.py:{variant}', {}, n, {}) for n in config_names(variant)]
   budget = (f'{steps} steps at each config\'s own batch size and recipe, `{variant}` variant; test '
             'accuracy at the end')
@@ -191,10 +213,15 @@ def names() -> list[str]:
   return [*EXPERIMENTS, *OTHER_EXPERIMENTS]
 
 
-def get(name: str, quick: bool = False, seeds: int | None = None) -> Experiment:
+def get(name: str, quick: bool = False, seeds: int | None = None,
+        steps: int | None = None) -> Experiment:
+  """Experiment `name`; `seeds` and `steps` replace its defaults (a budget other than the stated
+  one belongs in another --results_dir: a sweep refuses to resume runs of another budget)."""
   known = {**EXPERIMENTS, **OTHER_EXPERIMENTS}
   if name not in known:
     raise UserError(f'--experiment={name}: no such experiment; valid: {", ".join(known)}')
-  if seeds is not None and seeds < 1:
-    raise UserError(f'--seeds={seeds} must be at least 1')
-  return dataclasses.replace(known[name](quick=quick, seeds=seeds), seeds=seeds)
+  for flag, value in (('seeds', seeds), ('steps', steps)):
+    if value is not None and value < 1:
+      raise UserError(f'--{flag}={value} must be at least 1')
+  experiment = known[name](quick=quick, seeds=seeds, steps=steps)
+  return dataclasses.replace(experiment, seeds=seeds, steps=steps)

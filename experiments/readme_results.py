@@ -49,7 +49,8 @@ def section(repo=REPO) -> str:
            'checks that this section matches them. Each run trains with `python -m mmjax.main` '
            f'in `{RESULTS}/NAME/runs/<config>__<overrides>__seed<N>` (not committed); rerunning '
            'a sweep skips finished runs and resumes interrupted ones.')
-  parts = [HEADING, aggregate.wrap(intro)] + [experiment_section(name, repo) for name in catalog.EXPERIMENTS]
+  parts = [HEADING, aggregate.wrap(intro)]
+  parts += [experiment_section(name, repo) for name in catalog.EXPERIMENTS]
   return '\n\n'.join(parts) + '\n\n'
 
 

@@ -67,7 +67,7 @@ def config_stem(config: str) -> str:
 
 
 def _flat(key: str, value):
-  """A dict value as its dotted leaves: ('modality_dropout', {'audio': .3}) → modality_dropout.audio."""
+  """Dict values as dotted leaves: ('modality_dropout', {'audio': .3}) → modality_dropout.audio."""
   if isinstance(value, Mapping):
     for k in sorted(value):
       yield from _flat(f'{key}.{k}', value[k])

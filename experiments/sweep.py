@@ -1,8 +1,9 @@
 """Runs an experiment's grid of runs (experiments/catalog.py) and writes its results.
 
-  python -m experiments.sweep --experiment=avmnist_fusion            # full mode, results/avmnist_fusion
-  python -m experiments.sweep --experiment=robustness --quick        # tiny budgets: checks the path
-  python -m experiments.sweep --experiment=avmnist_fusion --print_commands   # one CLI line per run
+  python -m experiments.sweep --experiment=avmnist_fusion     # full mode, in results/avmnist_fusion
+  python -m experiments.sweep --experiment=robustness --quick  # tiny budgets: checks the path
+  python -m experiments.sweep --experiment=avmnist_fusion --print_commands  # a CLI line per run
+  python -m experiments.sweep --experiment=synthetic_interactions --steps=1000 --results_dir=DIR
 
 Runs go one after another, each `python -m mmjax.main` in a subprocess, in
 `<results_dir>/runs/<config>__<overrides>__seed<N>`. A finished run (its final evaluator lines
@@ -30,6 +31,8 @@ _RESULTS_DIR = flags.DEFINE_string(
     'runs/sweeps/NAME-quick with --quick).')
 _PRINT = flags.DEFINE_bool('print_commands', False, 'Print one command line per run and exit.')
 _SEEDS = flags.DEFINE_integer('seeds', None, 'Seeds per method (default: the experiment\'s).')
+_STEPS = flags.DEFINE_integer('steps', None, 'Training steps per run (default: the experiment\'s '
+                              'stated budget); give another budget its own --results_dir.')
 _AGGREGATE_ONLY = flags.DEFINE_bool('aggregate_only', False,
                                     'Write the results of the runs already there; train nothing.')
 _TIMEOUT = flags.DEFINE_integer('timeout', 4 * 3600, 'Seconds allowed per run.')
@@ -40,7 +43,7 @@ def main(argv):
     raise UserError(f'unexpected arguments {argv[1:]}; flags take the form --name=value')
   if not _EXPERIMENT.value:
     raise UserError(f'give --experiment=NAME, one of {", ".join(catalog.names())}')
-  experiment = catalog.get(_EXPERIMENT.value, _QUICK.value, _SEEDS.value)
+  experiment = catalog.get(_EXPERIMENT.value, _QUICK.value, _SEEDS.value, _STEPS.value)
   root = _RESULTS_DIR.value or runner.default_results_dir(experiment.name, _QUICK.value)
   if _PRINT.value:
     runner.print_commands(experiment, root)

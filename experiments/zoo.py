@@ -24,6 +24,8 @@ from mmjax.errors import UserError
 
 _VARIANT = flags.DEFINE_enum('variant', 'avmnist', ['avmnist', 'synthetic'], 'Config variant.')
 _QUICK = flags.DEFINE_bool('quick', False, 'Tiny models and budgets: checks the path.')
+_STEPS = flags.DEFINE_integer('steps', None,
+                              f'Training steps per config (default {catalog.ZOO_STEPS}).')
 _RESULTS = flags.DEFINE_string('results_dir', None,
                                'Default: results/zoo_VARIANT (runs/sweeps/... with --quick).')
 
@@ -59,7 +61,7 @@ def table(experiment, results, params: dict) -> str:
 
 def main(argv):
   del argv
-  experiment = catalog.get(f'zoo_{_VARIANT.value}', quick=_QUICK.value)
+  experiment = catalog.get(f'zoo_{_VARIANT.value}', quick=_QUICK.value, steps=_STEPS.value)
   root = pathlib.Path(_RESULTS.value or runner.default_results_dir(experiment.name,
                                                                    _QUICK.value))
   failures = runner.run_all(experiment, root, timeout_s=3600)

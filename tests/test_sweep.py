@@ -15,6 +15,7 @@ from experiments import plots
 from experiments import readme_results
 from experiments import runner
 from experiments import runs as runs_lib
+from mmjax.errors import UserError
 from tests.conftest import REPO, run_python
 
 TINY = 'tests/scripts/tiny_config.py'
@@ -50,6 +51,9 @@ def test_every_experiment_has_distinct_workdirs_and_runnable_commands(tmp_path):
   assert len(catalog.get('synthetic_interactions').runs) == 90  # x 3 datasets
   assert len(catalog.get('robustness').runs) == 18            # 3 methods x 2 trainings x 3 seeds
   assert len(catalog.get('robustness', seeds=5).runs) == 30
+  other = catalog.get('avmnist_fusion', steps=5)
+  assert {r.settings['num_train_steps'] for r in other.runs} == {5}
+  assert other.command.endswith('--steps=5') and other.budget.startswith('5 steps at batch')
 
 
 def test_print_commands_cli():
@@ -64,12 +68,14 @@ def test_print_commands_cli():
   assert '--config.modality_dropout={"image": 0.3, "audio": 0.3}' in args
 
 
-def test_unknown_experiment_is_one_error_line():
+def test_bad_flags_are_one_error_line():
   proc = run_python(['-m', 'experiments.sweep', '--experiment=nope'])
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines() == [
       'mmjax: error: --experiment=nope: no such experiment; valid: avmnist_fusion, '
       'synthetic_interactions, robustness, zoo_avmnist, zoo_synthetic']
+  with pytest.raises(UserError, match='--steps=0 must be at least 1'):
+    catalog.get('robustness', steps=0)
 
 
 def _fake_run(workdir, accuracy, total=8, evals=('test',), conditions=None, config=None,
@@ -162,8 +168,8 @@ def test_facet_columns_and_robustness_plots(tmp_path):
   table = aggregate.table(results)
   assert table.splitlines()[0] == ('| method | all | missing=audio | missing=image | '
                                    'noise=audio,snr_db=0 | noise=audio,snr_db=-6 | n |')
-  assert '| late_fusion | 85.0 ± 7.1 | 65.0 ± 7.1 | 55.0 ± 7.1 | 80.0 ± 7.1 | 75.0 ± 7.1 | 2 |' \
-      in table
+  row = '| late_fusion | 85.0 ± 7.1 | 65.0 ± 7.1 | 55.0 ± 7.1 | 80.0 ± 7.1 | 75.0 ± 7.1 | 2 |'
+  assert row in table
   assert plots.write_all(results, tmp_path) == ['accuracy.png', 'robustness_snr.png',
                                                 'robustness_missing.png']
 
@@ -198,7 +204,8 @@ def test_quick_sweep_end_to_end_skips_finished_runs_and_resumes_an_interrupted_o
   assert [r['dataset'] for r in rows] == ['redundant', 'unique', 'synergy']
   assert all(r['test/num_examples'] == 1000 and r['step'] == 4 and r['wall_s'] > 0 for r in rows)
   table = (root / 'table.md').read_text()
-  assert '| method | redundant | unique | synergy | n |' in table and 'All 3 runs finished.' in table
+  assert '| method | redundant | unique | synergy | n |' in table
+  assert 'All 3 runs finished.' in table
   assert (root / 'accuracy.png').stat().st_size > 0
 
   [run] = [r for r in catalog.get('synthetic_interactions', quick=True).runs
