@@ -30,11 +30,12 @@ def experiment_section(name: str, repo=REPO) -> str:
   experiment = catalog.get(name)
   folder = pathlib.Path(RESULTS) / name
   table = pathlib.Path(repo) / folder / aggregate.TABLE
-  lines = [f'### {experiment.title}', '',
-           f'`{experiment.command}` (writes [{folder}/]({folder}/))', '']
+  lines = [f'### {experiment.title}', '']
   if not table.exists():
-    lines += [aggregate.wrap(f'Not run yet. Budget: {experiment.budget}.')]
+    lines += [f'`{experiment.command}` (writes `{folder}/`)', '',
+              aggregate.wrap(f'Not run yet. Budget: {experiment.budget}.')]
     return '\n'.join(lines)
+  lines += [f'`{experiment.command}` (writes [{folder}/]({folder}/))', '']
   lines.append(table.read_text(encoding='utf-8').strip())
   for png in sorted((pathlib.Path(repo) / folder).glob('*.png')):
     lines += ['', f'![{name}: {png.stem}]({folder}/{png.name})']
