@@ -123,4 +123,4 @@ def finalize(sums: dict) -> dict:
 def add_sums(a: dict, b: dict) -> dict:
   return jax.tree.map(lambda x, y: x + y, a, b)
 
-from mmjax import contrastive, distill  # noqa: E402,F401  (registers more objectives)
+from mmjax import contrastive, distill, imbalance  # noqa: E402,F401  (registers more objectives)

@@ -24,13 +24,21 @@ from mmjax.data import raw
 from mmjax.data.builder import RawDataBuilder
 
 PROTOCOL = "v1"
-VERSION = tfds.core.Version("1.0.0")
-CONFIGS = ("standard", "clean")
+VERSION = tfds.core.Version("1.1.0")
+RELEASE_NOTES = {
+    "1.0.0": "Protocol v1: configs standard and clean.",
+    "1.1.0": "Configs snr0db and snr-6db: standard with the audio noise at 0 and -6 dB SNR. "
+             "standard and clean unchanged (still 1.0.0).",
+}
+CONFIGS = ("standard", "clean", "snr0db", "snr-6db")
 
 # 1 s at 8 kHz; leaves 99.33% of the 3,000 recordings uncut (max 18,262).
 AUDIO_LENGTH = 8000
 # Audio-only LeNet lands near 54% here (calibration); the target band is 40-70%.
 NOISE_SNR_DB = -12.0
+# The audio SNR of every config with noise: `standard` (the benchmark) and the same data at higher
+# SNRs, for studies of modality imbalance. `clean` has none.
+CONFIG_SNR_DB = {"standard": NOISE_SNR_DB, "snr0db": 0.0, "snr-6db": -6.0}
 # PCA keeps leading components until this explained-variance fraction is reached.
 PCA_VARIANCE_KEPT = 0.25
 N_TRAIN_IMAGES = 55000  # MNIST train[:55000]; the rest is validation
@@ -145,14 +153,23 @@ def _png(image: np.ndarray) -> bytes:
 # Builders
 
 _CONFIGS = [
+    # Unchanged since 1.0.0, so they keep that version (and existing builds).
     tfds.core.BuilderConfig(
         name="standard",
+        version="1.0.0",
         description="Protocol v1 benchmark: degraded modality (see docs/datasets.md).",
     ),
     tfds.core.BuilderConfig(
         name="clean",
+        version="1.0.0",
         description="Protocol v1 splits and pairing, no degradation.",
     ),
+] + [
+    tfds.core.BuilderConfig(
+        name=name,
+        description=f"Protocol v1 benchmark with the audio noise at {CONFIG_SNR_DB[name]:g} dB SNR "
+        "instead of -12 dB: same images, pairing and splits.",
+    ) for name in ("snr0db", "snr-6db")
 ]
 
 
@@ -161,12 +178,12 @@ class Fsdd(RawDataBuilder):
 
   name = "fsdd"
   VERSION = VERSION
-  RELEASE_NOTES = {"1.0.0": "Protocol v1."}
+  RELEASE_NOTES = RELEASE_NOTES
   BUILDER_CONFIGS = _CONFIGS
 
   def _info(self) -> tfds.core.DatasetInfo:
-    noise = (f"white Gaussian noise at {NOISE_SNR_DB:g} dB SNR"
-             if self.builder_config.name == "standard" else "no noise")
+    snr = CONFIG_SNR_DB.get(self.builder_config.name)
+    noise = f"white Gaussian noise at {snr:g} dB SNR" if snr is not None else "no noise"
     return tfds.core.DatasetInfo(
         builder=self,
         description=(f"Free Spoken Digit Dataset v1.0.10, AV-MNIST protocol "
@@ -191,14 +208,14 @@ class Fsdd(RawDataBuilder):
     return {split: self._generate_examples(recordings, split) for split in FSDD_TAKES}
 
   def _generate_examples(self, recordings, split):
-    noisy = self.builder_config.name == "standard"
+    snr = CONFIG_SNR_DB.get(self.builder_config.name)
     names = list(recordings)
     for rid in fsdd_split_ids(split):
       name = names[rid]
       digit, speaker, take = raw.parse_fsdd_name(name)
       audio, length = fit_audio(raw.read_wav(recordings[name]))
-      if noisy:
-        audio = add_noise(audio, length, name)
+      if snr is not None:
+        audio = add_noise(audio, length, name, snr)
       yield int(rid), {
           "audio": audio,
           "length": length,
@@ -214,12 +231,12 @@ class Avmnist(RawDataBuilder):
 
   name = "avmnist"
   VERSION = VERSION
-  RELEASE_NOTES = {"1.0.0": "Protocol v1."}
+  RELEASE_NOTES = RELEASE_NOTES
   BUILDER_CONFIGS = _CONFIGS
 
   def _info(self) -> tfds.core.DatasetInfo:
     deg = ("PCA-degraded images (75% of energy removed)"
-           if self.builder_config.name == "standard" else "original images")
+           if self.builder_config.name != "clean" else "original images")
     return tfds.core.DatasetInfo(
         builder=self,
         description=(f"AV-MNIST protocol {PROTOCOL}: MNIST {deg}, each paired "
@@ -243,7 +260,7 @@ class Avmnist(RawDataBuilder):
     raw_dir = self.raw_data(dl_manager)
     train_x, train_y = raw.load_mnist(raw_dir, "train")
     test_x, test_y = raw.load_mnist(raw_dir, "test")
-    if self.builder_config.name == "standard":
+    if self.builder_config.name != "clean":  # every config but clean has standard's images
       mean, comps = fit_pca(train_x[:N_TRAIN_IMAGES])
       train_x = pca_degrade(train_x, mean, comps)
       test_x = pca_degrade(test_x, mean, comps)

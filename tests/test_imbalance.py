@@ -1,0 +1,229 @@
+"""Modality imbalance: OGM-GE's gradient modulation as its paper defines it, its logged
+per-modality contribution, and the AV-MNIST configs at 0 dB and -6 dB audio SNR."""
+
+import functools
+import io
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+import tensorflow_datasets as tfds
+
+from configs import late_fusion_ogm
+from mmjax import imbalance, objectives, parallel, steps, train
+from mmjax.data import avmnist, input_pipeline
+from mmjax.errors import UserError
+from mmjax.models.model import build_model
+from tests.conftest import RAW_DATA_DIR, override
+
+
+def test_coefficients_follow_eq_10():
+  # Modality a dominates 3:1: k_a = 1 - tanh(alpha * 3), k_b = 1.
+  k_a, k_b = jax.device_get(imbalance.coefficients(jnp.float32(30.0), jnp.float32(10.0), 0.5))
+  assert k_a == pytest.approx(1 - math.tanh(1.5), rel=1e-6) and k_b == 1.0
+  k_a, k_b = jax.device_get(imbalance.coefficients(jnp.float32(4.0), jnp.float32(5.0), 0.8))
+  assert k_a == 1.0 and k_b == pytest.approx(1 - math.tanh(0.8 * 1.25), rel=1e-6)
+
+
+def _config(**overrides):
+  """late_fusion_ogm.py:synthetic with a linear head over two one-block CNNs."""
+  config = late_fusion_ogm.get_config('synthetic')
+  cnn = {'name': 'cnn', 'features': (32,), 'kernel_sizes': (3,), 'pool': (True,)}
+  config.model.encoders = {'image': dict(cnn), 'audio': dict(cnn)}
+  config.model.frontends.audio.n_mels = 8
+  config.model.head = {'hidden': (), 'dropout': 0.0}
+  return override(config, batch_size=32, **overrides)
+
+
+def _setup(config):
+  mesh = parallel.make_mesh()
+  batch = next(input_pipeline.train_iterator(config))
+  model, objective, _, state = steps.create(config, batch, mesh)
+  return model, objective, state, batch
+
+
+def _grads(objective, state, batch):
+  """(outputs, metric sums, gradients as the train step sees them) in inference mode."""
+  def loss_fn(params):
+    outputs, _ = objective.apply_model({'params': params}, batch, train=False)
+    loss, sums = objective({}, outputs, batch)
+    return loss, (outputs, sums)
+  (_, (outputs, sums)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  return outputs, sums, {'model': grads, 'objective': {}}
+
+
+def _softmax(x):
+  e = np.exp(x - x.max(1, keepdims=True))
+  return e / e.sum(1, keepdims=True)
+
+
+def test_branch_outputs_are_the_official_linear_split_and_gradients_scale_by_k():
+  """A linear head over [audio; image] features: out_u = W_u·z_u + b/2 (the official code); the
+  encoder kernels' gradients are multiplied by k_u of Eq. 10, everything else untouched."""
+  config = _config(**{'objective.modulation': 'ogm', 'objective.alpha': 0.6})
+  model, objective, state, batch = _setup(config)
+  outputs, sums, grads = _grads(objective, state, batch)
+  enc = model.apply(state.variables(), batch['inputs'], False, method='encode')
+  z = {m: np.asarray(e.pooled, np.float64) for m, e in enc.items()}
+  dense = state.params['heads']['label']['Dense_0']
+  w, b = np.asarray(dense['kernel'], np.float64), np.asarray(dense['bias'], np.float64)
+  d_audio = z['audio'].shape[1]  # late fusion concatenates in modality order: audio, image
+  by_hand = {'audio': z['audio'] @ w[:d_audio] + b / 2, 'image': z['image'] @ w[d_audio:] + b / 2}
+  labels = np.asarray(batch['labels']['label'])
+  score = {}
+  for m in ('audio', 'image'):
+    np.testing.assert_allclose(outputs['branch'][m]['label'], by_hand[m], rtol=1e-4, atol=1e-5)
+    score[m] = _softmax(by_hand[m])[np.arange(len(labels)), labels].sum()
+    np.testing.assert_allclose(sums[f'ogm/{m}/score'], score[m], rtol=1e-4)
+  ratio = score['audio'] / score['image']
+  expected = {'audio': 1 - math.tanh(0.6 * ratio) if ratio > 1 else 1.0,
+              'image': 1 - math.tanh(0.6 / ratio) if ratio < 1 else 1.0}
+  assert min(expected.values()) < 0.9  # one modality is modulated
+
+  new, new_sums = objective.transform_gradients(grads, sums, jnp.int32(0), jax.random.key(0))
+  for m in ('audio', 'image'):
+    np.testing.assert_allclose(new_sums[f'ogm/{m}/coeff'] / sums['count'], expected[m], rtol=1e-5)
+    conv = f'encoders_{m}'
+    np.testing.assert_allclose(new['model'][conv]['Conv_0']['kernel'],
+                               expected[m] * grads['model'][conv]['Conv_0']['kernel'], rtol=1e-5)
+    np.testing.assert_array_equal(new['model'][conv]['Conv_0']['bias'],
+                                  grads['model'][conv]['Conv_0']['bias'])
+  jax.tree.map(np.testing.assert_array_equal, new['model']['heads'], grads['model']['heads'])
+
+
+def test_ge_adds_noise_with_the_modulated_gradients_std_and_only_while_active():
+  config = _config(**{'objective.alpha': 0.6, 'objective.start_step': 5,
+                      'objective.end_step': 9})
+  _, objective, state, batch = _setup(config)
+  _, sums, grads = _grads(objective, state, batch)
+  ogm_only = objectives.build(override(_config(**{'objective.alpha': 0.6,
+                                                  'objective.modulation': 'ogm'})), objective.model)
+  scaled, _ = ogm_only.transform_gradients(grads, sums, jnp.int32(6), jax.random.key(1))
+  noisy, _ = objective.transform_gradients(grads, sums, jnp.int32(6), jax.random.key(1))
+  for m in ('audio', 'image'):
+    k_g = np.asarray(scaled['model'][f'encoders_{m}']['Conv_0']['kernel'])  # 3x3x1x32
+    noise = np.asarray(noisy['model'][f'encoders_{m}']['Conv_0']['kernel']) - k_g
+    assert abs(noise.std() / k_g.std() - 1) < 0.2 and abs(noise.mean()) < 0.2 * k_g.std()
+  # Outside [start_step, end_step): no modulation, no noise.
+  for step in (4, 9):
+    same, s = objective.transform_gradients(grads, sums, jnp.int32(step), jax.random.key(1))
+    jax.tree.map(np.testing.assert_array_equal, same, grads)
+    assert float(s['ogm/audio/coeff']) == float(s['ogm/image/coeff']) == float(sums['count'])
+
+
+def test_training_logs_each_modalitys_contribution(tmp_path):
+  config = _config(num_train_steps=4, log_every_steps=2, checkpoint_every_steps=4)
+  config.evals = {'validation': {'type': 'classification', 'split': 'validation'}}
+  results = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  lines = [json.loads(l) for l in (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()]
+  train_lines = [l for l in lines if l['split'] == 'train']
+  assert len(train_lines) == 2
+  for line in train_lines:
+    for m in ('audio', 'image'):
+      assert 0 < line[f'ogm/{m}/coeff'] <= 1 and 0 < line[f'ogm/{m}/score'] < 1
+      assert f'ogm/{m}/accuracy' in line
+    assert min(line['ogm/audio/coeff'], line['ogm/image/coeff']) < 1  # something was modulated
+  [validation] = results['validation']
+  assert {'ogm/audio/score', 'ogm/image/accuracy', 'accuracy'} <= set(validation)
+  assert 'ogm/audio/coeff' not in validation  # a training quantity
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'objective.modulation': 'grad_blending'}, "objective.modulation='grad_blending'"),
+    ({'objective.alpha': -1.0}, 'must be >= 0'),
+    ({'model.unimodal_heads': {'hidden': (8,)}}, 'set model.unimodal_heads={}'),
+])
+def test_bad_ogm_config_is_one_line(overrides, message):
+  config = override(_config(), **overrides)
+  with pytest.raises(UserError) as e:
+    objectives.build(config, build_model(config))
+  assert message in str(e.value) and '\n' not in str(e.value)
+
+
+def test_ogm_needs_exactly_two_modalities():
+  config = late_fusion_ogm.get_config('synthetic')
+  config.model.encoders.text = {'name': 'lstm', 'vocab_size': 64, 'hidden': (8,)}
+  config.dataset.modalities.text = {'feature': 'text', 'max_length': 16}
+  with pytest.raises(UserError, match='balances two modalities'):
+    objectives.build(config, build_model(config))
+
+
+def test_config_variants_read_the_snr_datasets():
+  for variant in ('snr0db', 'snr-6db', 'standard'):
+    config = late_fusion_ogm.get_config(variant)
+    assert config.dataset.name == f'avmnist/{variant}'
+    assert config.dataset.joins.audio.dataset == f'fsdd/{variant}'
+    assert config.objective.name == 'ogm_ge'
+
+
+# ------------------------------------------------------------------------------------------------
+# AV-MNIST at 0 dB and -6 dB
+
+needs_raw = pytest.mark.skipif(not (RAW_DATA_DIR / 'fsdd' / 'recordings').is_dir(),
+                               reason=f'no raw MNIST/FSDD data at {RAW_DATA_DIR}')
+
+
+def _read(name, split, keys=None):
+  """(builder, {feature: stacked array}) of `split` of mmjax dataset `name`, built if need be."""
+  builder = input_pipeline.prepare(name, os.environ['TFDS_DATA_DIR'], RAW_DATA_DIR)
+  source = builder.as_data_source()[split]
+  examples = source.__getitems__(range(len(source)))
+  keys = keys or list(examples[0])
+  return builder, {k: np.stack([np.asarray(e[k]) for e in examples]) for k in keys}
+
+
+@needs_raw
+@pytest.mark.parametrize('config, snr', [('snr0db', 0.0), ('snr-6db', -6.0)])
+def test_fsdd_snr_configs_have_their_snr_and_standards_noise_draw(config, snr):
+  builder, noisy = _read(f'fsdd/{config}', 'test')
+  assert str(builder.version) == '1.1.0'
+  clean_builder, clean = _read('fsdd/clean', 'test')
+  assert str(clean_builder.version) == '1.0.0' and str(avmnist.VERSION) == '1.1.0'
+  std_builder, std = _read('fsdd/standard', 'test')
+  assert str(std_builder.version) == '1.0.0'  # unchanged, so existing builds stay valid
+  for key in ('recording_id', 'length', 'label', 'speaker', 'take'):
+    np.testing.assert_array_equal(noisy[key], clean[key])
+  snrs = []
+  for i, n in enumerate(clean['length']):
+    x = clean['audio'][i].astype(np.float64)
+    e, e_std = noisy['audio'][i] - x, std['audio'][i] - x
+    if (np.abs(noisy['audio'][i].astype(np.int32)) < 32767).all() and (
+        np.abs(std['audio'][i].astype(np.int32)) < 32767).all():
+      snrs.append(10 * np.log10(np.mean(x[:n]**2) / np.mean(e[:n]**2)))
+      assert np.corrcoef(e, e_std)[0, 1] > 0.99  # the same draw, scaled
+  assert len(snrs) > 150 and abs(np.median(snrs) - snr) < 0.3
+
+
+@functools.lru_cache(maxsize=None)
+def _undecoded(name, split):
+  """{feature: array} of every example, images as their stored PNG bytes (fast to read)."""
+  builder = input_pipeline.prepare(name, os.environ['TFDS_DATA_DIR'], RAW_DATA_DIR)
+  source = builder.as_data_source(decoders={'image': tfds.decode.SkipDecoding()})[split]
+  examples = source.__getitems__(range(len(source)))
+  return {k: [e[k] for e in examples] if k == 'image' else np.stack([e[k] for e in examples])
+          for k in examples[0]}
+
+
+@needs_raw
+@pytest.mark.parametrize('config', ['snr0db', 'snr-6db'])
+def test_avmnist_snr_configs_have_standards_images_pairing_and_splits(config):
+  assert str(input_pipeline.prepare(f'avmnist/{config}', os.environ['TFDS_DATA_DIR'],
+                                    RAW_DATA_DIR).version) == '1.1.0'
+  for split in ('train', 'validation', 'test'):
+    mine, ref = _undecoded(f'avmnist/{config}', split), _undecoded('avmnist/standard', split)
+    assert set(mine) == set(ref)
+    for key in set(ref) - {'image'}:
+      np.testing.assert_array_equal(mine[key], ref[key], err_msg=f'{split}/{key}')
+    # Images: every 20th, decoded (PNG bytes may differ between builds of the same pixels).
+    for i in range(0, len(ref['image']), 20):
+      np.testing.assert_array_equal(_png(mine['image'][i]), _png(ref['image'][i]),
+                                    err_msg=f'{split}/image/{i}')
+
+
+def _png(data: bytes) -> np.ndarray:
+  return np.asarray(Image.open(io.BytesIO(data)))
