@@ -77,6 +77,8 @@ class OGMGE(objectives.Classification):
     if len(self.modalities) != 2:
       raise UserError(f'objective.name=ogm_ge balances two modalities; the model has '
                       f'{list(self.modalities)} (model.encoders)')
+    if len(self.tasks) != 1:
+      raise UserError(f'objective.name=ogm_ge scores one task; the config has {self.tasks}')
     if config.model.get('unimodal_heads'):
       raise UserError('objective.name=ogm_ge reads the fused head; set model.unimodal_heads={}')
     self.alpha = float(cfg.get('alpha', 0.1))

@@ -137,6 +137,7 @@ def test_training_logs_each_modalitys_contribution(tmp_path):
     ({'objective.modulation': 'grad_blending'}, "objective.modulation='grad_blending'"),
     ({'objective.alpha': -1.0}, 'must be >= 0'),
     ({'model.unimodal_heads': {'hidden': (8,)}}, 'set model.unimodal_heads={}'),
+    ({'tasks': {'label': {'num_classes': 10}, 'again': {'num_classes': 10}}}, 'scores one task'),
 ])
 def test_bad_ogm_config_is_one_line(overrides, message):
   config = override(_config(), **overrides)
