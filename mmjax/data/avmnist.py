@@ -26,7 +26,7 @@ from mmjax.data.builder import RawDataBuilder
 PROTOCOL = "v1"
 VERSION = tfds.core.Version("1.1.0")
 RELEASE_NOTES = {
-    "1.0.0": "Protocol v1: configs standard and clean.",
+    "1.0.0": "Protocol v1.",
     "1.1.0": "Configs snr0db and snr-6db: standard with the audio noise at 0 and -6 dB SNR. "
              "standard and clean unchanged (still 1.0.0).",
 }
@@ -157,11 +157,13 @@ _CONFIGS = [
     tfds.core.BuilderConfig(
         name="standard",
         version="1.0.0",
+        release_notes={"1.0.0": RELEASE_NOTES["1.0.0"]},
         description="Protocol v1 benchmark: degraded modality (see docs/datasets.md).",
     ),
     tfds.core.BuilderConfig(
         name="clean",
         version="1.0.0",
+        release_notes={"1.0.0": RELEASE_NOTES["1.0.0"]},
         description="Protocol v1 splits and pairing, no degradation.",
     ),
 ] + [
