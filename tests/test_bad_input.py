@@ -127,7 +127,7 @@ def test_cli_wrong_checksum(existing, tmp_path):
      "unknown optimizer 'adagrad' (optimizer.name); valid names: adamw, sgd"),
     ({'optimizer.schedule': 'step'},
      "unknown schedule 'step' (optimizer.schedule); valid names: constant, cosine"),
-    ({'num_train_steps': -3}, 'num_train_steps=-3 must be positive'),
+    ({'num_train_steps': -3}, 'num_train_steps=-3 must be >= 0'),
     ({'checkpoint_every_steps': 0}, 'checkpoint_every_steps=0 must be positive'),
     ({'optimizer.learning_rate': 0.0}, 'optimizer.learning_rate=0.0 must be positive'),
     ({'on_nonfinite': 'ignore'}, "on_nonfinite='ignore'; valid values: stop, skip"),
