@@ -71,7 +71,8 @@ def test_padding_is_neither_anchor_nor_negative(loss):
 
 
 def test_one_and_four_devices_give_the_same_loss(tmp_path):
-  """The negatives are the global batch: 4 devices must see the same 16x16 similarities."""
+  """The negatives are the global batch: 4 devices must see the same 16x16 similarities (and
+  the retrieval evaluator the same embeddings)."""
   out = {}
   for devices in (1, 4):
     path = tmp_path / f'{devices}.npz'

@@ -1,4 +1,5 @@
-"""The contrastive loss on one fixed global batch, and a few train steps from it, for both losses.
+"""The contrastive loss on one fixed global batch, a few train steps from it, and the retrieval
+evaluator on the result, for both losses.
 
 Run in a fresh process so XLA_FLAGS (the fake device count) takes effect:
   python tests/scripts/contrastive_steps.py OUT.npz
@@ -10,7 +11,7 @@ import jax
 import numpy as np
 
 from configs import contrastive
-from mmjax import parallel, steps
+from mmjax import evaluators, parallel, steps
 from mmjax.data import input_pipeline
 from tests.conftest import override
 
@@ -43,6 +44,10 @@ def main(out):
       losses.append(float(sums['loss'] / sums['count']))
     results[f'{loss}/train_losses'] = np.array(losses)
     results[f'{loss}/log_scale'] = np.asarray(state.objective_params['log_scale'])
+    config.evals = {'retrieval': {'type': 'retrieval', 'split': 'validation', 'ks': (1, 5)}}
+    [line] = evaluators.build(config, eval_step, mesh)['retrieval'].run(state)
+    for name, value in line.items():
+      results[f'{loss}/retrieval/{name}'] = np.asarray(value)
   np.savez(out, **results)
 
 
