@@ -3,7 +3,7 @@ log-mel spectrograms) trained to align each image with its paired recording, no 
 (mmjax.contrastive). CLIP's InfoNCE with a learned temperature by default; `contrastive.py:siglip`
 uses SigLIP's sigmoid loss with a learned temperature and bias.
 
-Each encoder's pooled features (48 image, 192 audio) go through a linear projection to 64
+The encoders' pooled 48 + 192 features (image, audio) each go through a linear projection to 64
 dimensions. The negatives of every pair are the rest of the global batch (256). AdamW at 1e-3 with
 a cosine schedule, 1,000 steps (4.65 passes over the 55,000 training images).
 
