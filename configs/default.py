@@ -60,6 +60,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.init_from = ''             # a workdir: a fresh run starts from its matching params
   config.init_from_pattern = ''     # regex: copy only the parameters whose path matches it
   config.freeze = ''                # regex: parameters whose path matches it are not trained
+  config.dtype = 'float32'          # compute dtype: 'float32' or 'bfloat16' (params stay float32)
+  # JAX's persistent compilation cache: 'auto' ($MMJAX_COMPILATION_CACHE, else
+  # ~/.cache/mmjax/jax), 'off', or a directory (mmjax.compilation)
+  config.compilation_cache = 'auto'
 
   # What is minimised (mmjax.objectives) and what is measured (mmjax.evaluators). Every
   # evaluator also runs once at the end; every_steps=0 runs it only then.

@@ -14,6 +14,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from mmjax import compilation
 from mmjax import parallel
 from mmjax import train
 from mmjax.errors import UserError
@@ -156,6 +157,7 @@ def main(argv):
   config = _load_config()
   _check_override_types(sys.argv)
   try:
+    compilation.enable_cache(config.get('compilation_cache', 'auto'))
     parallel.initialize_distributed(FLAGS.distributed, FLAGS.coordinator_address,
                                     FLAGS.num_processes, FLAGS.process_id)
     logging.info('JAX %s: process %d/%d, %d local / %d global devices (%s)', jax.__version__,

@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 
 from mmjax import checkpoint
+from mmjax import compilation
 from mmjax import config_checks
 from mmjax import evaluators
 from mmjax import objectives
@@ -63,6 +64,29 @@ def _first_nonfinite(host_sums: list, step: int) -> int | None:
   return None
 
 
+class _DeviceBatches:
+  """The training batches, put on the devices one step ahead: `prefetch()`, called once a step
+  is dispatched, reads and transfers the next batch while that step runs. `get_state()` is the
+  input position after the batches taken so far, which is what a checkpoint stores."""
+
+  def __init__(self, train_iter, mesh):
+    self._iter, self._mesh = train_iter, mesh
+    self._next = None  # (input position before it, global batch on the devices)
+
+  def prefetch(self):
+    if self._next is None:
+      position = self._iter.get_state()
+      self._next = (position, parallel.global_batch(next(self._iter), self._mesh))
+
+  def take(self):
+    self.prefetch()
+    batch, self._next = self._next[1], None
+    return batch
+
+  def get_state(self):
+    return self._iter.get_state() if self._next is None else self._next[0]
+
+
 def _accuracies(metrics: dict) -> str:
   if 'accuracy' in metrics:
     return f'accuracy {metrics["accuracy"]:.4f}'
@@ -78,6 +102,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   config_checks.validate(config)
   workdirs.check(workdir)
+  compiles = compilation.CompileLog()
   ckpt_dir = workdirs.checkpoint_dir(workdir)
   init_from = config.get('init_from')
   if init_from and checkpoint.steps_on_disk(ckpt_dir):
@@ -128,11 +153,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                           start_step, pending, train_iter, compile_start)
       if state is None:
         return {}
-      return _final_evaluation(config, state, writer, evals)
+      results = _final_evaluation(config, state, writer, evals)
+      _log_compiles(compiles)
+      return results
     finally:
       writer.close()
   finally:
     mngr.close()
+
+
+def _log_compiles(compiles: compilation.CompileLog) -> None:
+  """One compile each of the train and eval steps is expected; more means something changed
+  shape, dtype or sharding between calls."""
+  writers.log('XLA compiles: %s; %d loaded from the persistent compilation cache',
+              compiles.summary(('init', 'train_step', 'eval_step')), compiles.cache_hits())
+  again = {n: c for n, c in compiles.counts().items() if n in ('train_step', 'eval_step') and c > 1}
+  if again:
+    logging.warning('compiled %s more than once: an input changed shape, dtype or sharding', again)
 
 
 def _final_evaluation(config, state, writer, evals) -> dict:
@@ -178,11 +215,13 @@ def _train_loop(config, model, objective, tx, mesh, mngr, writer, evals, state, 
   total = config.num_train_steps
   last_time, last_step = time.time(), start_step
   step = start_step
+  batches = _DeviceBatches(train_iter, mesh)
   try:
     while step < total:
-      batch = parallel.global_batch(next(train_iter), mesh)
-      state, sums = train_step(state, batch)
+      state, sums = train_step(state, batches.take())
       step += 1
+      if step < total:
+        batches.prefetch()
       pending.append(sums)
       if step == start_step + 1:
         jax.block_until_ready(state)
@@ -215,7 +254,7 @@ def _train_loop(config, model, objective, tx, mesh, mngr, writer, evals, state, 
         host = jax.device_get(pending)
         if stop_on_nonfinite:
           stop_if_nonfinite(host, step)
-        checkpoint.save(mngr, step, state, _data_state(train_iter, host))
+        checkpoint.save(mngr, step, state, _data_state(batches, host))
       if stop:
         mngr.wait_until_finished()
         writers.log('preempted: saved a checkpoint at step %d; rerun the same command to resume',

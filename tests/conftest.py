@@ -16,6 +16,9 @@ RAW_DATA_DIR = pathlib.Path(os.path.abspath(os.path.expanduser(
     os.environ.get('MMJAX_RAW_DATA_DIR') or REPO.parent / 'shared' / 'data')))
 if os.environ.get('MMJAX_RAW_DATA_DIR'):
   os.environ['MMJAX_RAW_DATA_DIR'] = str(RAW_DATA_DIR)
+# Runs started by tests compile from scratch and write nothing to ~/.cache; a test of the
+# persistent compilation cache gives its own directory.
+os.environ['MMJAX_COMPILATION_CACHE'] = 'off'
 
 
 @pytest.fixture(scope='session', autouse=True)
