@@ -22,7 +22,7 @@ from mmjax import objectives
 from mmjax import optim
 from mmjax import parallel
 from mmjax.models.base import modality_order
-from mmjax.models.model import build_model
+from mmjax.models.model import build_model, compute_dtype
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -91,7 +91,9 @@ def inject_noise(config, inputs: dict, step) -> dict:
 def init_state(config, model, objective, tx, example_batch, mesh) -> TrainState:
   """Initialises replicated on the mesh; every process computes the same values from the seed."""
   def init(batch):
-    model_key, objective_key = jax.random.split(jax.random.key(config.seed))
+    # 'rbg' compiles several times faster than the default threefry for the dozens of
+    # initialisers of a model; its bits depend on the backend (CPU, GPU, TPU) as well as the seed.
+    model_key, objective_key = jax.random.split(jax.random.key(config.seed, impl='rbg'))
     variables = model.init(model_key, batch['inputs'], batch['present'])
     params = variables['params']
     # An objective that sizes its parameters from the model's outputs (e.g. projection heads)
@@ -116,6 +118,17 @@ def create(config, example_batch, mesh):
   return model, objective, tx, init_state(config, model, objective, tx, example_batch, mesh)
 
 
+def _in_compute_dtype(config, variables: dict) -> dict:
+  """The model's variables as it computes with them: parameters cast to `config.dtype` (their
+  float32 values stay in the state, so gradients and updates are float32); batch statistics stay
+  float32."""
+  dtype = compute_dtype(config)
+  if dtype == jnp.float32:
+    return variables
+  cast = lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+  return {**variables, 'params': jax.tree.map(cast, variables['params'])}
+
+
 def _all_finite(tree):
   return functools.reduce(jnp.logical_and, [jnp.isfinite(x).all() for x in jax.tree.leaves(tree)],
                           jnp.bool_(True))
@@ -126,7 +139,7 @@ def make_train_step(config, model, objective, tx, mesh):
   schedule = optim.schedule(config)
 
   def loss_fn(trainable, state, batch, rngs):
-    variables = state.replace(params=trainable['model']).variables()
+    variables = _in_compute_dtype(config, state.replace(params=trainable['model']).variables())
     outputs, batch_stats = objective.apply_model(variables, batch, train=True, rngs=rngs)
     loss, sums = objective(trainable['objective'], outputs, batch)
     return loss, (sums, batch_stats)
@@ -169,10 +182,11 @@ def make_train_step(config, model, objective, tx, mesh):
 
 def make_eval_step(config, model, objective, mesh):
   """(state, batch) → the objective's metric sums on the batch, the model in inference mode."""
-  del config, model
+  del model
 
   def eval_step(state, batch):
-    outputs, _ = objective.apply_model(state.variables(), batch, train=False)
+    outputs, _ = objective.apply_model(_in_compute_dtype(config, state.variables()), batch,
+                                       train=False)
     return objective(state.objective_params, outputs, batch)[1]
 
   return jax.jit(eval_step, in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),

@@ -24,7 +24,7 @@ class AddPositions(nn.Module):
   def __call__(self, x):
     length, dim = x.shape[-2:]
     if self.kind == 'sinusoidal':
-      return x + sinusoidal_positions(length, dim)
+      return x + sinusoidal_positions(length, dim).astype(x.dtype)
     table = self.param('positions', nn.initializers.normal(0.02), (self.max_length, dim))
     return x + table[:length]
 

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from mmjax.errors import UserError
 from mmjax.models import encoders as _encoders  # noqa: F401  (registers the encoders)
 from mmjax.models import frontend as _frontend  # noqa: F401  (registers the front ends)
 from mmjax.models import fusion as _fusion  # noqa: F401  (registers the fusions)
@@ -20,10 +21,22 @@ def _kwargs(cfg) -> dict:
   return d
 
 
+DTYPES = ('float32', 'bfloat16')
+
+
+def compute_dtype(config) -> jnp.dtype:
+  """`config.dtype`: what the model computes in. Parameters, optimizer state, loss and metrics
+  stay float32 whatever it is (mixed precision)."""
+  name = config.get('dtype', 'float32')
+  if name not in DTYPES:
+    raise UserError(f'dtype={name!r}; valid values: {", ".join(DTYPES)}')
+  return jnp.dtype(name)
+
+
 def build_model(config) -> 'MultimodalModel':
-  """The model a run's config describes (`config.model` and `config.tasks`)."""
+  """The model a run's config describes (`config.model`, `config.tasks` and `config.dtype`)."""
   tasks = {name: t.num_classes for name, t in config.tasks.items()}
-  return MultimodalModel(config.model, tasks)
+  return MultimodalModel(config.model, tasks, compute_dtype(config))
 
 
 class MultimodalModel(nn.Module):
@@ -36,6 +49,9 @@ class MultimodalModel(nn.Module):
   """
   config: Any  # config.model (ConfigDict)
   tasks: dict  # task name → number of classes
+  # The encoders' input dtype. With bfloat16 parameters (cast by mmjax.steps) every layer after
+  # the front ends then computes in bfloat16; the front ends (log-mel) compute in float32.
+  dtype: Any = jnp.float32
 
   def setup(self):
     cfg = self.config
@@ -62,6 +78,8 @@ class MultimodalModel(nn.Module):
       x = inputs[m]
       if m in self.frontends:
         x = self.frontends[m](x, train=train)
+      if jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(self.dtype)
       out[m] = self.encoders[m](x, train=train)
     return out
 

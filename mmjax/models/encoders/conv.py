@@ -9,6 +9,18 @@ from mmjax.errors import UserError
 from mmjax.models.base import ENCODERS, Encoding
 
 
+def _max_pool_2x2(x):
+  """PyTorch's `max_pool2d(x, 2)` on [B, H, W, C] (floor mode; a side of 1 is kept), as a max over
+  a reshape: the same values as `nn.max_pool`, and a gradient XLA compiles about twice as fast
+  and runs faster on a CPU than the select-and-scatter of a pooling window. (At exact ties the
+  gradient is shared among the tied inputs rather than given to the first one; behind a ReLU the
+  usual tie, at zero, gets no gradient either way.)"""
+  b, h, w, c = x.shape
+  wh, ww = (2 if h > 1 else 1), (2 if w > 1 else 1)
+  x = x[:, :h // wh * wh, :w // ww * ww]
+  return x.reshape(b, h // wh, wh, w // ww, ww, c).max(axis=(2, 4))
+
+
 class ConvNet(nn.Module):
   """Conv → (BatchNorm) → ReLU → (max-pool by 2) blocks, then a flatten or mean readout.
 
@@ -51,8 +63,7 @@ class ConvNet(nn.Module):
       if pool and self.spatial_dims == 1:
         x = nn.max_pool(x, (2,), strides=(2,), padding='SAME')  # keeps a last odd frame
       elif pool:
-        window = tuple(2 if side > 1 else 1 for side in x.shape[-3:-1])
-        x = nn.max_pool(x, window, strides=window, padding='VALID')
+        x = _max_pool_2x2(x)
     b, c = x.shape[0], x.shape[-1]
     tokens = x.reshape(b, -1, c)
     pooled = x.reshape(b, -1) if self.readout == 'flatten' else tokens.mean(axis=1)

@@ -3,6 +3,7 @@
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from mmjax.models.base import ENCODERS, Encoding
@@ -29,11 +30,16 @@ class Recurrent(nn.Module):
     lengths = mask.sum(axis=1).astype(jnp.int32)
     cell = {'lstm': nn.OptimizedLSTMCell, 'gru': nn.GRUCell}[self.cell]
     for size in self.hidden:
+      # The carry in the inputs' dtype (flax starts it in float32), so that a bfloat16 model's
+      # recurrence stays in bfloat16.
+      carry = jax.tree.map(lambda c: c.astype(h.dtype), cell(size, parent=None).initialize_carry(
+          jax.random.key(0), h[:, 0].shape))
       fwd = nn.RNN(cell(size))
       if self.bidirectional:
-        h = nn.Bidirectional(fwd, nn.RNN(cell(size)))(h, seq_lengths=lengths)
+        h = nn.Bidirectional(fwd, nn.RNN(cell(size)))(h, initial_carry=(carry, carry),
+                                                       seq_lengths=lengths)
       else:
-        h = fwd(h, seq_lengths=lengths)
+        h = fwd(h, initial_carry=carry, seq_lengths=lengths)
     last = jnp.take_along_axis(h, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
     if self.bidirectional:  # the backward half has seen the whole sequence at step 0
       half = h.shape[-1] // 2
