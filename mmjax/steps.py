@@ -94,7 +94,10 @@ def init_state(config, model, objective, tx, example_batch, mesh) -> TrainState:
     # The default threefry generator: its draws do not depend on how the computation is
     # partitioned, so 1 and N devices initialise identically ('rbg' compiled faster but gave
     # other parameters on 4 devices than on 1).
-    model_key, objective_key = jax.random.split(jax.random.key(config.seed))
+    # The model's key is the seed's own (as before objectives existed); the objective's is
+    # derived from it.
+    model_key = jax.random.key(config.seed)
+    objective_key = jax.random.fold_in(model_key, 1)
     variables = model.init(model_key, batch['inputs'], batch['present'])
     params = variables['params']
     # An objective that sizes its parameters from the model's outputs (e.g. projection heads)
