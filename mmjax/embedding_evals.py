@@ -7,12 +7,12 @@ direction `<a>_to_<b>` and each k in `ks` (default 1, 5, 10):
   - `<a>_to_<b>/class/R@k`: the fraction of queries with an example of the query's class (cfg
     `task`) among the k most similar (same digit, on AV-MNIST);
   - `<a>_to_<b>/pair/R@k`: the fraction of queries whose own pair ranks among the first k, the
-    rank being the number of gallery items strictly more similar than the pair (an item with the
-    same embedding, e.g. the same recording paired with another image, ties in the query's
-    favour).
-Chance is about k/N for `pair` and 1-(1-p)^k for `class` (p the class frequency). On AV-MNIST a
-recording is paired with ~33 test images, so audio→image `pair` cannot exceed ~1/33 at k=1: the
-audio does not say which of those images it came with. The line also holds the objective's metrics
+    rank being the number of gallery items strictly more similar than the pair.
+Gallery items with the same embedding (cosine similarity within 1e-5 of 1: the same content, e.g.
+one AV-MNIST recording paired with ~33 test images) count once, so copies of one item do not fill
+the top k. Every example is a query. Chance is about k/N for `pair` (N distinct gallery items) and
+1-(1-p)^k for `class` (p the class frequency). On AV-MNIST audio→image `pair` cannot exceed ~1/33
+at k=1: the audio does not tell which of its ~33 images is the pair. The line also holds the objective's metrics
 (loss, in-batch accuracy) on the split.
 
 `linear_probe`: a multinomial logistic regression (L2 `l2` on the weights, `steps` iterations of
@@ -39,6 +39,7 @@ from mmjax.models.base import modality_order
 from mmjax.models.model import build_model
 
 _QUERY_CHUNK = 1024
+_SAME = 1e-5  # cosine distance below which two gallery embeddings are the same item
 
 
 def _task(name, cfg, config) -> str:
@@ -69,17 +70,35 @@ def _with_labels(fn, task):
   return wrapped
 
 
+def distinct(embeddings, tolerance: float = _SAME) -> np.ndarray:
+  """For each row of unit-norm `embeddings`, the index of the first row with the same embedding
+  (cosine similarity above 1 - tolerance): the same content, e.g. one recording paired with
+  several images."""
+  out = np.empty(len(embeddings), np.int64)
+  for start in range(0, len(embeddings), _QUERY_CHUNK):
+    sims = embeddings[start:start + _QUERY_CHUNK] @ embeddings.T
+    out[start:start + len(sims)] = np.argmax(sims > 1 - tolerance, axis=1)  # first match
+  return out
+
+
 def recall_at_k(queries, gallery, query_labels, gallery_labels, ks) -> dict:
   """{'class/R@k', 'pair/R@k'} for unit-norm `queries` [N, d] against `gallery` [N, d], query i's
-  pair being gallery item i (see the module docstring)."""
+  pair being gallery item i (see the module docstring). Gallery items with the same embedding
+  count once."""
+  first = distinct(gallery)
+  unique = np.flatnonzero(first == np.arange(len(gallery)))
+  position = np.full(len(gallery), -1)
+  position[unique] = np.arange(len(unique))
+  target = position[first]        # query i's pair, as an index into the distinct items
+  gallery, gallery_labels = gallery[unique], gallery_labels[unique]
   n, kmax = len(queries), min(max(ks), len(gallery))
   class_hits = {k: 0 for k in ks}
   pair_hits = {k: 0 for k in ks}
   for start in range(0, n, _QUERY_CHUNK):
     q = queries[start:start + _QUERY_CHUNK]
-    sims = q @ gallery.T                                        # [chunk, N]
+    sims = q @ gallery.T                                        # [chunk, distinct items]
     index = np.arange(start, start + len(q))
-    own = sims[np.arange(len(q)), index]
+    own = sims[np.arange(len(q)), target[index]]
     rank = (sims > own[:, None]).sum(axis=1)
     top = np.argpartition(-sims, kmax - 1, axis=1)[:, :kmax]
     order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1, kind='stable')

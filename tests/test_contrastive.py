@@ -108,6 +108,17 @@ def test_ties_with_identical_gallery_items_count_for_the_query():
   assert r['pair/R@1'] == 1.0
 
 
+def test_copies_of_one_gallery_item_count_once():
+  # Five copies of a class-0 item A, nearer the class-1 query than its own pair B: without
+  # de-duplication the copies would fill the top 2 and push B to rank 6.
+  gallery = np.array([[1, 0]] * 5 + [[0.6, 0.8]], np.float32)
+  queries = np.array([[1, 0]] * 5 + [[0.9, 0.436]], np.float32)
+  labels = np.array([0] * 5 + [1])
+  r = embedding_evals.recall_at_k(queries, gallery, labels, labels, (1, 2))
+  assert r['class/R@1'] == pytest.approx(5 / 6) and r['class/R@2'] == 1.0
+  assert r['pair/R@1'] == pytest.approx(5 / 6) and r['pair/R@2'] == 1.0
+
+
 def _pretrain_config(**overrides):
   config = small_config('synthetic')
   config.evals.validation.every_steps = 0
