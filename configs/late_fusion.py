@@ -4,7 +4,7 @@ concatenated into an MLP head.
 The main job: AV-MNIST (standard) with MultiBench's late-fusion model and optimizer
 (examples/multimedia/avmnist_simple_late_fusion.py) on a 3-epoch budget. LeNet(1,6,3) on images
 scaled to [0, 1], LeNet(1,6,5) on 97×64 log-mel spectrograms (64-bin log-mel, 256-sample window,
-hop 80, computed on the device); each LeNet has BatchNorm and a 2x2 max-pool after every
+hop 80, computed on the device); each LeNet without BatchNorm and with a 2x2 max-pool after every
 convolution, down to a 1x1 map. Their 48 + 192 features are concatenated into an MLP 240-100-10
 with no dropout. Plain SGD: lr 0.1, weight decay 1e-4, batch 128, 1,300 steps (3 epochs of
 55,000), no schedule, no warm-up, no momentum, no clipping.
@@ -13,7 +13,11 @@ Departures from MultiBench: its example feeds 112x112 spectrograms (its AV-MNIST
 [0, 1], trains 30 epochs at batch 40 and tests the best-validation epoch; its trainer clips the
 gradient norm at 8 and decays every parameter, where mmjax decays kernels only. Its dense layers
 start from PyTorch's default initialisation, mmjax's from flax's; the LeNet convolutions start
-from the same Kaiming-uniform distribution in both.
+from the same Kaiming-uniform distribution in both. Its LeNet has a BatchNorm after every
+convolution; here, on this 3-epoch budget at a constant lr 0.1, that model overfits (seed 0:
+validation 75.6% at step 430, 66.9% at 1,290; test 67.1%), and without BatchNorm it reached test
+75.9% (validation 81.8% at step 1,170). Without BatchNorm the input's scale matters: the log-mel is
+standardised by fixed constants, its mean and std over the training recordings.
 
 Variants: `configs/late_fusion.py:synthetic` trains on the synthetic tri-modal data instead.
 """
@@ -31,8 +35,11 @@ def get_config(arg: str = 'avmnist'):
   config.dataset = default.avmnist_dataset('standard')
   config.dataset.modalities.image.update(mean=0.0, std=1.0)   # pixels / 255, as MultiBench
   config.model.frontends = {'audio': default.logmel()}        # 97 frames x 64 mels per 1-s clip
-  config.model.encoders = {'image': {'name': 'lenet', 'channels': 6, 'additional_layers': 3},
-                           'audio': {'name': 'lenet', 'channels': 6, 'additional_layers': 5}}
+  # No BatchNorm (MultiBench's LeNet has it): measured, see the docstring.
+  config.model.encoders = {
+      'image': {'name': 'lenet', 'channels': 6, 'additional_layers': 3, 'batch_norm': False},
+      'audio': {'name': 'lenet', 'channels': 6, 'additional_layers': 5, 'batch_norm': False,
+                'input_mean': -3.21, 'input_std': 2.14}}
   config.model.head = {'hidden': (100,), 'dropout': 0.0}
   config.batch_size = 128
   config.num_train_steps = 1300   # 3 epochs of 55,000 (3.03)

@@ -40,6 +40,8 @@ class ConvNet(nn.Module):
   readout: str = 'flatten'  # 'flatten' (the seed) or 'mean' (global average pooling)
   spatial_dims: int = 2
   kernel_init: Any = None   # None: flax's default (LeCun normal)
+  input_mean: float = 0.0   # a fixed standardisation of the input: (x - input_mean) / input_std
+  input_std: float = 1.0
 
   def _per_block(self, value, name):
     values = (value,) * len(self.features) if isinstance(value, (int, bool)) else tuple(value)
@@ -52,6 +54,8 @@ class ConvNet(nn.Module):
   def __call__(self, x, train: bool = False):
     if x.ndim == self.spatial_dims + 1:
       x = x[..., None] if self.spatial_dims == 2 else x
+    if (self.input_mean, self.input_std) != (0.0, 1.0):
+      x = (x - self.input_mean) / self.input_std
     init = {} if self.kernel_init is None else {'kernel_init': self.kernel_init}
     for feat, k, pool in zip(self.features, self._per_block(self.kernel_sizes, 'kernel_sizes'),
                              self._per_block(self.pool, 'pool')):
@@ -74,7 +78,8 @@ ENCODERS.register('cnn')(ConvNet)
 
 
 @ENCODERS.register('lenet')
-def lenet(channels: int = 6, additional_layers: int = 3) -> ConvNet:
+def lenet(channels: int = 6, additional_layers: int = 3, batch_norm: bool = True,
+          input_mean: float = 0.0, input_std: float = 1.0) -> ConvNet:
   """MultiBench's LeNet(in_channels, channels, additional_layers) (unimodals/common_models.py).
 
   A 5x5 convolution (padding 2) to `channels`, then `additional_layers` 3x3 convolutions
@@ -84,11 +89,13 @@ def lenet(channels: int = 6, additional_layers: int = 3) -> ConvNet:
   LeNet(1,6,3) on 28x28 images (28-14-7-3-1) and LeNet(1,6,5) on 97x64 log-mel spectrograms
   (97x64-48x32-24x16-12x8-6x4-3x2-1x1). Convolution kernels start from PyTorch's
   `kaiming_uniform_` (U(+-sqrt(6 / fan_in))), as MultiBench initialises them.
+  `batch_norm=False` drops the BatchNorms and gives every convolution a bias instead; without
+  them the input's scale matters, and `input_mean` / `input_std` standardise it.
   """
   n = additional_layers + 1
   return ConvNet(features=tuple(channels * 2 ** i for i in range(n)),
-                 kernel_sizes=(5,) + (3,) * additional_layers, pool=True, batch_norm=True,
-                 readout='flatten',
+                 kernel_sizes=(5,) + (3,) * additional_layers, pool=True, batch_norm=batch_norm,
+                 readout='flatten', input_mean=input_mean, input_std=input_std,
                  kernel_init=nn.initializers.variance_scaling(2.0, 'fan_in', 'uniform'))
 
 
