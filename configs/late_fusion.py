@@ -19,7 +19,9 @@ validation 75.6% at step 430, 66.9% at 1,290; test 67.1%), and without BatchNorm
 75.9% (validation 81.8% at step 1,170). Without BatchNorm the input's scale matters: the log-mel is
 standardised by fixed constants, its mean and std over the training recordings.
 
-Variants: `configs/late_fusion.py:synthetic` trains on the synthetic tri-modal data instead.
+Variants: `configs/late_fusion.py:synthetic` trains on the synthetic tri-modal data instead;
+`configs/late_fusion.py:modality_dropout` trains the main job with each modality absent from an
+example with probability 0.3 (`config.modality_dropout`), for robustness to a missing modality.
 """
 
 from configs import default
@@ -30,8 +32,9 @@ def get_config(arg: str = 'avmnist'):
   config.model.fusion.name = 'late_fusion'
   if arg == 'synthetic':
     return config
-  if arg != 'avmnist':
-    raise ValueError(f'unknown variant {arg!r} of late_fusion.py; valid: avmnist, synthetic')
+  if arg not in ('avmnist', 'modality_dropout'):
+    raise ValueError(f'unknown variant {arg!r} of late_fusion.py; valid: avmnist, synthetic, '
+                     'modality_dropout')
   config.dataset = default.avmnist_dataset('standard')
   config.dataset.modalities.image.update(mean=0.0, std=1.0)   # pixels / 255, as MultiBench
   config.model.frontends = {'audio': default.logmel()}        # 97 frames x 64 mels per 1-s clip
@@ -58,4 +61,6 @@ def get_config(arg: str = 'avmnist'):
   config.optimizer.nesterov = False
   config.optimizer.weight_decay = 1e-4
   config.optimizer.grad_clip_norm = 0.0
+  if arg == 'modality_dropout':
+    config.modality_dropout = {'image': 0.3, 'audio': 0.3}
   return config

@@ -243,6 +243,15 @@ def test_training_noise_is_applied_with_probability_p():
   np.testing.assert_array_equal(steps.inject_noise(config, {'audio': x}, 3)['audio'], x)
 
 
+
+def test_modality_dropout_variant_is_the_main_job_with_dropout():
+  from configs import late_fusion  # pylint: disable=import-outside-toplevel
+  main, variant = late_fusion.get_config(), late_fusion.get_config('modality_dropout')
+  assert dict(variant.modality_dropout) == {'image': 0.3, 'audio': 0.3}
+  assert not main.modality_dropout
+  variant.modality_dropout = {}
+  assert variant.to_dict() == main.to_dict()
+
 ROBUSTNESS = {'type': 'robustness', 'split': 'validation', 'every_steps': 0,
               'noise': {'audio': {'snr_db': (0.0, -12.0)}, 'image': {'std': (0.5,)}}}
 
