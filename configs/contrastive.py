@@ -43,6 +43,7 @@ def get_config(arg: str = 'avmnist'):
       'probe': {'type': 'linear_probe', 'split': 'test', 'fit_split': 'train', 'every_steps': 0,
                 'task': 'label', 'max_fit_examples': 0, 'steps': 300, 'l2': 1e-4},
   }
+  config.select_best = ''  # pretraining keeps its last state
   config.optimizer.name = 'adamw'
   config.optimizer.learning_rate = 1e-3
   config.optimizer.schedule = 'cosine'

@@ -57,6 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.on_nonfinite = 'stop'      # 'stop' or 'skip' a step whose loss or gradient is not finite
   config.modality_dropout = {}      # {modality: p}: train with each modality absent w.p. p
   config.modality_noise = {}        # {modality: {'p': prob, 'snr_db' | 'std': (low, high)}}
+  config.select_best = ''           # 'EVALUATOR/METRIC': final evaluators score the best state
   config.init_from = ''             # a workdir: a fresh run starts from its matching params
   config.init_from_pattern = ''     # regex: copy only the parameters whose path matches it
   config.freeze = ''                # regex: parameters whose path matches it are not trained

@@ -24,6 +24,7 @@ def get_config(arg: str = 'avmnist'):
                   'speaker': {'num_classes': 6, 'weight': 1.0}}
   config.dataset.labels = {'label': 'label', 'speaker': 'speaker'}
   del config.evals['robustness']  # the main job's figure; not this config's question
+  config.select_best = 'validation/loss'  # the summed loss: no single task's accuracy decides
   if arg == 'uncertainty':
     config.objective.task_weighting = 'uncertainty'
   return config

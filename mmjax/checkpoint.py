@@ -100,6 +100,11 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
   return step, out[STATE], out[DATA]
 
 
+def restore_data(mngr: ocp.CheckpointManager, step: int) -> dict:
+  """The JSON saved beside the state at `step`."""
+  return mngr.restore(step, args=ocp.args.Composite(**{DATA: ocp.args.JsonRestore()}))[DATA]
+
+
 def saved_state_tree(mngr: ocp.CheckpointManager, step: int) -> dict:
   """The saved state's structure at `step`: {field: subtree of array metadata (shape, dtype)}."""
   metadata = mngr.metadata(step).item_metadata[STATE]

@@ -20,6 +20,7 @@ from mmjax import evaluators
 from mmjax import objectives
 from mmjax import optim
 from mmjax import parallel
+from mmjax import selection
 from mmjax import steps
 from mmjax import transfer
 from mmjax import workdir as workdirs
@@ -101,6 +102,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Returns {} when stopped by SIGTERM (after saving a checkpoint to resume from).
   """
   config_checks.validate(config)
+  selected = selection.parse(config)
   workdirs.check(workdir)
   compiles = compilation.CompileLog()
   ckpt_dir = workdirs.checkpoint_dir(workdir)
@@ -129,6 +131,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state = transfer.init_from_checkpoint(config, state, mesh)
   workdirs.make(workdir)
   mngr = checkpoint.manager(ckpt_dir, config.max_checkpoints_to_keep)
+  best = selection.BestState(workdir, *selected) if selected else None
   try:
     restored = checkpoint.restore_latest(mngr, checkpoint.abstract(state))
     pending = []
@@ -149,17 +152,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     rerun = tuple(evals) if start_step >= config.num_train_steps else ()
     writer = writers.MetricWriter(workdir, resume_step=start_step, rerun_splits=rerun)
     try:
-      state = _train_loop(config, model, objective, tx, mesh, mngr, writer, evals, state,
+      state = _train_loop(config, model, objective, tx, mesh, mngr, writer, evals, best, state,
                           start_step, pending, train_iter, compile_start)
       if state is None:
         return {}
-      results = _final_evaluation(config, state, writer, evals)
+      results = _final_evaluation(config, state, writer, evals, best)
       _log_compiles(compiles)
       return results
     finally:
       writer.close()
   finally:
     mngr.close()
+    if best is not None:
+      best.close()
 
 
 def _log_compiles(compiles: compilation.CompileLog) -> None:
@@ -172,20 +177,30 @@ def _log_compiles(compiles: compilation.CompileLog) -> None:
     logging.warning('compiled %s more than once: an input changed shape, dtype or sharding', again)
 
 
-def _final_evaluation(config, state, writer, evals) -> dict:
+def _final_evaluation(config, state, writer, evals, best) -> dict:
+  """Every evaluator once on the final state; with model selection, the selecting evaluator on
+  the final state and the others on the best state so far (their lines say its step)."""
   step = int(jax.device_get(state.step))
   skipped = int(jax.device_get(state.nonfinite_steps))
   if skipped:
     logging.warning('skipped %d of %d updates for a non-finite loss, gradient or parameters '
                     '(on_nonfinite=skip)', skipped, config.num_train_steps)
-  results = {}
+  results, extra = {}, {}
+  if best is not None:
+    results[best.evaluator] = _run_evaluator(evals[best.evaluator], state, writer, step)
+    best.update(step, results[best.evaluator], state)
+    if best.step is not None:
+      if best.step != step:
+        state = best.restore(state)
+      extra = {'selected_step': best.step}
   for name, evaluator in evals.items():
-    results[name] = _run_evaluator(evaluator, state, writer, step)
+    if name not in results:
+      results[name] = _run_evaluator(evaluator, state, writer, step, extra)
   return results
 
 
-def _run_evaluator(evaluator, state, writer, step) -> list[dict]:
-  lines = evaluator.run(state)
+def _run_evaluator(evaluator, state, writer, step, extra=None) -> list[dict]:
+  lines = [{**metrics, **(extra or {})} for metrics in evaluator.run(state)]
   for metrics in lines:
     writer.write(step, evaluator.name, metrics)
     where = f'[{metrics["condition"]}]' if 'condition' in metrics else ''
@@ -194,8 +209,8 @@ def _run_evaluator(evaluator, state, writer, step) -> list[dict]:
   return lines
 
 
-def _train_loop(config, model, objective, tx, mesh, mngr, writer, evals, state, start_step,
-                pending, train_iter, compile_start):
+def _train_loop(config, model, objective, tx, mesh, mngr, writer, evals, best, state,
+                start_step, pending, train_iter, compile_start):
   """Trains from `start_step` to config.num_train_steps; the final state, or None if preempted."""
   train_step = steps.make_train_step(config, model, objective, tx, mesh)
   preemption = Preemption(mngr)
@@ -248,7 +263,9 @@ def _train_loop(config, model, objective, tx, mesh, mngr, writer, evals, state, 
       if not at_end:  # at the end every evaluator runs once, after the loop
         for evaluator in evals.values():
           if evaluator.due(step):
-            _run_evaluator(evaluator, state, writer, step)
+            lines = _run_evaluator(evaluator, state, writer, step)
+            if best is not None and evaluator.name == best.evaluator:
+              best.update(step, lines, state)
       stop = preemption.reached(step)
       if step % config.checkpoint_every_steps == 0 or at_end or stop:
         host = jax.device_get(pending)

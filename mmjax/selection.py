@@ -1,0 +1,72 @@
+"""Model selection: `config.select_best = 'validation/accuracy'` keeps the train state at which
+that evaluator's metric was best, and the run's final evaluators score that state instead of the
+last one (as MultiBench tests its best-validation epoch).
+
+The selecting evaluator runs on its schedule and on the final state; each time its metric
+improves on the best so far (strictly: the first of equal values is kept), the state is saved to
+`<workdir>/best` (one Orbax checkpoint, with the step, metric and value beside it). A metric whose
+name ends in `loss` is minimised, any other maximised. A resumed or eval-only run reads the best
+so far from there, so it selects what an uninterrupted run would.
+"""
+
+import math
+
+from mmjax import checkpoint
+from mmjax import workdir as workdirs
+from mmjax import writers
+from mmjax.errors import UserError
+
+
+def parse(config) -> tuple[str, str] | None:
+  """(evaluator name, metric) of `config.select_best`, or None when it is empty."""
+  spec = config.get('select_best') or ''
+  if not spec:
+    return None
+  name, _, metric = spec.partition('/')
+  evals = config.get('evals') or {}
+  if not metric or name not in evals:
+    raise UserError(f'select_best={spec!r} must be "EVALUATOR/METRIC" with EVALUATOR one of '
+                    f'config.evals ({", ".join(sorted(evals)) or "none"}), e.g. '
+                    '"validation/accuracy"')
+  return name, metric
+
+
+class BestState:
+  """The best state so far by one evaluator's metric, kept on disk in `<workdir>/best`."""
+
+  def __init__(self, workdir, evaluator: str, metric: str):
+    self.evaluator, self.metric = evaluator, metric
+    self._sign = -1.0 if metric.endswith('loss') else 1.0
+    self._mngr = checkpoint.manager(workdirs.resolve(workdir) / 'best', max_to_keep=1)
+    self.step, self.value = None, None
+    latest = self._mngr.latest_step()
+    if latest is not None:
+      data = checkpoint.restore_data(self._mngr, latest)
+      if (data['evaluator'], data['metric']) == (evaluator, metric):
+        self.step, self.value = latest, data['value']
+
+  def update(self, step: int, lines: list[dict], state) -> None:
+    """Saves `state` if the metric in `lines` (the selecting evaluator's at `step`) is the best."""
+    values = [line[self.metric] for line in lines if self.metric in line]
+    if len(values) != 1:
+      raise UserError(f'select_best: evaluator {self.evaluator!r} gives {len(values)} values of '
+                      f'{self.metric!r}; name a metric from its one line (e.g. accuracy, loss)')
+    value = float(values[0])
+    if math.isnan(value):
+      return
+    if self.value is not None and self._sign * value <= self._sign * self.value:
+      return
+    self.step, self.value = step, value
+    checkpoint.save(self._mngr, step, state, {'evaluator': self.evaluator, 'metric': self.metric,
+                                              'value': value})
+    self._mngr.wait_until_finished()
+
+  def restore(self, state):
+    """The best state, in the layout of `state`."""
+    step, restored, _ = checkpoint.restore_latest(self._mngr, checkpoint.abstract(state))
+    writers.log('final evaluators score the state of step %d, best by %s/%s (%.4f)', step,
+                self.evaluator, self.metric, self.value)
+    return restored
+
+  def close(self) -> None:
+    self._mngr.close()

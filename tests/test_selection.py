@@ -1,0 +1,95 @@
+"""Model selection (`select_best`): the final evaluators score the best state by one evaluator's
+metric, and a resumed or eval-only run selects the same state as an uninterrupted one."""
+
+import importlib
+import json
+import pathlib
+import shutil
+
+import pytest
+
+from mmjax import selection
+from mmjax import train
+from mmjax.errors import UserError
+from tests.conftest import REPO, tiny_config
+
+
+def _config(**overrides):
+  """At lr 0.3 the tiny model's validation loss bottoms out before the last step (at step 8)."""
+  return tiny_config(**{'num_train_steps': 12, 'evals.validation.every_steps': 2,
+                        'checkpoint_every_steps': 4, 'max_checkpoints_to_keep': None,
+                        'select_best': 'validation/loss', 'optimizer.learning_rate': 0.3,
+                        **overrides})
+
+
+def _lines(workdir, split):
+  text = (pathlib.Path(workdir) / 'metrics.jsonl').read_text().splitlines()
+  return [l for l in map(json.loads, text) if l['split'] == split]
+
+
+@pytest.fixture(scope='module')
+def selected_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('select') / 'run'
+  train.train_and_evaluate(_config(), str(workdir))
+  return workdir
+
+
+def test_final_evaluators_score_the_best_validation_state(selected_run, tmp_path):
+  validation = _lines(selected_run, 'validation')
+  assert [l['step'] for l in validation] == [2, 4, 6, 8, 10, 12]
+  best = min(validation, key=lambda l: l['loss'])
+  assert best['step'] < 12, validation  # the last state is not the best here
+  [test] = _lines(selected_run, 'test')
+  assert test['step'] == 12 and test['selected_step'] == best['step']
+  # The saved state of that step, evaluated on its own, scores exactly the same on test.
+  source = tmp_path / 'source'
+  shutil.copytree(selected_run, source)
+  for step in (p for p in (source / 'checkpoints').iterdir() if int(p.name) != best['step']):
+    shutil.rmtree(step)
+  reference_run = tmp_path / 'reference'
+  train.train_and_evaluate(_config(init_from=str(source), num_train_steps=0, select_best=''),
+                           str(reference_run))
+  [reference] = _lines(reference_run, 'test')
+  assert test['loss'] == reference['loss'] and test['accuracy'] == reference['accuracy']
+  assert 'selected_step' not in reference
+
+
+def test_resumed_and_eval_only_runs_select_the_same_state(selected_run, tmp_path):
+  [test] = _lines(selected_run, 'test')
+  cut = tmp_path / 'cut'
+  shutil.copytree(selected_run, cut)
+  for step in ('8', '12'):  # resume from step 4; the best state (step 8) is already on disk
+    shutil.rmtree(cut / 'checkpoints' / step)
+  train.train_and_evaluate(_config(), str(cut))
+  [resumed] = _lines(cut, 'test')
+  train.train_and_evaluate(_config(), str(selected_run))  # finished: evaluates only
+  [again] = _lines(selected_run, 'test')
+  for line in (resumed, again):
+    assert (line['selected_step'], line['loss'], line['accuracy']) == (
+        test['selected_step'], test['loss'], test['accuracy'])
+
+
+@pytest.mark.parametrize('spec', ['test', 'nope/accuracy', '/accuracy'])
+def test_bad_select_best_is_one_line_before_training(spec, tmp_path):
+  with pytest.raises(UserError, match=r'select_best=.* must be "EVALUATOR/METRIC"'):
+    train.train_and_evaluate(_config(select_best=spec), str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
+CONFIGS = sorted(p.stem for p in (REPO / 'configs').glob('*.py')
+                 if p.stem not in ('__init__', 'default'))
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_every_configs_selection_names_a_metric_its_evaluator_reports(name):
+  """`accuracy` exists for single-task classification objectives (and those built on it), `loss`
+  for every objective; anything else would fail at the first evaluation, after training began."""
+  config = importlib.import_module(f'configs.{name}').get_config()
+  spec = selection.parse(config)
+  if spec is None:
+    return
+  evaluator, metric = spec
+  assert config.evals[evaluator].type == 'classification'
+  assert metric == 'loss' or (
+      metric == 'accuracy' and len(config.tasks) == 1
+      and config.objective.name in ('classification', 'distill', 'ogm_ge')), (name, spec)
