@@ -70,9 +70,10 @@ def _test_eval(split: str = 'test') -> dict:
 
 
 def _budget(steps: int, evals: dict) -> dict:
-  """Settings every run of a mode shares: `steps` of training, `evals` at the end only."""
+  """Settings every run of a mode shares: `steps` of training, `evals` at the end only, on the
+  last state (no `select_best`: there is no validation evaluator to select by)."""
   return {'num_train_steps': steps, 'log_every_steps': max(1, min(50, steps // 4)),
-          'checkpoint_every_steps': max(1, steps // 2), 'evals': evals}
+          'checkpoint_every_steps': max(1, steps // 2), 'evals': evals, 'select_best': ''}
 
 
 _TINY = {'image': {'name': 'cnn', 'features': (4,), 'kernel_sizes': (3,), 'pool': (True,)},
