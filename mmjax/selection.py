@@ -37,7 +37,7 @@ class BestState:
   def __init__(self, workdir, evaluator: str, metric: str):
     self.evaluator, self.metric = evaluator, metric
     self._sign = -1.0 if metric.endswith('loss') else 1.0
-    self._mngr = checkpoint.manager(workdirs.resolve(workdir) / 'best', max_to_keep=1)
+    self._mngr = checkpoint.manager(workdirs.best_dir(workdir), max_to_keep=1)
     self.step, self.value = None, None
     latest = self._mngr.latest_step()
     if latest is not None:

@@ -131,8 +131,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state = transfer.init_from_checkpoint(config, state, mesh)
   workdirs.make(workdir)
   mngr = checkpoint.manager(ckpt_dir, config.max_checkpoints_to_keep)
-  best = selection.BestState(workdir, *selected) if selected else None
+  best = None
   try:
+    best = selection.BestState(workdir, *selected) if selected else None
     restored = checkpoint.restore_latest(mngr, checkpoint.abstract(state))
     pending = []
     if restored is not None:

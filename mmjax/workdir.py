@@ -83,6 +83,11 @@ def checkpoint_dir(workdir) -> epath.Path:
   return resolve(workdir) / 'checkpoints'
 
 
+def best_dir(workdir) -> epath.Path:
+  """Where model selection keeps the best state so far: `<workdir>/best`."""
+  return resolve(workdir) / 'best'
+
+
 def config_path(workdir) -> epath.Path:
   return resolve(workdir) / 'config.json'
 
