@@ -1,11 +1,14 @@
 """The input pipeline: process shards, exact-once evaluation, resumable order, log-mel front end."""
 
+import re
+
 import grain
 import jax
 import numpy as np
 import pytest
 
 from mmjax.data import input_pipeline
+from mmjax.errors import UserError
 from tests.conftest import small_config
 
 
@@ -44,6 +47,21 @@ def test_eval_visits_every_example_once_with_padding_masked(monkeypatch):
     seen += [x for b in batches for x, m in zip(_ids([b]), b['mask']) if m]
   reference = [hash(data.examples(i)['inputs']['image'].tobytes()) for i in range(1000)]
   assert sorted(seen) == sorted(reference) and len(set(seen)) == 1000
+
+
+def test_a_split_slice_evaluates_those_rows_of_the_split():
+  config = small_config(batch_size=48)
+  full = input_pipeline.eval_data(config, 'test').examples
+  sliced = input_pipeline.eval_data(config, 'test[-100:]')
+  assert sliced.num_examples == 100
+  seen = [x for b in sliced for x, m in zip(_ids([b]), b['mask']) if m]
+  assert seen == [hash(full(i)['inputs']['image'].tobytes()) for i in range(900, 1000)]
+  assert input_pipeline.eval_data(config, 'test[10%:20%]').num_examples == 100
+  for bad, message in [('test[:abc]', "split 'test[:abc]': "),
+                       ('test[:5000]', 'incompatible with 1000 examples; write a slice'),
+                       ('tset[:10]', "has no split 'tset'")]:
+    with pytest.raises(UserError, match=re.escape(message)):
+      input_pipeline.eval_data(config, bad)
 
 
 def test_resumed_iterator_continues_the_same_sequence():

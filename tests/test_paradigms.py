@@ -1,6 +1,7 @@
 """Learning paradigms on the one trainer: multi-task and task-level fusion, uncertainty weighting,
 transfer with frozen parameters, training noise, the robustness evaluator, and eval-only runs."""
 
+import importlib
 import json
 import pathlib
 import shutil
@@ -38,13 +39,16 @@ def _checkpoint_params(workdir, step):
 
 
 def _small_multitask(**overrides):
-  """configs/multitask.py on the real AV-MNIST data, a few steps at a small batch."""
+  """configs/multitask.py on the real AV-MNIST data, a few steps at a small batch, evaluated on
+  the first 512 examples of each split."""
   config = multitask.get_config()
   config.batch_size = 32
   config.num_train_steps = 8
   config.log_every_steps = 4
   config.checkpoint_every_steps = 4
   config.evals.validation.every_steps = 8
+  for cfg in config.evals.values():
+    cfg.split = f'{cfg.split}[:512]'
   return override(config, **overrides)
 
 
@@ -66,7 +70,7 @@ def test_two_tasks_train_resume_bitwise_and_log_per_task(tmp_path):
   for line in _lines(full):
     assert per_task <= set(line), line
   [test] = results['test']
-  assert test['num_examples'] == 10000
+  assert test['num_examples'] == 512
   assert 0 <= test['speaker/accuracy'] <= 1 and 0 <= test['label/accuracy'] <= 1
 
 
@@ -349,13 +353,18 @@ def test_init_from_with_zero_steps_evaluates_the_source_model(robust_run, tmp_pa
 @pytest.mark.parametrize('config_file, tasks', [('configs/late_fusion.py', ('label',)),
                                                 ('configs/multitask.py', ('label', 'speaker'))])
 def test_cli_trains_on_avmnist(tmp_path, config_file, tasks):
+  """20 steps of the config as shipped; every evaluator scores the first 512 rows of its split."""
   workdir = tmp_path / 'run'
+  module = importlib.import_module(config_file[:-len('.py')].replace('/', '.'))
+  slices = [f'--config.evals.{name}.split={cfg.split}[:512]'
+            for name, cfg in module.get_config().evals.items()]
   proc = run_python(['-m', 'mmjax.main', f'--config={config_file}', f'--workdir={workdir}',
                      '--config.num_train_steps=20', '--config.log_every_steps=10',
-                     '--config.checkpoint_every_steps=20', '--config.evals.validation.every_steps=20'],
-                    {'JAX_PLATFORMS': 'cpu'}, timeout=600)
+                     '--config.checkpoint_every_steps=20', '--config.evals.validation.every_steps=20',
+                     *slices], {'JAX_PLATFORMS': 'cpu'}, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = _lines(workdir)
+  assert all(l['num_examples'] == 512 for l in lines if l['split'] != 'train'), lines
   splits = {l['split'] for l in lines}
   assert {'train', 'validation', 'test'} <= splits
   for line in lines:

@@ -56,13 +56,14 @@ def prepare(name: str, data_dir: str | None = None, raw_dir: str | None = None):
   return builder
 
 
-def load_source(name: str, config) -> dict[str, Any]:
-  """split → random-access source of dataset `name` (config.dataset's data and raw dirs)."""
+def load_source(name: str, config, split: str | None = None) -> Any:
+  """split → random-access source of dataset `name` (config.dataset's data and raw dirs); with
+  `split`, that split's source."""
   data_dir = data_dir_path(config.dataset.get('data_dir') or os.environ.get('TFDS_DATA_DIR'))
   if name.partition('/')[0] in _builders():
-    return prepare(name, data_dir, config.dataset.get('raw_data_dir')).as_data_source()
+    return prepare(name, data_dir, config.dataset.get('raw_data_dir')).as_data_source(split)
   try:
-    return tfds.data_source(name, data_dir=data_dir, download=False)
+    return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except Exception as e:  # pylint: disable=broad-except  (TFDS raises several kinds)
     raise UserError(
         f'dataset {name!r} not found ({type(e).__name__}); set dataset.name to one of '
@@ -76,10 +77,17 @@ class Examples:
   def __init__(self, config: ml_collections.ConfigDict, split: str):
     self.config = config.dataset
     sources = load_source(self.config.name, config)
-    if split not in sources:
-      raise UserError(f'dataset {self.config.name!r} has no split {split!r}; '
+    base, bracket, _ = split.partition('[')
+    if base not in sources:
+      raise UserError(f'dataset {self.config.name!r} has no split {base!r}; '
                       f'splits: {sorted(sources)}')
-    self.source = sources[split]
+    self.source = sources[base]
+    if bracket:  # a slice in TFDS's syntax: 'test[:1000]', 'train[10%:]'
+      try:
+        self.source = load_source(self.config.name, config, split)
+      except (AssertionError, ValueError) as e:
+        raise UserError(f'split {split!r}: {str(e).splitlines()[0].rstrip(".")}; write a slice as TFDS does, e.g. {base}[:1000] '
+                        f'or {base}[10%:]') from None
     if len(self.source) == 0:
       raise UserError(f'split {split!r} of dataset {self.config.name!r} is empty')
     # Modalities stored once and joined by id (e.g. AV-MNIST audio, one row per recording).
