@@ -154,3 +154,19 @@ def test_config_defaults():
     assert json.dumps(config[key].to_dict() if hasattr(config[key], 'to_dict') else config[key],
                       sort_keys=True) == json.dumps(
         ref[key].to_dict() if hasattr(ref[key], 'to_dict') else ref[key], sort_keys=True), key
+
+
+def test_shipped_weights_give_the_cross_entropy_gradient_toward_label_and_teacher_mixed():
+  """configs/distill_audio.py: 0.5·CE + 0.5·T²·KL at T = 1 has the logit gradient
+  p − (y + p_teacher)/2, which its docstring gives as the reason its SGD recipe carries over."""
+  cfg = distill_audio.get_config().distill
+  assert (cfg.temperature, cfg.label_weight, cfg.kd_weight) == (1.0, 0.5, 0.5)
+  student, teacher = jax.random.normal(jax.random.key(0), (2, 4, 10)) * 3
+  labels = jax.numpy.array([0, 3, 7, 9])
+
+  def loss(z):
+    label = -jax.numpy.take_along_axis(jax.nn.log_softmax(z), labels[:, None], 1)[:, 0]
+    return (cfg.label_weight * label +
+            cfg.kd_weight * distill.kd_term(z, teacher, cfg.temperature)).sum()
+  expected = jax.nn.softmax(student) - (jax.nn.one_hot(labels, 10) + jax.nn.softmax(teacher)) / 2
+  np.testing.assert_allclose(jax.grad(loss)(student), expected, atol=1e-6)
