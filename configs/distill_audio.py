@@ -6,8 +6,8 @@ log-mel spectrograms, an MLP head, plain SGD, batch 128, 1,300 steps; so the two
 same budget. It minimises 0.5 · the label cross-entropy + 0.5 · T²·KL to the teacher's
 predictions, T = 1: the gradient on the student's logits is then p − (y + p_teacher)/2, the
 cross-entropy's toward a mixture of label and teacher, bounded as the label loss's alone is, so
-the from-scratch recipe (plain SGD at lr 0.1, no clipping) carries over. With T = 4 and both weights 1 the student diverged within 5 steps on
-AV-MNIST; with T = 2 and both weights 1 it stayed at chance for 390 steps. The teacher sees
+the from-scratch recipe (plain SGD at lr 0.1, no clipping) carries over. With T = 4 and both weights 1 the student diverged at step 5 on
+AV-MNIST; with T = 2 and both weights 1 it was still at chance at step 390. The teacher sees
 image and audio, so the dataset config keeps both modalities while the student's model reads
 only the audio.
 
