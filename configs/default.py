@@ -100,9 +100,19 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 def keep_modalities(config: ml_collections.ConfigDict, keep) -> ml_collections.ConfigDict:
-  """Drops every modality not in `keep` from the model and the dataset (unimodal baselines)."""
+  """Drops every modality not in `keep` from the model, the dataset and the robustness
+  evaluators (unimodal baselines). An evaluator left with nothing to vary goes too."""
   for group in (config.model.encoders, config.model.frontends, config.dataset.modalities,
                 config.dataset.joins):
     for modality in [m for m in group if m not in keep]:
       del group[modality]
+  for name, cfg in list(config.get('evals', {}).items()):
+    if cfg.get('type') != 'robustness':
+      continue
+    if 'missing' in cfg:
+      cfg.missing = tuple(m for m in cfg.missing if m in keep)
+    noise = {m: levels for m, levels in (cfg.get('noise') or {}).items() if m in keep}
+    cfg.noise = noise
+    if not noise and (len(keep) < 2 or not cfg.get('missing', True)):
+      del config.evals[name]
   return config

@@ -42,3 +42,18 @@ def test_config_trains_on_synthetic_data(name):
     state, sums = step(state, batch)
     losses.append(float(jax.device_get(sums['loss'] / sums['count'])))
   assert losses[-1] < losses[0], losses
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_config_evaluators_fit_its_model(name, monkeypatch):
+  """Every evaluator of every shipped config (its default and synthetic variants) accepts the
+  config, as the trainer builds them before the first step: a unimodal baseline, for one, must
+  not inherit a robustness condition on a modality it dropped. The data is not read."""
+  from mmjax import evaluators  # pylint: disable=import-outside-toplevel
+  if name in NEEDS_A_RUN:
+    pytest.skip(NEEDS_A_RUN[name])
+  monkeypatch.setattr(input_pipeline, 'eval_data', lambda config, split: None)
+  module = importlib.import_module(f'configs.{name}')
+  for config in (module.get_config(), module.get_config('synthetic')):
+    built = evaluators.build(config, None, parallel.make_mesh())
+    assert set(built) == set(config.evals)
