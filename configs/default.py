@@ -111,8 +111,10 @@ def keep_modalities(config: ml_collections.ConfigDict, keep) -> ml_collections.C
       continue
     if 'missing' in cfg:
       cfg.missing = tuple(m for m in cfg.missing if m in keep)
-    noise = {m: levels for m, levels in (cfg.get('noise') or {}).items() if m in keep}
-    cfg.noise = noise
-    if not noise and (len(keep) < 2 or not cfg.get('missing', True)):
+    if 'noise' in cfg:
+      cfg.noise = {m: levels for m, levels in cfg.noise.items() if m in keep}
+    # Unset, `missing` is every modality when there are several (mmjax.evaluators.Robustness).
+    removes_some = len(keep) > 1 and cfg.get('missing', True)
+    if not cfg.get('noise') and not removes_some:
       del config.evals[name]
   return config

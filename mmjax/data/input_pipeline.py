@@ -86,8 +86,9 @@ class Examples:
       try:
         self.source = load_source(self.config.name, config, split)
       except (AssertionError, ValueError) as e:
-        raise UserError(f'split {split!r}: {str(e).splitlines()[0].rstrip(".")}; write a slice as TFDS does, e.g. {base}[:1000] '
-                        f'or {base}[10%:]') from None
+        reason = str(e).splitlines()[0].rstrip('.')
+        raise UserError(f'split {split!r}: {reason}; write a slice as TFDS does, e.g. '
+                        f'{base}[:1000] or {base}[10%:]') from None
     if len(self.source) == 0:
       raise UserError(f'split {split!r} of dataset {self.config.name!r} is empty')
     # Modalities stored once and joined by id (e.g. AV-MNIST audio, one row per recording).
