@@ -171,6 +171,22 @@ def test_ci_runs_the_readme_test_command_verbatim():
                           'python -m pytest')
 
 
+def test_ci_clears_what_a_fresh_machine_would_not_have_set():
+  """A prebuilt TFDS_DATA_DIR, an absolute raw-data path, a PYTHONPATH or forced devices on the CI
+  machine must not reach the README's command."""
+  env = {**os.environ, 'TFDS_DATA_DIR': '/prebuilt', 'MMJAX_RAW_DATA_DIR': '/abs/data',
+         'PYTHONPATH': str(REPO), 'XLA_FLAGS': '--xla_force_host_platform_device_count=4',
+         'JAX_PLATFORMS': 'cpu', 'VIRTUAL_ENV': '/venv', 'PIP_DEFAULT_TIMEOUT': '60'}
+  proc = subprocess.run(['bash', '.ci/run', '--dry-run'], cwd=REPO, env=env, capture_output=True,
+                        text=True, check=False, timeout=60)
+  assert proc.returncode == 0, proc.stderr
+  [line] = [l for l in proc.stderr.splitlines() if l.startswith('environment: ')]
+  names = set(line.split()[1:])
+  assert not names & {'TFDS_DATA_DIR', 'MMJAX_RAW_DATA_DIR', 'PYTHONPATH', 'XLA_FLAGS',
+                      'JAX_PLATFORMS', 'VIRTUAL_ENV'}, names
+  assert {'PATH', 'HOME', 'PIP_DEFAULT_TIMEOUT'} <= names  # what pip and the shell need stays
+
+
 def test_build_command_is_the_tfds_cli_build_command():
   """`tfds build` (whose console script needs TensorFlow) parses into the same class."""
   import tensorflow_datasets  # pylint: disable=import-outside-toplevel
