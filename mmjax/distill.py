@@ -1,8 +1,10 @@
 """Knowledge distillation from a finished run: `config.objective.name = 'distill'`.
 
 The teacher is a finished run's workdir, `config.distill.teacher`: its model is built from its
-`config.json` and its parameters and batch statistics read once from its latest checkpoint, when
-the objective is built (before the student's workdir is touched). It runs in inference mode on
+`config.json` and its parameters and batch statistics read once, when the objective is built
+(before the student's workdir is touched), from the state its own final evaluators scored: the
+best state of a run that selected one (`select_best`, kept in `<workdir>/best`), else its latest
+checkpoint. It runs in inference mode on
 every batch; its variables are constants of the compiled steps, so they are never differentiated,
 optimised, or written into the student's checkpoints.
 
@@ -60,7 +62,14 @@ class Teacher:
     _check_compatible(self.config, student_config, where)
     self.modalities = modality_order(self.config.model)
     self.model = build_model(self.config)
-    mngr = checkpoint.manager(ckpt_dir, None, create=False)
+    latest = max(checkpoint.steps_on_disk(ckpt_dir))
+    if latest < int(self.config.num_train_steps):
+      logging.warning('%s: its latest checkpoint is step %d of %d; distilling from that', where,
+                      latest, self.config.num_train_steps)
+    # The state the teacher's reported test figures came from: its best one if it selected.
+    best_dir = workdirs.best_dir(workdir)
+    selected = bool(self.config.get('select_best')) and checkpoint.steps_on_disk(best_dir)
+    mngr = checkpoint.manager(best_dir if selected else ckpt_dir, None, create=False)
     try:
       self.step, saved = checkpoint.restore_arrays(
           mngr, ('params', 'batch_stats'), parallel.replicated(parallel.make_mesh()))
@@ -69,10 +78,8 @@ class Teacher:
     self.variables = {'params': saved['params']}
     if saved['batch_stats']:
       self.variables['batch_stats'] = saved['batch_stats']
-    if self.step < int(self.config.num_train_steps):
-      logging.warning('%s: its latest checkpoint is step %d of %d; distilling from that', where,
-                      self.step, self.config.num_train_steps)
-    writers.log('distill: teacher %s step %d (%s)', workdir, self.step,
+    writers.log('distill: teacher %s step %d, %s (%s)', workdir, self.step,
+                f'its best by {self.config.select_best}' if selected else 'its latest',
                 ', '.join(self.modalities))
 
   def __call__(self, batch) -> dict:

@@ -102,6 +102,32 @@ def test_kd_term_is_zero_when_student_matches_teacher():
   np.testing.assert_allclose(distill.kd_term(logits, logits, 3.0), 0.0, atol=1e-6)
 
 
+def test_a_teacher_that_selected_a_best_state_is_distilled_from_that_state(teacher, tmp_path):
+  """A teacher run with `select_best` reported its test figures from `<workdir>/best`, so that
+  is the state distilled from; without selection, its latest checkpoint."""
+  selected = tmp_path / 'selected'
+  shutil.copytree(teacher, selected)
+  config = json.loads((selected / 'config.json').read_text())
+  config['select_best'] = 'validation/accuracy'
+  (selected / 'config.json').write_text(json.dumps(config))
+  # The best state was step 4 of 8 (model selection keeps one checkpoint there).
+  shutil.copytree(workdirs.checkpoint_dir(selected) / '4', workdirs.best_dir(selected) / '4')
+  student = _student(selected)
+  best, last = (distill.Teacher(str(d), student) for d in (selected, teacher))
+  assert (best.step, last.step) == (4, 8)
+  differs = lambda a, b: not np.allclose(np.asarray(a), np.asarray(b))
+  assert any(jax.tree.leaves(jax.tree.map(differs, best.variables, last.variables)))
+  mngr = checkpoint.manager(workdirs.checkpoint_dir(teacher), None, create=False)
+  try:
+    step, saved = checkpoint.restore_arrays(mngr, ('params',), parallel.replicated(
+        parallel.make_mesh()))
+    assert step == 8
+  finally:
+    mngr.close()
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(last.variables['params']),
+               jax.device_get(saved['params']))
+
+
 def _no_checkpoint(teacher, tmp_path):
   path = tmp_path / 'no_ckpt'
   path.mkdir()
