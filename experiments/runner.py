@@ -3,11 +3,10 @@ experiments.zoo).
 
 Each run is `python -m mmjax.main` in a subprocess, in `<root>/runs/<run name>`, its output in
 `<root>/logs/<run name>.log`; a finished run is skipped, an interrupted one resumes. Runs share
-a JAX compilation cache in `<root>/runs/.jax_cache` (unless JAX_COMPILATION_CACHE_DIR is set),
-so runs of one program (e.g. one method on several datasets) compile it once.
+mmjax's persistent compilation cache (`~/.cache/mmjax/jax`, or `$MMJAX_COMPILATION_CACHE`), so
+runs of one program (e.g. one method on several datasets) compile it once.
 """
 
-import os
 import pathlib
 import sys
 import time
@@ -46,7 +45,7 @@ def run_all(experiment, root, timeout_s: int, out=None) -> list[str]:
     print(f'{head}: running{resume}', file=out, flush=True)
     log = pathlib.Path(root) / 'logs' / f'{run.name}.log'
     start = time.time()
-    rc = runs_lib.execute(run, wd, log, timeout_s, _compilation_cache(root))
+    rc = runs_lib.execute(run, wd, log, timeout_s)
     seconds = time.time() - start
     aggregate.record_time(root, run, seconds, rc)
     state = runs_lib.progress(run, wd)
@@ -58,14 +57,6 @@ def run_all(experiment, root, timeout_s: int, out=None) -> list[str]:
       print(f'{head}: FAILED after {took} (exit status {rc}, {state.describe()}); last lines of '
             f'{log}:\n{_tail(log)}', file=out, flush=True)
   return failures
-
-
-def _compilation_cache(root) -> dict:
-  """Runs that compile the same programs (e.g. one method on several datasets) compile once."""
-  if 'JAX_COMPILATION_CACHE_DIR' in os.environ:
-    return {}
-  return {'JAX_COMPILATION_CACHE_DIR': str(pathlib.Path(root).resolve() / aggregate.RUNS_DIR /
-                                           '.jax_cache')}
 
 
 def _tail(path, n: int = 5) -> str:

@@ -16,8 +16,7 @@ RAW_DATA_DIR = pathlib.Path(os.path.abspath(os.path.expanduser(
     os.environ.get('MMJAX_RAW_DATA_DIR') or REPO.parent / 'shared' / 'data')))
 if os.environ.get('MMJAX_RAW_DATA_DIR'):
   os.environ['MMJAX_RAW_DATA_DIR'] = str(RAW_DATA_DIR)
-# Runs started by tests compile from scratch and write nothing to ~/.cache; a test of the
-# persistent compilation cache gives its own directory.
+# Runs started by tests write nothing to ~/.cache; see `compilation_cache` below.
 os.environ['MMJAX_COMPILATION_CACHE'] = 'off'
 
 
@@ -26,6 +25,18 @@ def tfds_data_dir(tmp_path_factory):
   """Every test builds TFDS data into one session directory unless TFDS_DATA_DIR is set."""
   path = os.environ.get('TFDS_DATA_DIR') or str(tmp_path_factory.mktemp('tfds'))
   os.environ['TFDS_DATA_DIR'] = path
+  return path
+
+
+@pytest.fixture(scope='session', autouse=True)
+def compilation_cache(tmp_path_factory):
+  """One persistent compilation cache per test session, in a temporary directory: a program that
+  one test compiled, in this process or in a subprocess, loads in the next (most tests train the
+  same few configs). Tests of the cache itself give their own directory."""
+  path = str(tmp_path_factory.mktemp('jax_cache'))
+  os.environ['MMJAX_COMPILATION_CACHE'] = path
+  from mmjax import compilation  # pylint: disable=import-outside-toplevel
+  compilation.enable_cache(path)
   return path
 
 

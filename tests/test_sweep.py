@@ -4,6 +4,7 @@ metrics.jsonl files, plots, `--quick` end to end, and the README's generated Res
 import json
 import math
 import pathlib
+import re
 import shlex
 import shutil
 
@@ -207,6 +208,11 @@ def test_quick_sweep_end_to_end_skips_finished_runs_and_resumes_an_interrupted_o
   assert '| method | redundant | unique | synergy | n |' in table
   assert 'All 3 runs finished.' in table
   assert (root / 'accuracy.png').stat().st_size > 0
+  # The three runs train one program: the 2nd and 3rd load it from the persistent cache.
+  for run in catalog.get('synthetic_interactions', quick=True).runs[1:]:
+    log = (root / 'logs' / f'{run.name}.log').read_text()
+    loaded = re.search(r'; (\d+) loaded from the persistent compilation cache', log)
+    assert loaded and int(loaded.group(1)) >= 2, log[-2000:]  # its train and eval steps at least
 
   [run] = [r for r in catalog.get('synthetic_interactions', quick=True).runs
            if r.facets['dataset'] == 'unique']
