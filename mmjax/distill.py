@@ -4,9 +4,8 @@ The teacher is a finished run's workdir, `config.distill.teacher`: its model is 
 `config.json` and its parameters and batch statistics read once, when the objective is built
 (before the student's workdir is touched), from the state its own final evaluators scored: the
 best state of a run that selected one (`select_best`, kept in `<workdir>/best`), else its latest
-checkpoint. It runs in inference mode on
-every batch; its variables are constants of the compiled steps, so they are never differentiated,
-optimised, or written into the student's checkpoints.
+checkpoint. It runs in inference mode on every batch; its variables are constants of the compiled
+steps, so they are never differentiated, optimised, or written into the student's checkpoints.
 
 The student minimises, per task t (Hinton, Vinyals & Dean, 2015):
 
