@@ -54,14 +54,15 @@ class Teacher:
       raise UserError(f'{where} does not exist; set it to the workdir of a finished run')
     if not config_path.exists():
       raise UserError(f'{where} has no config.json; set it to the workdir of a finished run')
-    if not checkpoint.steps_on_disk(ckpt_dir):
+    saved_steps = checkpoint.steps_on_disk(ckpt_dir)
+    if not saved_steps:
       raise UserError(f'{where} holds no checkpoint; train the teacher first (or point '
                       'distill.teacher at a finished run)')
     self.config = ml_collections.ConfigDict(json.loads(config_path.read_text(encoding='utf-8')))
     _check_compatible(self.config, student_config, where)
     self.modalities = modality_order(self.config.model)
     self.model = build_model(self.config)
-    latest = max(checkpoint.steps_on_disk(ckpt_dir))
+    latest = max(saved_steps)
     if latest < int(self.config.num_train_steps):
       logging.warning('%s: its latest checkpoint is step %d of %d; distilling from that', where,
                       latest, self.config.num_train_steps)
