@@ -15,6 +15,7 @@ def synthetic_dataset(variant: str = 'redundant') -> ml_collections.ConfigDict:
       'raw_data_dir': None,    # MMJAX_RAW_DATA_DIR when None
       'train_split': 'train',
       'num_workers': 0,        # grain worker processes for decoding (0 = in the main process)
+      'read_threads': 0,       # threads reading batches ahead (0 = one per core, at most 16)
       # modality → TFDS feature and preprocessing (mmjax.data.preprocess)
       'modalities': {
           'image': {'feature': 'image', 'mean': 0.5, 'std': 0.5},

@@ -64,6 +64,31 @@ def test_a_split_slice_evaluates_those_rows_of_the_split():
       input_pipeline.eval_data(config, bad)
 
 
+def test_a_batch_read_at_once_is_the_examples_read_one_by_one():
+  config = small_config(batch_size=32)
+  examples = input_pipeline.Examples(config, 'train')
+  indices, mask = np.array([7, 3, 2999, 3]), np.array([True, False, True, True])
+  rows = [examples(int(i), mask=m) for i, m in zip(indices, mask)]
+  expected = jax.tree.map(lambda *xs: np.stack(xs), *rows)
+  got = examples.batch(indices, mask)
+  assert jax.tree.structure(got) == jax.tree.structure(expected)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+    assert a.dtype == b.dtype
+    np.testing.assert_array_equal(a, b)
+  assert examples.batch(indices)['mask'].all()
+
+
+def test_read_threads_default_to_the_cores_at_most_16(monkeypatch):
+  config = small_config(batch_size=32)
+  monkeypatch.setattr(input_pipeline.os, 'sched_getaffinity', lambda _: set(range(64)),
+                      raising=False)
+  assert input_pipeline.read_threads(config) == 16
+  monkeypatch.setattr(input_pipeline.os, 'sched_getaffinity', lambda _: {0, 1}, raising=False)
+  assert input_pipeline.read_threads(config) == 2
+  config.dataset.read_threads = 5
+  assert input_pipeline.read_threads(config) == 5
+
+
 def test_resumed_iterator_continues_the_same_sequence():
   config = small_config(batch_size=32)
   it = input_pipeline.train_iterator(config)

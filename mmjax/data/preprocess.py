@@ -34,7 +34,7 @@ def audio(x, cfg):
 def text(x, cfg):
   """Token ids (0 = padding) → int32 [max_length]; longer sequences are an error, not a silent cut."""
   x = np.asarray(x, np.int32).reshape(-1)
-  max_length = cfg.max_length
+  max_length = cfg['max_length']
   length = int(np.count_nonzero(x))
   if length > max_length:
     raise UserError(
