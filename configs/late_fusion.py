@@ -43,11 +43,14 @@ def get_config(arg: str = 'avmnist'):
   config.dataset = default.avmnist_dataset('standard')
   config.dataset.modalities.image.update(mean=0.0, std=1.0)   # pixels / 255, as MultiBench
   config.model.frontends = {'audio': default.logmel()}        # 97 frames x 64 mels per 1-s clip
-  # No BatchNorm (MultiBench's LeNet has it): measured, see the docstring.
+  # No BatchNorm (MultiBench's LeNet has it): measured, see the docstring. conv_impl: how the
+  # convolutions are computed ('auto', 'xla', ...; mmjax.models.encoders.conv.Conv2D), the same
+  # function either way.
   config.model.encoders = {
-      'image': {'name': 'lenet', 'channels': 6, 'additional_layers': 3, 'batch_norm': False},
+      'image': {'name': 'lenet', 'channels': 6, 'additional_layers': 3, 'batch_norm': False,
+                'conv_impl': 'auto'},
       'audio': {'name': 'lenet', 'channels': 6, 'additional_layers': 5, 'batch_norm': False,
-                'input_mean': -3.21, 'input_std': 2.14}}
+                'input_mean': -3.21, 'input_std': 2.14, 'conv_impl': 'auto'}}
   config.model.head = {'hidden': (100,), 'dropout': 0.0}
   config.batch_size = 128
   config.num_train_steps = 1300   # 3 epochs of 55,000 (3.03)

@@ -105,3 +105,50 @@ def test_padding_does_not_change_text_encoding(name, kwargs):
   np.testing.assert_allclose(short.pooled, long.pooled, atol=1e-5)
   np.testing.assert_allclose(short.tokens[:, :n], long.tokens[:, :n], atol=1e-5)
   assert short.token_mask.sum() == long.token_mask.sum() == n
+
+
+# (input shape, kernel size, input channels → features): the LeNets' layers, an even kernel and
+# a map smaller than the kernel.
+CONV_CASES = [((97, 64), 5, 1, 6), ((28, 28), 5, 1, 6), ((6, 4), 3, 48, 96), ((3, 2), 3, 96, 8),
+              ((1, 1), 3, 4, 8), ((14, 14), 3, 6, 12), ((9, 7), 4, 3, 5), ((5, 6), 2, 1, 3)]
+
+
+@pytest.mark.parametrize('shape,k,cin,cout', CONV_CASES)
+def test_every_conv_formulation_is_nn_conv(shape, k, cin, cout):
+  """Conv2D computes nn.Conv's function with nn.Conv's parameters in each formulation: the same
+  initial values, outputs and gradients (to float32 rounding)."""
+  from mmjax.models.encoders.conv import Conv2D  # pylint: disable=import-outside-toplevel
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(3, *shape, cin)), jnp.float32)
+  ref = nn.Conv(cout, (k, k), padding='SAME')
+  params = ref.init(_key(0), x)
+  impls = ['xla', 'auto'] + (['patches'] if k % 2 else []) + (['shift'] if cin == 1 else [])
+  want = jax.value_and_grad(lambda p, x: (ref.apply(p, x) ** 2).sum(), (0, 1))(params, x)
+  for impl in impls:
+    conv = Conv2D(cout, (k, k), impl=impl)
+    got_params = conv.init(_key(0), x)
+    jax.tree.map(np.testing.assert_array_equal, got_params, params)
+    got = jax.jit(jax.value_and_grad(lambda p, x, conv=conv: (conv.apply(p, x) ** 2).sum(),
+                                     (0, 1)))(params, x)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), got, want)
+
+
+def test_auto_conv_picks_the_formulation_the_docs_state():
+  from mmjax.models.encoders.conv import choose_conv_impl  # pylint: disable=import-outside-toplevel
+  assert choose_conv_impl('auto', (128, 97, 64, 1), (5, 5, 1, 6), 'cpu') == 'shift'
+  assert choose_conv_impl('auto', (128, 6, 4, 48), (3, 3, 48, 96), 'cpu') == 'patches'
+  assert choose_conv_impl('auto', (128, 48, 32, 6), (3, 3, 6, 12), 'cpu') == 'xla'
+  assert choose_conv_impl('auto', (128, 6, 4, 1), (2, 2, 1, 6), 'cpu') == 'xla'   # even kernel
+  for backend in ('gpu', 'tpu'):
+    assert choose_conv_impl('auto', (128, 97, 64, 1), (5, 5, 1, 6), backend) == 'xla'
+  assert choose_conv_impl('patches', (128, 97, 64, 1), (5, 5, 1, 6), 'gpu') == 'patches'
+
+
+def test_conv_impl_errors_name_the_fix():
+  from mmjax.errors import UserError  # pylint: disable=import-outside-toplevel
+  from mmjax.models.encoders.conv import Conv2D  # pylint: disable=import-outside-toplevel
+  x = jnp.zeros((1, 8, 8, 2))
+  with pytest.raises(UserError, match="conv_impl='gemm'; valid values: auto, xla, shift"):
+    Conv2D(4, (3, 3), impl='gemm').init(_key(0), x)
+  with pytest.raises(UserError, match="needs one input channel, not 2; use 'auto'"):
+    Conv2D(4, (3, 3), impl='shift').init(_key(0), x)
