@@ -66,6 +66,9 @@ def get_config() -> ml_collections.ConfigDict:
   # JAX's persistent compilation cache: 'auto' ($MMJAX_COMPILATION_CACHE, else
   # ~/.cache/mmjax/jax), 'off', or a directory (mmjax.compilation)
   config.compilation_cache = 'auto'
+  # A jax.profiler trace of steps first_step+1 .. first_step+num_steps in <workdir>/profile
+  # (num_steps=0: none); `python -m mmjax.profiling --workdir=DIR` summarises it.
+  config.profile = {'first_step': 0, 'num_steps': 0}
 
   # What is minimised (mmjax.objectives) and what is measured (mmjax.evaluators). Every
   # evaluator also runs once at the end; every_steps=0 runs it only then.
@@ -86,7 +89,7 @@ def get_config() -> ml_collections.ConfigDict:
       'text': {'name': 'lstm', 'vocab_size': 64, 'hidden': (64, 64)},
   }
   config.model.fusion = {'name': 'late_fusion'}
-  config.model.head = {'hidden': (128, 64), 'dropout': 0.5}
+  config.model.head = {'hidden': (128, 64), 'dropout': 0.5, 'init': 'flax'}  # init: or 'torch'
   config.model.unimodal_heads = {}  # task-level fusion: e.g. {'hidden': (64,)} adds a head per modality
 
   config.optimizer = ml_collections.ConfigDict()

@@ -51,7 +51,7 @@ def get_config(arg: str = 'avmnist'):
                 'conv_impl': 'auto'},
       'audio': {'name': 'lenet', 'channels': 6, 'additional_layers': 5, 'batch_norm': False,
                 'input_mean': -3.21, 'input_std': 2.14, 'conv_impl': 'auto'}}
-  config.model.head = {'hidden': (100,), 'dropout': 0.0}
+  config.model.head = {'hidden': (100,), 'dropout': 0.0, 'init': 'flax'}
   config.batch_size = 128
   config.num_train_steps = 1300   # 3 epochs of 55,000 (3.03)
   config.log_every_steps = 50

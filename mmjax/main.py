@@ -16,6 +16,7 @@ from ml_collections import config_flags
 
 from mmjax import compilation
 from mmjax import parallel
+from mmjax import profiling
 from mmjax import train
 from mmjax.errors import UserError
 
@@ -157,7 +158,10 @@ def main(argv):
   config = _load_config()
   _check_override_types(sys.argv)
   try:
-    compilation.enable_cache(config.get('compilation_cache', 'auto'))
+    # A profiled run compiles its train step afresh: a cached executable has no per-operation
+    # trace events and dumps no HLO.
+    profiled = profiling.configure_xla(config, FLAGS.workdir)
+    compilation.enable_cache('off' if profiled else config.get('compilation_cache', 'auto'))
     parallel.initialize_distributed(FLAGS.distributed, FLAGS.coordinator_address,
                                     FLAGS.num_processes, FLAGS.process_id)
     logging.info('JAX %s: process %d/%d, %d local / %d global devices (%s)', jax.__version__,

@@ -20,6 +20,7 @@ from mmjax import evaluators
 from mmjax import objectives
 from mmjax import optim
 from mmjax import parallel
+from mmjax import profiling
 from mmjax import selection
 from mmjax import steps
 from mmjax import transfer
@@ -154,7 +155,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer = writers.MetricWriter(workdir, resume_step=start_step, rerun_splits=rerun)
     try:
       state = _train_loop(config, model, objective, tx, mesh, mngr, writer, evals, best, state,
-                          start_step, pending, train_iter, compile_start)
+                          start_step, pending, train_iter, compile_start, workdir)
       if state is None:
         return {}
       results = _final_evaluation(config, state, writer, evals, best)
@@ -211,7 +212,7 @@ def _run_evaluator(evaluator, state, writer, step, extra=None) -> list[dict]:
 
 
 def _train_loop(config, model, objective, tx, mesh, mngr, writer, evals, best, state,
-                start_step, pending, train_iter, compile_start):
+                start_step, pending, train_iter, compile_start, workdir):
   """Trains from `start_step` to config.num_train_steps; the final state, or None if preempted."""
   train_step = steps.make_train_step(config, model, objective, tx, mesh)
   preemption = Preemption(mngr)
@@ -232,10 +233,13 @@ def _train_loop(config, model, objective, tx, mesh, mngr, writer, evals, best, s
   last_time, last_step = time.time(), start_step
   step = start_step
   batches = _DeviceBatches(train_iter, mesh)
+  tracer = profiling.Tracer(config, workdir)
   try:
     while step < total:
+      tracer.before(step + 1)
       state, sums = train_step(state, batches.take())
       step += 1
+      tracer.after(step, state)
       if step < total:
         batches.prefetch()
       pending.append(sums)
@@ -281,4 +285,5 @@ def _train_loop(config, model, objective, tx, mesh, mngr, writer, evals, best, s
     mngr.wait_until_finished()
     return state
   finally:
+    tracer.stop()  # an interrupted trace still ends and is written
     preemption.close()

@@ -251,3 +251,23 @@ def test_the_nonfinite_guard_compiles_to_a_program_linear_in_the_parameter_count
       ok = ok & jnp.isfinite(x).all()
     return ok
   assert ratio(chained) > 8  # what the guard avoids, still so in this XLA
+
+
+def test_a_profiled_run_traces_its_steps_and_names_their_layers(tmp_path):
+  """config.profile traces exactly the configured steps, with an event per XLA operation on a
+  CPU, and `python -m mmjax.profiling` names the layers the time went to."""
+  from mmjax import profiling  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / 'run'
+  proc = run_python(['-m', 'mmjax.main', '--config=tests/scripts/tiny_config.py',
+                     f'--workdir={workdir}', '--config.profile.first_step=2',
+                     '--config.profile.num_steps=3'])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  summary = profiling.summarize(workdir)
+  assert summary['steps'] == 3
+  assert summary['ops'] and all(r['ms_per_step'] > 0 for r in summary['ops'])
+  assert abs(sum(r['share'] for r in profiling.summarize(workdir, top=10**6)['ops']) - 1) < 1e-6
+  assert any('encoders_image' in r['layer'] for r in summary['ops']), summary['ops']
+  printed = run_python(['-m', 'mmjax.profiling', f'--workdir={workdir}'])
+  assert printed.returncode == 0 and ': 3 train steps' in printed.stdout, printed.stderr[-2000:]
+  missing = run_python(['-m', 'mmjax.profiling', f'--workdir={tmp_path / "none"}'])
+  assert missing.stderr.strip().splitlines()[-1].startswith('mmjax: error: no trace under')

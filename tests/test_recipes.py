@@ -24,6 +24,7 @@ import pytest
 
 from configs import default, late_fusion
 from mmjax.data import avmnist
+from mmjax.errors import UserError
 from mmjax.models.encoders.conv import lenet
 from mmjax.models.model import build_model
 from tests.conftest import REPO
@@ -425,3 +426,23 @@ def test_main_job_log_mel_constants_are_its_training_mean_and_std():
   values = np.concatenate([np.asarray(logmel(next(it)['inputs']['audio'])) for _ in range(8)])
   assert abs(values.mean() - audio.input_mean) < 0.1, values.mean()
   assert abs(values.std() / audio.input_std - 1) < 0.05, values.std()
+
+
+def test_torch_head_init_is_pytorch_linear_default():
+  """model.head.init='torch': every Dense of the head has weights and biases in
+  +-1/sqrt(fan_in), spread uniformly (std bound/sqrt(3)); 'flax' keeps zero biases."""
+  from mmjax.models.heads import TaskHeads  # pylint: disable=import-outside-toplevel
+  x = np.zeros((2, 240), np.float32)
+  params = TaskHeads({'label': 10}, hidden=(100,), dropout=0.0, init='torch').init(
+      jax.random.key(0), x)['params']['label']
+  for name, fan_in in (('Dense_0', 240), ('Dense_1', 100)):
+    bound = fan_in ** -0.5
+    for leaf in ('kernel', 'bias'):
+      values = np.asarray(params[name][leaf])
+      assert np.abs(values).max() <= bound
+      assert abs(values.std() - bound / np.sqrt(3)) < 0.15 * bound, (name, leaf)
+  flax_params = TaskHeads({'label': 10}, hidden=(100,), init='flax').init(
+      jax.random.key(0), x)['params']['label']
+  assert not np.asarray(flax_params['Dense_0']['bias']).any()
+  with pytest.raises(UserError, match="model.head.init='pytorch'; valid values: flax, torch"):
+    TaskHeads({'label': 10}, hidden=(100,), init='pytorch').init(jax.random.key(0), x)
