@@ -52,10 +52,12 @@ class Tracer:
   def __init__(self, config, workdir):
     self._window, self._dir, self._on = window(config), profile_dir(workdir), False
 
-  def before(self, step: int) -> None:
-    """Called before dispatching `step`."""
+  def before(self, step: int, state) -> None:
+    """Called before dispatching `step`; waits for the step before it, so the trace holds
+    exactly the window's steps."""
     if self._window and step == self._window[0]:
       import jax  # pylint: disable=import-outside-toplevel
+      jax.block_until_ready(state)
       jax.profiler.start_trace(self._dir)
       self._on = True
 
@@ -73,21 +75,39 @@ class Tracer:
       self._on = False
 
 
+_INSTRUCTION = re.compile(r'\s*(ROOT )?%?([\w.\-]+) = (\S+) ([\w\-]+)\(')
+
+
 def _layers(hlo_dir: str) -> dict[str, str]:
-  """HLO operation name → the op_name of its metadata (the model path, e.g.
-  `.../encoders_audio/Conv_5/...`), from the dumped optimised train step."""
-  names = {}
+  """HLO operation name → what it computes: the op_name of its metadata (the model path, e.g.
+  `.../encoders_audio/Conv_5/...`), else that of the root of the computation it calls (a
+  fusion), else that root's opcode and shape; from the dumped optimised train step."""
+  own, calls, roots = {}, {}, {}
   for path in glob.glob(os.path.join(hlo_dir, '*train_step*after_optimizations.txt')):
+    computation = None
     for line in open(path, encoding='utf-8'):
-      m = re.match(r'\s*(?:ROOT )?%?([\w.\-]+) = .*?op_name="([^"]+)"', line)
-      if m:
-        names[m.group(1)] = m.group(2)
-  return names
+      head = re.match(r'(?:ENTRY )?%?([\w.\-]+) \(', line)
+      if head and not line.startswith(' '):
+        computation = head.group(1)
+        continue
+      m = _INSTRUCTION.match(line)
+      if not m:
+        continue
+      is_root, name, shape, opcode = m.groups()
+      op_name = re.search(r'op_name="([^"]+)"', line)
+      own[name] = op_name.group(1) if op_name else ''
+      called = re.search(r'calls=%?([\w.\-]+)', line)
+      if called:
+        calls[name] = called.group(1)
+      if is_root and computation:
+        roots[computation] = own[name] or f'{opcode} {shape.split("{")[0]}'
+  return {name: layer or roots.get(calls.get(name, ''), '') for name, layer in own.items()}
 
 
 def summarize(workdir, top: int = 25) -> dict:
   """The operations that took the most time per traced step, from the newest trace in
-  `<workdir>/profile`: {'trace', 'steps', 'ops': [{'op', 'ms_per_step', 'share', 'layer'}]}."""
+  `<workdir>/profile`: {'trace', 'steps' (configured), 'executions' (of most operations in the
+  trace), 'ops': [{'op', 'ms_per_step', 'share', 'layer'}]}."""
   root = profile_dir(workdir)
   traces = sorted(glob.glob(os.path.join(root, 'plugins', 'profile', '*', '*.trace.json.gz')))
   if not traces:
@@ -97,12 +117,17 @@ def summarize(workdir, top: int = 25) -> dict:
          and 'train_step' in e['args'].get('hlo_module', '')]
   if not ops:
     raise UserError(f'{traces[-1]} holds no XLA operation events of the train step')
-  steps = len({e['args'].get('run_id') for e in ops}) or 1
-  total = collections.Counter()
+  config = json.loads((workdirs.resolve(workdir) / 'config.json').read_text())
+  steps = int(config.get('profile', {}).get('num_steps', 0)) or 1
+  total, runs = collections.Counter(), collections.Counter()
   for e in ops:
     total[e['args']['hlo_op']] += e.get('dur', 0.0)
+    runs[e['args']['hlo_op']] += 1
   layers, overall = _layers(os.path.join(root, 'hlo')), sum(total.values())
-  return {'trace': traces[-1], 'steps': steps,
+  # How many times most operations ran: the number of steps in the trace, which should be
+  # the configured one.
+  executions = collections.Counter(runs.values()).most_common(1)[0][0]
+  return {'trace': traces[-1], 'steps': steps, 'executions': executions,
           'ops': [{'op': op, 'ms_per_step': us / 1000 / steps, 'share': us / overall,
                    'layer': layers.get(op, '')} for op, us in total.most_common(top)]}
 
@@ -116,6 +141,9 @@ def main(argv) -> int:
   except UserError as e:
     sys.exit(f'mmjax: error: {e}')
   print(f'{summary["trace"]}: {summary["steps"]} train steps')
+  if summary['executions'] != summary['steps']:
+    print(f'warning: most operations ran {summary["executions"]} times in the trace, not once per '
+          'step; the figures per step are off by that ratio', file=sys.stderr)
   print(f'{"ms/step":>8} {"share":>6}  operation  [layer]')
   for r in summary['ops']:
     layer = re.sub(r'^jit\(train_step\)/', '', r['layer'])

@@ -236,7 +236,7 @@ def _train_loop(config, model, objective, tx, mesh, mngr, writer, evals, best, s
   tracer = profiling.Tracer(config, workdir)
   try:
     while step < total:
-      tracer.before(step + 1)
+      tracer.before(step + 1, state)
       state, sums = train_step(state, batches.take())
       step += 1
       tracer.after(step, state)

@@ -263,7 +263,7 @@ def test_a_profiled_run_traces_its_steps_and_names_their_layers(tmp_path):
                      '--config.profile.num_steps=3'])
   assert proc.returncode == 0, proc.stderr[-3000:]
   summary = profiling.summarize(workdir)
-  assert summary['steps'] == 3
+  assert summary['steps'] == summary['executions'] == 3  # exactly the window's steps traced
   assert summary['ops'] and all(r['ms_per_step'] > 0 for r in summary['ops'])
   assert abs(sum(r['share'] for r in profiling.summarize(workdir, top=10**6)['ops']) - 1) < 1e-6
   assert any('encoders_image' in r['layer'] for r in summary['ops']), summary['ops']
