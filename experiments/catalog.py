@@ -23,17 +23,16 @@ ROBUSTNESS_METHODS = ('late_fusion', 'decision_fusion', 'gated_fusion')
 MODALITY_DROPOUT = {'image': 0.3, 'audio': 0.3}
 
 # Full-mode budgets (steps at each config's own batch size), sized from CPU-time measurements of
-# short runs on the 2-core CPU these experiments target. A run's fixed cost dominates there:
-# AV-MNIST late_fusion spends ~105 CPU-s starting, building its input pipeline and compiling
-# (74 s of it the train step), ~27 s per pass over the 10,000 test examples, then 1.2 s per step
-# at batch 128; the synthetic late_fusion ~48 s compiling and 0.4 s per step at batch 64 (runs of
-# one method and seed on the three datasets share compiled programs through the sweep's
-# compilation cache). Hence avmnist_fusion 30 x (132 + 80 x 1.2) s, robustness
-# 18 x (105 + 7 x 27 + 80 x 1.2) s and synthetic_interactions 90 x ~70 s: 105-117 CPU-minutes
-# each, somewhat less wall time on an idle machine, where XLA uses both cores.
+# short runs on the 2-core CPU these experiments target. avmnist_fusion and
+# synthetic_interactions were sized when a run's fixed cost dominated: AV-MNIST late_fusion spent
+# ~105 CPU-s starting and compiling, ~27 s per pass over the 10,000 test examples, then 1.2 s per
+# step at batch 128; the synthetic late_fusion ~48 s compiling and 0.4 s per step at batch 64.
+# Hence avmnist_fusion 30 x (132 + 80 x 1.2) s and synthetic_interactions 90 x ~70 s. Since the
+# main job's step takes ~0.15 s and a test pass ~4 s (docs/performance.md), robustness trains
+# one epoch: 18 x (~15 + 7 x 4 + 430 x ~0.2) s, about 40 minutes.
 AVMNIST_STEPS = 80
 SYNTHETIC_STEPS = 80
-ROBUSTNESS_STEPS = 80
+ROBUSTNESS_STEPS = 430
 QUICK_STEPS = 4
 
 
