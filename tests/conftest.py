@@ -9,6 +9,15 @@ import sys
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# The README's test command passes on a fresh machine whatever the shell that runs it has set:
+# what JAX, XLA, TFDS, mmjax or a child Python would read from the environment (a forced device
+# count, a platform, a prebuilt TFDS_DATA_DIR, a PYTHONPATH) is cleared before anything reads
+# it. The raw data's location is the one input the command gives; a prebuilt TFDS data dir is
+# an explicit option (`--tfds-data-dir`).
+for _name in list(os.environ):
+  if (_name.startswith(('JAX_', 'XLA_', 'TFDS_', 'MMJAX_')) or _name == 'PYTHONPATH') and (
+      _name != 'MMJAX_RAW_DATA_DIR'):
+    del os.environ[_name]
 # Resolved once, here, against the directory pytest started in (the README runs it from the
 # repository root with MMJAX_RAW_DATA_DIR=../shared/data); the absolute path is put back so that
 # links made from it and subprocesses started elsewhere see the same folder.
@@ -20,10 +29,17 @@ if os.environ.get('MMJAX_RAW_DATA_DIR'):
 os.environ['MMJAX_COMPILATION_CACHE'] = 'off'
 
 
+def pytest_addoption(parser):
+  parser.addoption('--tfds-data-dir', default=None,
+                   help='Read (and build missing) TFDS datasets here instead of in a temporary '
+                        'directory of the session.')
+
+
 @pytest.fixture(scope='session', autouse=True)
-def tfds_data_dir(tmp_path_factory):
-  """Every test builds TFDS data into one session directory unless TFDS_DATA_DIR is set."""
-  path = os.environ.get('TFDS_DATA_DIR') or str(tmp_path_factory.mktemp('tfds'))
+def tfds_data_dir(request, tmp_path_factory):
+  """Every test builds TFDS data into one session directory, or `--tfds-data-dir`."""
+  given = request.config.getoption('tfds_data_dir')
+  path = os.path.abspath(given) if given else str(tmp_path_factory.mktemp('tfds'))
   os.environ['TFDS_DATA_DIR'] = path
   return path
 
