@@ -89,7 +89,7 @@ def get_config() -> ml_collections.ConfigDict:
       'text': {'name': 'lstm', 'vocab_size': 64, 'hidden': (64, 64)},
   }
   config.model.fusion = {'name': 'late_fusion'}
-  config.model.head = {'hidden': (128, 64), 'dropout': 0.5, 'init': 'flax'}  # init: or 'torch'
+  config.model.head = {'hidden': (128, 64), 'dropout': 0.5, 'param_init': 'flax'}  # or 'torch'
   config.model.unimodal_heads = {}  # task-level fusion: e.g. {'hidden': (64,)} adds a head per modality
 
   config.optimizer = ml_collections.ConfigDict()

@@ -429,11 +429,11 @@ def test_main_job_log_mel_constants_are_its_training_mean_and_std():
 
 
 def test_torch_head_init_is_pytorch_linear_default():
-  """model.head.init='torch': every Dense of the head has weights and biases in
+  """model.head.param_init='torch': every Dense of the head has weights and biases in
   +-1/sqrt(fan_in), spread uniformly (std bound/sqrt(3)); 'flax' keeps zero biases."""
   from mmjax.models.heads import TaskHeads  # pylint: disable=import-outside-toplevel
   x = np.zeros((2, 240), np.float32)
-  params = TaskHeads({'label': 10}, hidden=(100,), dropout=0.0, init='torch').init(
+  params = TaskHeads({'label': 10}, hidden=(100,), dropout=0.0, param_init='torch').init(
       jax.random.key(0), x)['params']['label']
   for name, fan_in in (('Dense_0', 240), ('Dense_1', 100)):
     bound = fan_in ** -0.5
@@ -441,8 +441,9 @@ def test_torch_head_init_is_pytorch_linear_default():
       values = np.asarray(params[name][leaf])
       assert np.abs(values).max() <= bound
       assert abs(values.std() - bound / np.sqrt(3)) < 0.15 * bound, (name, leaf)
-  flax_params = TaskHeads({'label': 10}, hidden=(100,), init='flax').init(
+  flax_params = TaskHeads({'label': 10}, hidden=(100,), param_init='flax').init(
       jax.random.key(0), x)['params']['label']
   assert not np.asarray(flax_params['Dense_0']['bias']).any()
-  with pytest.raises(UserError, match="model.head.init='pytorch'; valid values: flax, torch"):
-    TaskHeads({'label': 10}, hidden=(100,), init='pytorch').init(jax.random.key(0), x)
+  with pytest.raises(UserError,
+                     match="model.head.param_init='pytorch'; valid values: flax, torch"):
+    TaskHeads({'label': 10}, hidden=(100,), param_init='pytorch').init(jax.random.key(0), x)
