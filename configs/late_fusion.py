@@ -27,7 +27,8 @@ As in MultiBench, the LeNet convolutions start from Kaiming-uniform and the head
 from PyTorch's nn.Linear default (`head.param_init='torch'`: weights and biases
 U(+-1/sqrt(fan_in))).
 With flax's LeCun-normal head instead, the logits at initialisation are about three times larger
-and the audio-only model ended lower (seed 0: test 49.0% against 53.3%).
+and the audio-only model ended lower (seeds 0 and 1: test 49.0% and 43.1%, against 53.3% and
+52.5%; docs/datasets.md has the 3-seed figures).
 
 Variants: `configs/late_fusion.py:synthetic` trains on the synthetic tri-modal data instead;
 `configs/late_fusion.py:modality_dropout` trains the main job with each modality absent from an

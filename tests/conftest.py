@@ -9,15 +9,7 @@ import sys
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-# The README's test command passes on a fresh machine whatever the shell that runs it has set:
-# what JAX, XLA, TFDS, mmjax or a child Python would read from the environment (a forced device
-# count, a platform, a prebuilt TFDS_DATA_DIR, a PYTHONPATH) is cleared before anything reads
-# it. The raw data's location is the one input the command gives; a prebuilt TFDS data dir is
-# an explicit option (`--tfds-data-dir`).
-for _name in list(os.environ):
-  if (_name.startswith(('JAX_', 'XLA_', 'TFDS_', 'MMJAX_')) or _name == 'PYTHONPATH') and (
-      _name != 'MMJAX_RAW_DATA_DIR'):
-    del os.environ[_name]
+
 # Resolved once, here, against the directory pytest started in (the README runs it from the
 # repository root with MMJAX_RAW_DATA_DIR=../shared/data); the absolute path is put back so that
 # links made from it and subprocesses started elsewhere see the same folder.
@@ -27,6 +19,24 @@ if os.environ.get('MMJAX_RAW_DATA_DIR'):
   os.environ['MMJAX_RAW_DATA_DIR'] = str(RAW_DATA_DIR)
 # Runs started by tests write nothing to ~/.cache; see `compilation_cache` below.
 os.environ['MMJAX_COMPILATION_CACHE'] = 'off'
+
+
+def clear_shell_environment():
+  """The README's test command passes on a fresh machine whatever the shell that runs it has set:
+  what JAX, XLA, TFDS, mmjax or a child Python would read from the environment (a forced device
+  count, a platform, a prebuilt TFDS_DATA_DIR, a PYTHONPATH) is cleared before a test module
+  imports JAX. The raw data's location is the one input the command gives; a prebuilt TFDS data
+  dir is an explicit option (`--tfds-data-dir`). Only pytest's own process does this: scripts
+  that tests start import this module too, with the variables their test gave them."""
+  for name in list(os.environ):
+    if (name.startswith(('JAX_', 'XLA_', 'TFDS_', 'MMJAX_')) or name == 'PYTHONPATH') and (
+        name != 'MMJAX_RAW_DATA_DIR'):
+      del os.environ[name]
+
+
+def pytest_configure(config):  # pylint: disable=unused-argument
+  clear_shell_environment()
+  os.environ['MMJAX_COMPILATION_CACHE'] = 'off'  # until the session's own cache (below)
 
 
 def pytest_addoption(parser):

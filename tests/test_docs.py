@@ -172,21 +172,29 @@ def test_ci_runs_the_readme_test_command_verbatim():
                           'python -m pytest')
 
 
-def test_the_suite_clears_what_a_fresh_machine_would_not_have_set():
+def test_the_suite_clears_what_a_fresh_machine_would_not_have_set(tmp_path):
   """A forced device count, a platform, a prebuilt TFDS_DATA_DIR, a PYTHONPATH or an mmjax
-  setting in the shell that runs the README's command must not reach the tests."""
+  setting in the shell that runs the README's command must not reach the tests; scripts that
+  tests start keep what their test gives them."""
+  out = tmp_path / 'env.json'
   env = {**os.environ, 'TFDS_DATA_DIR': '/prebuilt', 'MMJAX_RAW_DATA_DIR': '/abs/data',
          'MMJAX_COMPILATION_CACHE': '/elsewhere', 'PYTHONPATH': str(REPO),
          'XLA_FLAGS': '--xla_force_host_platform_device_count=4', 'JAX_PLATFORMS': 'cpu',
-         'PIP_DEFAULT_TIMEOUT': '60'}
-  probe = 'import json, os, tests.conftest; print(json.dumps(dict(os.environ)))'
-  proc = subprocess.run([sys.executable, '-c', probe], cwd=REPO, env=env, capture_output=True,
-                        text=True, check=False, timeout=120)
-  assert proc.returncode == 0, proc.stderr
-  seen = json.loads(proc.stdout.splitlines()[-1])
-  assert not set(seen) & {'TFDS_DATA_DIR', 'PYTHONPATH', 'XLA_FLAGS', 'JAX_PLATFORMS'}, seen
+         'PIP_DEFAULT_TIMEOUT': '60', 'ENV_PROBE_OUT': str(out)}
+  proc = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
+                         'tests/scripts/env_probe.py'], cwd=REPO, env=env, capture_output=True,
+                        text=True, check=False, timeout=300)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+  seen = json.loads(out.read_text())
+  assert not set(seen) & {'PYTHONPATH', 'XLA_FLAGS', 'JAX_PLATFORMS'}, seen
   assert {'PATH', 'HOME', 'PIP_DEFAULT_TIMEOUT', 'MMJAX_RAW_DATA_DIR'} <= set(seen)
-  assert seen['MMJAX_COMPILATION_CACHE'] == 'off'  # the suite's own setting, not the shell's
+  assert seen['TFDS_DATA_DIR'] != '/prebuilt'  # the session's own directory
+  assert seen['MMJAX_COMPILATION_CACHE'] != '/elsewhere'  # likewise
+  # A script a test starts imports the conftest too, and keeps its variables.
+  child = subprocess.run([sys.executable, '-c', 'import os, tests.conftest; '
+                          'print(os.environ["XLA_FLAGS"])'], cwd=REPO, env=env,
+                         capture_output=True, text=True, check=False, timeout=120)
+  assert child.stdout.strip() == '--xla_force_host_platform_device_count=4', child.stderr
 
 
 def test_build_command_is_the_tfds_cli_build_command():
