@@ -117,8 +117,9 @@ def summarize(workdir, top: int = 25) -> dict:
          and 'train_step' in e['args'].get('hlo_module', '')]
   if not ops:
     raise UserError(f'{traces[-1]} holds no XLA operation events of the train step')
-  config = json.loads((workdirs.resolve(workdir) / 'config.json').read_text())
-  steps = int(config.get('profile', {}).get('num_steps', 0)) or 1
+  run_config = json.loads((workdirs.resolve(workdir) / 'config.json').read_text())
+  first, last = window(run_config) or (1, 1)  # the window the run traced, as it parsed it
+  steps = last - first + 1
   total, runs = collections.Counter(), collections.Counter()
   for e in ops:
     total[e['args']['hlo_op']] += e.get('dur', 0.0)
