@@ -62,6 +62,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.init_from = ''             # a workdir: a fresh run starts from its matching params
   config.init_from_pattern = ''     # regex: copy only the parameters whose path matches it
   config.freeze = ''                # regex: parameters whose path matches it are not trained
+  # Evaluate (and hand to distillation and init_from) an exponential moving average of the
+  # parameters with this decay, e.g. 0.99; 0: the parameters themselves (mmjax.steps.ema_decay)
+  config.ema_decay = 0.0
   config.dtype = 'float32'          # compute dtype: 'float32' or 'bfloat16' (params stay float32)
   # JAX's persistent compilation cache: 'auto' ($MMJAX_COMPILATION_CACHE, else
   # ~/.cache/mmjax/jax), 'off', or a directory (mmjax.compilation)

@@ -11,6 +11,8 @@ its own GCS driver). Nothing here depends on the state's field names: the state 
 `restore_arrays` restores whichever top-level fields it is asked for.
 """
 
+import dataclasses
+
 from absl import logging
 import jax
 import orbax.checkpoint as ocp
@@ -90,14 +92,25 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
 
   Checkpoints exist but none restores: a UserError, rather than silently starting over.
   """
+  def restore(step):
+    # A field the state gained after the checkpoint was written restores as its empty value
+    # when this run leaves it empty (ema_params without a moving average).
+    saved = saved_state_tree(mngr, step)
+    fields = {f.name: getattr(abstract_state, f.name) for f in dataclasses.fields(abstract_state)}
+    absent = {k for k, v in fields.items() if k not in saved and not jax.tree.leaves(v)}
+    target = {k: v for k, v in fields.items() if k not in absent} if absent else abstract_state
+    out = mngr.restore(step, args=ocp.args.Composite(**{
+        STATE: ocp.args.StandardRestore(target), DATA: ocp.args.JsonRestore()}))
+    state = abstract_state.replace(**out[STATE]) if absent else out[STATE]
+    return state, out[DATA]
+
   found = _newest_that_restores(
-      mngr, lambda step: mngr.restore(step, args=ocp.args.Composite(**{
-          STATE: ocp.args.StandardRestore(abstract_state), DATA: ocp.args.JsonRestore()})),
+      mngr, restore,
       '; move the damaged ones away to resume from an older one, or use a new --workdir')
   if found is None:
     return None
-  step, out = found
-  return step, out[STATE], out[DATA]
+  step, (state, data) = found
+  return step, state, data
 
 
 def restore_data(mngr: ocp.CheckpointManager, step: int) -> dict:
@@ -129,6 +142,17 @@ def restore_arrays(mngr: ocp.CheckpointManager, keys, sharding):
         partial_restore=True)}))[STATE]
     return {k: {} if out.get(k) is None else out[k] for k in keys}
   return _newest_that_restores(mngr, restore)
+
+
+def restore_model(mngr: ocp.CheckpointManager, sharding):
+  """(step, {'params', 'batch_stats'}) of the model as the run evaluated it: its parameters'
+  moving average where it kept one (config.ema_decay), else its parameters."""
+  restored = restore_arrays(mngr, ('params', 'ema_params', 'batch_stats'), sharding)
+  if restored is None:
+    return None
+  step, saved = restored
+  return step, {'params': saved['ema_params'] or saved['params'],
+                'batch_stats': saved['batch_stats']}
 
 
 def abstract(state):

@@ -16,6 +16,8 @@ def validate(config) -> None:
     raise UserError(f'num_train_steps={config.num_train_steps} must be >= 0 (0 only evaluates)')
   if not config.optimizer.learning_rate > 0:
     raise UserError(f'optimizer.learning_rate={config.optimizer.learning_rate} must be positive')
+  if not 0 <= float(config.get('ema_decay', 0.0)) < 1:
+    raise UserError(f'ema_decay={config.ema_decay} must be in [0, 1) (0: no moving average)')
   if config.on_nonfinite not in ('stop', 'skip'):
     raise UserError(f"on_nonfinite={config.on_nonfinite!r}; valid values: stop, skip")
   for task in config.tasks:

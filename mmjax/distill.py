@@ -71,8 +71,8 @@ class Teacher:
     selected = bool(self.config.get('select_best')) and checkpoint.steps_on_disk(best_dir)
     mngr = checkpoint.manager(best_dir if selected else ckpt_dir, None, create=False)
     try:
-      self.step, saved = checkpoint.restore_arrays(
-          mngr, ('params', 'batch_stats'), parallel.replicated(parallel.make_mesh()))
+      self.step, saved = checkpoint.restore_model(
+          mngr, parallel.replicated(parallel.make_mesh()))
     finally:
       mngr.close()
     self.variables = {'params': saved['params']}

@@ -133,7 +133,7 @@ class Retrieval(evaluators.Evaluator):
     self.modalities = objective.modalities
 
     def embed(state, batch):
-      pooled, _ = objective.apply_model(state.variables(), batch, train=False)
+      pooled, _ = objective.apply_model(state.eval_variables(), batch, train=False)
       _, sums = objective(state.objective_params, pooled, batch)
       return sums, objective.embed(state.objective_params, pooled)
 
@@ -227,7 +227,7 @@ class LinearProbe(evaluators.Evaluator):
     model = build_model(config)
 
     def features(state, batch):
-      encodings = model.apply(state.variables(), batch['inputs'], False, method='encode')
+      encodings = model.apply(state.eval_variables(), batch['inputs'], False, method='encode')
       return {'count': batch['mask'].astype(jnp.float32).sum()}, {
           m: e.pooled.astype(jnp.float32) for m, e in encodings.items()}
 

@@ -33,12 +33,26 @@ class TrainState(flax.struct.PyTreeNode):
   batch_stats: Any
   opt_state: Any         # over {'model': params, 'objective': objective_params}
   nonfinite_steps: jax.Array  # steps whose update was skipped for a non-finite loss/gradient
+  ema_params: Any = flax.struct.field(default_factory=dict)  # {} unless config.ema_decay > 0
 
   def trainable(self):
     return {'model': self.params, 'objective': self.objective_params}
 
   def variables(self):
     return {'params': self.params, **({'batch_stats': self.batch_stats} if self.batch_stats else {})}
+
+  def eval_variables(self):
+    """The model as evaluators, distillation and init_from see it: the parameters' moving
+    average when the run keeps one (config.ema_decay), else the parameters."""
+    return {**self.variables(), 'params': self.ema_params or self.params}
+
+
+def ema_decay(config, step) -> jax.Array:
+  """The moving average's decay at `step` (counted from 0): `config.ema_decay`, lower early on,
+  min(decay, (1 + step) / (10 + step)) as tf.train.ExponentialMovingAverage's num_updates, so
+  the average soon forgets the initialisation."""
+  decay = float(config.get('ema_decay', 0.0))
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
 def _step_key(config, step):
@@ -109,7 +123,8 @@ def init_state(config, model, objective, tx, example_batch, mesh) -> TrainState:
                       objective_params=objective_params,
                       batch_stats=variables.get('batch_stats', {}),
                       opt_state=tx.init({'model': params, 'objective': objective_params}),
-                      nonfinite_steps=jnp.zeros((), jnp.int32))
+                      nonfinite_steps=jnp.zeros((), jnp.int32),
+                      ema_params=params if config.get('ema_decay', 0.0) else {})
   example = jax.tree.map(lambda x: x[:1], example_batch)
   return jax.jit(init, out_shardings=parallel.replicated(mesh))(example)
 
@@ -173,9 +188,13 @@ def make_train_step(config, model, objective, tx, mesh):
     ok = finite_step(loss, grad_norm, (new, batch_stats))
     # A non-finite step leaves the state as it was, so nothing non-finite is ever saved.
     keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(ok, x, y), a, b)
+    params = keep(new['model'], state.params)
+    decay = ema_decay(config, state.step)
     new_state = TrainState(
         step=state.step + 1,
-        params=keep(new['model'], state.params),
+        params=params,
+        ema_params=jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params,
+                                params) if state.ema_params else {},
         objective_params=keep(new['objective'], state.objective_params),
         batch_stats=keep(batch_stats, state.batch_stats),
         opt_state=keep(opt_state, state.opt_state),
@@ -197,7 +216,7 @@ def make_eval_step(config, model, objective, mesh):
   del model
 
   def eval_step(state, batch):
-    outputs, _ = objective.apply_model(_in_compute_dtype(config, state.variables()), batch,
+    outputs, _ = objective.apply_model(_in_compute_dtype(config, state.eval_variables()), batch,
                                        train=False)
     return objective(state.objective_params, outputs, batch)[1]
 

@@ -35,8 +35,7 @@ def init_from_checkpoint(config, state, mesh):
   source = config.init_from
   mngr = checkpoint.manager(source_checkpoints(source), None, create=False)
   try:
-    step, saved = checkpoint.restore_arrays(mngr, ('params', 'batch_stats'),
-                                            parallel.replicated(mesh))
+    step, saved = checkpoint.restore_model(mngr, parallel.replicated(mesh))
   finally:
     mngr.close()
   saved = {optim.param_path(p): x for p, x in jax.tree_util.tree_leaves_with_path(saved)}

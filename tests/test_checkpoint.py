@@ -95,6 +95,48 @@ def test_restore_arrays_reads_only_the_fields_asked_for(tmp_path):
   assert tree['params']['dense']['kernel'].shape == (2, 5)
 
 
+class StateWithAverage(State):
+  ema_params: Any = flax.struct.field(default_factory=dict)
+
+
+def test_a_state_field_added_since_the_checkpoint_restores_empty(tmp_path):
+  """A checkpoint from before the state had ema_params resumes a run that keeps none, and not
+  one that keeps a moving average."""
+  _save(tmp_path / 'ckpt', [2])
+  fresh = _state()
+  mngr = checkpoint.manager(tmp_path / 'ckpt', None)
+  try:
+    without = StateWithAverage(**vars(fresh))
+    step, state, _ = checkpoint.restore_latest(mngr, checkpoint.abstract(without))
+    assert step == 2 and isinstance(state, StateWithAverage) and state.ema_params == {}
+    np.testing.assert_array_equal(state.params['dense']['kernel'], 2 * np.ones((2, 3)))
+    with pytest.raises(UserError, match='restores'):
+      checkpoint.restore_latest(mngr, checkpoint.abstract(without.replace(
+          ema_params=fresh.params)))
+  finally:
+    mngr.close()
+
+
+def test_restore_model_gives_the_moving_average_where_there_is_one(tmp_path):
+  _save(tmp_path / 'plain', [1])
+  mngr = checkpoint.manager(tmp_path / 'averaged', None)
+  try:
+    plain = _state(1.0)
+    checkpoint.save(mngr, 1, StateWithAverage(**vars(plain), ema_params=_state(5.0).params), {})
+    mngr.wait_until_finished()
+  finally:
+    mngr.close()
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  for name, value in (('plain', 1.0), ('averaged', 5.0)):
+    mngr = checkpoint.manager(tmp_path / name, None, create=False)
+    try:
+      step, saved = checkpoint.restore_model(mngr, sharding)
+    finally:
+      mngr.close()
+    assert step == 1 and saved['batch_stats'] == {}
+    np.testing.assert_array_equal(saved['params']['dense']['kernel'], value * np.ones((2, 3)))
+
+
 def test_no_checkpoint_restores(tmp_path):
   _save(tmp_path / 'ckpt', [1])
   for f in (tmp_path / 'ckpt' / '1').rglob('*'):

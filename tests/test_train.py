@@ -59,8 +59,35 @@ def test_checkpoint_round_trip(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state), jax.device_get(restored))
 
 
+def test_evaluators_see_the_moving_average_of_the_parameters():
+  from mmjax import parallel, steps  # pylint: disable=import-outside-toplevel
+  from mmjax.data import input_pipeline  # pylint: disable=import-outside-toplevel
+  mesh = parallel.make_mesh()
+  config = small_config(ema_decay=0.9)
+  raw = next(input_pipeline.train_iterator(config))
+  batch = parallel.global_batch(raw, mesh)
+  model, objective, tx, state = steps.create(config, raw, mesh)
+  expected = jax.device_get(state.params)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.ema_params), expected)
+  train_step = steps.make_train_step(config, model, objective, tx, mesh)
+  for t in range(3):
+    state, _ = train_step(state, batch)
+    decay = min(0.9, (1 + t) / (10 + t))
+    expected = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, expected,
+                            jax.device_get(state.params))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               jax.device_get(state.ema_params), expected)
+  eval_step = steps.make_eval_step(config, model, objective, mesh)
+  loss = lambda s: float(jax.device_get(eval_step(s, batch))['loss'])
+  averaged = state.replace(params=state.ema_params, ema_params={})
+  assert loss(state) == loss(averaged) != loss(state.replace(ema_params={}))
+  # Without a moving average the state holds none, and checkpoints nothing extra.
+  assert steps.create(small_config(), raw, mesh)[3].ema_params == {}
+
+
 def test_interrupted_run_resumes_to_identical_result(tmp_path):
-  config = small_config(num_train_steps=8, checkpoint_every_steps=4)
+  # With a moving average of the parameters: it too is in the checkpoint and resumes exactly.
+  config = small_config(num_train_steps=8, checkpoint_every_steps=4, ema_decay=0.9)
   full, cut = str(tmp_path / 'full'), str(tmp_path / 'cut')
   train.train_and_evaluate(config, full)
   # An interruption anywhere in steps 5-8 leaves exactly the step-4 checkpoint and older metrics.
@@ -104,6 +131,7 @@ def test_cli_end_to_end(tmp_path):
     ({'optimizer.learning_rate': -1.0}, 'optimizer.learning_rate=-1.0 must be positive'),
     ({'optimizer.name': 'adagrad'}, "unknown optimizer 'adagrad'"),
     ({'optimizer.schedule': 'step'}, "unknown schedule 'step'"),
+    ({'ema_decay': 1.0}, 'ema_decay=1.0 must be in [0, 1)'),
     ({'dataset.name': 'no_such_dataset'}, "dataset 'no_such_dataset' not found"),
 ])
 def test_bad_config_gives_one_line_error(tmp_path, overrides, message, monkeypatch):
