@@ -10,9 +10,17 @@ with no dropout. Plain SGD: lr 0.1, weight decay 1e-4, batch 128, 1,300 steps (3
 55,000), no schedule, no warm-up, no momentum, no clipping. As in MultiBench, the test figures
 are those of the best-validation state: validation accuracy is measured 9 times in training
 (every 0.3 epoch) and at the end, and the final evaluators score the state where it peaked
-(`select_best`).
+(`select_best`). Evaluators see an exponential moving average of the parameters with decay
+0.99 (`ema_decay`: it weighs about the last hundred updates), not the parameters of the last
+step.
 
-Departures from MultiBench: its example feeds 112x112 spectrograms (its AV-MNIST's own) scaled to
+Departures from MultiBench: it evaluates the parameters themselves. At a constant lr 0.1 they
+are noisy: over seeds 0, 1, 2 the late-fusion model's validation accuracy fell by up to 12
+points from one check to the next, and the best-validation state scored test 76.0%, 79.9%,
+77.4% (audio-only 53.3%, 52.5%, 46.1%). With the moving average, late fusion's validation
+accuracy never fell by more than 0.1 point (audio-only's by 2.0), and the best-validation state
+scored test 80.3%, 81.7%, 78.6% (audio-only 51.4%, 57.8%, 45.4%; docs/datasets.md).
+Its example feeds 112x112 spectrograms (its AV-MNIST's own) scaled to
 [0, 1], trains 30 epochs at batch 40 and picks the best validation among whole epochs (here among
 every 0.3 epoch, so that 3 epochs offer 10 candidates); its trainer clips the
 gradient norm at 8 and decays every parameter, where mmjax decays kernels only. Its LeNet has a
@@ -76,6 +84,7 @@ def get_config(arg: str = 'avmnist'):
   config.optimizer.nesterov = False
   config.optimizer.weight_decay = 1e-4
   config.optimizer.grad_clip_norm = 0.0
+  config.ema_decay = 0.99            # not MultiBench's: see the docstring
   if arg == 'modality_dropout':
     config.modality_dropout = {'image': 0.3, 'audio': 0.3}
   return config

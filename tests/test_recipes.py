@@ -52,6 +52,7 @@ PATTERNS = {
     'no_momentum': r'\bno momentum\b',
     'momentum': rf'\bmomentum\s+{NUM}',
     'no_clipping': r'\bno (?:gradient )?clipping\b',
+    'ema': rf'\bmoving average of the parameters with decay\s+{NUM}',
     'n_mels': r'\b(\d+)-bin log-mel\b',
     'hop': r'\bhop(?: length)?\s+(\d+)\b',
     'window': r'\b(\d+)-sample window\b',
@@ -182,6 +183,9 @@ def contradictions(found: list[Claim], config, name: str = '') -> list[str]:
             f'optimizer.momentum={opt.get("momentum")}')
     elif c.kind == 'no_clipping':
       check(c, not opt.get('grad_clip_norm', 0), f'optimizer.grad_clip_norm={opt.grad_clip_norm}')
+    elif c.kind == 'ema':
+      check(c, np.isclose(config.get('ema_decay', 0.0), _num(g[0])),
+            f'ema_decay={config.get("ema_decay", 0.0)}')
     elif c.kind in ('n_mels', 'hop', 'window', 'spectrogram'):
       if 'audio' not in model.encoders:
         continue
@@ -329,6 +333,14 @@ def test_the_checker_catches_the_old_contradictions():
     assert expected in problems, problems
   # ...and says nothing about what was right.
   assert 'learning_rate' not in problems and 'batch_size' not in problems, problems
+
+
+def test_the_checker_catches_a_wrong_moving_average_decay():
+  config = late_fusion.get_config()
+  text = 'Evaluators see an exponential moving average of the parameters with decay {}.'
+  assert contradictions(claims(text.format(config.ema_decay)), config) == []
+  assert contradictions(claims(text.format(0.999)), config) == [
+      f': "moving average of the parameters with decay 0.999" but ema_decay={config.ema_decay}']
 
 
 def test_the_checker_skips_paragraphs_about_another_system():
