@@ -125,3 +125,25 @@ def test_spec_augment_masks_only_in_training():
   changed = np.asarray(clean != masked)
   assert changed.any() and changed.mean() < 0.6  # some, not all, time-frequency bins replaced
   np.testing.assert_array_equal(clean, front.apply({}, wave, train=False))
+
+
+def test_processes_sharing_a_data_dir_build_a_dataset_once(tmp_path):
+  """Two processes (hosts on a shared file system, parallel test workers) ask for the same
+  unbuilt dataset at the same moment: one builds it, the other waits and reads it."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  from tests.conftest import REPO  # pylint: disable=import-outside-toplevel
+  data_dir, ready = tmp_path / 'tfds', tmp_path / 'ready'
+  ready.mkdir()
+  env = dict(__import__('os').environ, PYTHONPATH=str(REPO))
+  procs = [subprocess.Popen(
+      ['timeout', '-k', '10', '300', sys.executable, 'tests/scripts/prepare_together.py',
+       'synthetic/unique', str(data_dir), str(ready), me, other],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for me, other in (('a', 'b'), ('b', 'a'))]
+  outs = [p.communicate() for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  lines = [out.split() for out, _ in outs]
+  assert sorted(line.count('built') for line in lines) == [0, 1]
+  assert all(line[-2:] == ['examples', '3000'] for line in lines)

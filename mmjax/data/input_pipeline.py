@@ -10,6 +10,7 @@ contiguous block [b*B + p*B/P, b*B + (p+1)*B/P), so the global batch is the same
 order for any number of processes, and resuming is just restoring the iterator's position.
 """
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -20,6 +21,11 @@ import jax
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
+
+try:
+  import fcntl
+except ImportError:  # not on Windows: builds there are not locked
+  fcntl = None
 
 from mmjax import workdir as workdirs
 from mmjax.data import preprocess
@@ -49,11 +55,35 @@ def prepare(name: str, data_dir: str | None = None, raw_dir: str | None = None):
   kwargs = {'config': variant} if variant else {}
   if issubclass(cls, RawDataBuilder):
     kwargs['raw_dir'] = raw_dir
-  builder = cls(data_dir=data_dir_path(data_dir), file_format='array_record', **kwargs)
+  make = lambda: cls(data_dir=data_dir_path(data_dir), file_format='array_record', **kwargs)
+  builder = make()
   if not builder.is_prepared():
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    with _build_lock(builder):
+      builder = make()  # another process may have built it while this one waited
+      if not builder.is_prepared():
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False))
   return builder
+
+
+@contextlib.contextmanager
+def _build_lock(builder):
+  """An exclusive file lock in the data dir while a dataset builds, so that processes sharing
+  the dir (the hosts of a run on a shared file system, runs started together, parallel test
+  workers) build it once: the others wait, then find it prepared. A bucket (gs://) has no file
+  locks: build there once beforehand (`python -m mmjax.data.build`)."""
+  root = os.fspath(builder.data_dir_root)
+  if fcntl is None or '://' in root:
+    yield
+    return
+  os.makedirs(root, exist_ok=True)
+  name = builder.info.full_name.replace('/', '-')
+  with open(os.path.join(root, f'.{name}.lock'), 'w', encoding='utf-8') as f:
+    fcntl.lockf(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.lockf(f, fcntl.LOCK_UN)
 
 
 def load_source(name: str, config, split: str | None = None) -> Any:
