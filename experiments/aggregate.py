@@ -30,23 +30,49 @@ def workdir(root, run: runs_lib.Run) -> pathlib.Path:
   return pathlib.Path(root) / RUNS_DIR / run.name
 
 
-def record_time(root, run: runs_lib.Run, seconds: float, exit_status: int) -> None:
-  """Appends one attempt's wall time to <root>/logs/timings.jsonl (the sweep's own record)."""
+def record_time(root, run: runs_lib.Run, seconds: float, exit_status: int, start: float,
+                jobs: int = 1) -> None:
+  """Appends one attempt to <root>/logs/timings.jsonl (the sweep's own record): its wall time,
+  when it started (epoch seconds) and how many runs the sweep ran at a time."""
   path = pathlib.Path(root) / 'logs' / TIMINGS
   path.parent.mkdir(parents=True, exist_ok=True)
   with open(path, 'a', encoding='utf-8') as f:
-    f.write(json.dumps({'run': run.name, 'seconds': round(seconds, 1), 'exit': exit_status}) +
-            '\n')
+    f.write(json.dumps({'run': run.name, 'seconds': round(seconds, 1), 'exit': exit_status,
+                        'start': round(start, 1), 'jobs': jobs}) + '\n')
+
+
+def _attempts(root) -> list[dict]:
+  path = pathlib.Path(root) / 'logs' / TIMINGS
+  return list(runs_lib.read_jsonl(path)) if path.exists() else []
 
 
 def wall_times(root) -> dict[str, float]:
   """{run name: seconds over all its attempts} from <root>/logs/timings.jsonl."""
-  path = pathlib.Path(root) / 'logs' / TIMINGS
   out = {}
-  if path.exists():
-    for line in runs_lib.read_jsonl(path):
-      out[line['run']] = out.get(line['run'], 0.0) + line['seconds']
+  for line in _attempts(root):
+    out[line['run']] = out.get(line['run'], 0.0) + line['seconds']
   return out
+
+
+def elapsed(root, names) -> tuple[float, int]:
+  """(seconds during which at least one attempt of the runs `names` was running, the most runs
+  the sweep ran at a time): the union of the attempts' intervals, so runs in parallel count
+  once and the gaps between sweep invocations not at all. Attempts recorded without a start
+  time count as run one after another."""
+  intervals, serial, jobs = [], 0.0, 1
+  for line in _attempts(root):
+    if line['run'] not in names:
+      continue
+    jobs = max(jobs, int(line.get('jobs', 1)))
+    if 'start' in line:
+      intervals.append((line['start'], line['start'] + line['seconds']))
+    else:
+      serial += line['seconds']
+  total, end = 0.0, -math.inf
+  for lo, hi in sorted(intervals):
+    total += max(0.0, hi - max(lo, end))
+    end = max(end, hi)
+  return serial + total, jobs
 
 
 def run_metrics(lines: list[dict], total: int) -> dict:
@@ -78,6 +104,8 @@ class Results:
   rows: list[dict]                 # finished runs
   missing: list[tuple]             # (run, runs.Progress) of every other run
   facets: list[str]                # facet names, in the experiment's order
+  elapsed_s: float = 0.0           # wall time of the finished runs' attempts (`elapsed`)
+  jobs: int = 1                    # the most runs the sweep ran at a time
 
 
 def collect(experiment, root) -> Results:
@@ -95,7 +123,8 @@ def collect(experiment, root) -> Results:
                  'overrides': json.dumps(run.overrides, sort_keys=True), 'step': state.total,
                  **({'wall_s': times[run.name]} if run.name in times else {}),
                  **run_metrics(runs_lib.read_metrics(wd), state.total)})
-  return Results(rows, missing, facets)
+  return Results(rows, missing, facets,
+                 *elapsed(root, {r['run'] for r in rows if 'wall_s' in r}))
 
 
 def write_csv(results: Results, path) -> None:
@@ -244,5 +273,9 @@ def wall_note(results: Results) -> str:
   timed = [r['wall_s'] for r in results.rows if 'wall_s' in r]
   if not timed:
     return ''
+  if results.jobs == 1:
+    return (f' Wall time of the {len(timed)} finished runs the sweep timed: '
+            f'{results.elapsed_s / 60:.0f} min, one after another.')
   return (f' Wall time of the {len(timed)} finished runs the sweep timed: '
-          f'{sum(timed) / 60:.0f} min, one after another.')
+          f'{results.elapsed_s / 60:.0f} min, up to {results.jobs} at a time '
+          f'(`--jobs={results.jobs}`; {sum(timed) / 60:.0f} min summed over the runs).')

@@ -49,7 +49,10 @@ def section(repo=REPO) -> str:
            'writes (`results.csv` with one row per run, `table.md`, PNG plots); the test suite '
            'checks that this section matches them. Each run trains with `python -m mmjax.main` '
            f'in `{RESULTS}/NAME/runs/<config>__<overrides>__seed<N>` (not committed); rerunning '
-           'a sweep skips finished runs and resumes interrupted ones.')
+           'a sweep skips finished runs and resumes interrupted ones. `--jobs=N` trains N runs '
+           'at a time (on a CPU, one per core); `--print_commands` prints one command line per '
+           'run instead, for a cluster or a SLURM array, and `--aggregate_only` then collects '
+           'what they wrote.')
   parts = [HEADING, aggregate.wrap(intro)]
   parts += [experiment_section(name, repo) for name in catalog.EXPERIMENTS]
   return '\n\n'.join(parts) + '\n\n'

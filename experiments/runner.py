@@ -1,5 +1,5 @@
-"""Runs a grid of runs one after another and writes its results (used by experiments.sweep and
-experiments.zoo).
+"""Runs a grid of runs, one after another or `jobs` at a time, and writes its results (used by
+experiments.sweep and experiments.zoo).
 
 Each run is `python -m mmjax.main` in a subprocess, in `<root>/runs/<run name>`, its output in
 `<root>/logs/<run name>.log`; a finished run is skipped, an interrupted one resumes. Runs share
@@ -7,6 +7,7 @@ mmjax's persistent compilation cache (`~/.cache/mmjax/jax`, or `$MMJAX_COMPILATI
 runs of one program (e.g. one method on several datasets) compile it once.
 """
 
+import concurrent.futures
 import pathlib
 import sys
 import time
@@ -25,38 +26,42 @@ def print_commands(experiment, root) -> None:
     print(runs_lib.command_line(run, aggregate.workdir(root, run)))
 
 
-def run_all(experiment, root, timeout_s: int, out=None) -> list[str]:
-  """Trains every run that has not finished, in order; returns the failures' descriptions."""
+def run_all(experiment, root, timeout_s: int, out=None, jobs: int = 1) -> list[str]:
+  """Trains every run that has not finished, in order, `jobs` at a time; returns the failures'
+  descriptions."""
   out = out or sys.stdout
-  failures = []
   total = len(experiment.runs)
-  for i, run in enumerate(experiment.runs, 1):
+
+  def one(i, run) -> str | None:
     wd = aggregate.workdir(root, run)
     state = runs_lib.progress(run, wd)
     head = f'[{i}/{total}] {run.name}'
     if state.state == 'finished':
       print(f'{head}: finished, skipped', file=out, flush=True)
-      continue
+      return None
     if state.state == 'conflict':
-      failures.append(f'{run.name}: {state.detail}')
       print(f'{head}: not run: {state.detail}', file=out, flush=True)
-      continue
+      return f'{run.name}: {state.detail}'
     resume = f' (resuming: {state.describe()})' if state.state == 'partial' else ''
     print(f'{head}: running{resume}', file=out, flush=True)
     log = pathlib.Path(root) / 'logs' / f'{run.name}.log'
     start = time.time()
     rc = runs_lib.execute(run, wd, log, timeout_s)
     seconds = time.time() - start
-    aggregate.record_time(root, run, seconds, rc)
+    aggregate.record_time(root, run, seconds, rc, start, jobs)
     state = runs_lib.progress(run, wd)
     took = f'{seconds:.0f}s'
     if rc == 0 and state.state == 'finished':
       print(f'{head}: done in {took}', file=out, flush=True)
-    else:
-      failures.append(f'{run.name}: exit status {rc}, {state.describe()}; log: {log}')
-      print(f'{head}: FAILED after {took} (exit status {rc}, {state.describe()}); last lines of '
-            f'{log}:\n{_tail(log)}', file=out, flush=True)
-  return failures
+      return None
+    print(f'{head}: FAILED after {took} (exit status {rc}, {state.describe()}); last lines of '
+          f'{log}:\n{_tail(log)}', file=out, flush=True)
+    return f'{run.name}: exit status {rc}, {state.describe()}; log: {log}'
+
+  # Each run is its own process: threads only wait for them.
+  with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+    results = list(pool.map(one, range(1, total + 1), experiment.runs))
+  return [r for r in results if r]
 
 
 def _tail(path, n: int = 5) -> str:

@@ -5,7 +5,8 @@
   python -m experiments.sweep --experiment=avmnist_fusion --print_commands  # a CLI line per run
   python -m experiments.sweep --experiment=synthetic_interactions --steps=1000 --results_dir=DIR
 
-Runs go one after another, each `python -m mmjax.main` in a subprocess, in
+Runs go one after another (`--jobs=N`: N at a time, e.g. one per CPU core), each
+`python -m mmjax.main` in a subprocess, in
 `<results_dir>/runs/<config>__<overrides>__seed<N>`. A finished run (its final evaluator lines
 and final checkpoint are there) is skipped; an interrupted one is rerun and resumes from its
 checkpoint. `--print_commands` prints the same command lines for a cluster, a SLURM array or TPU
@@ -35,6 +36,9 @@ _STEPS = flags.DEFINE_integer('steps', None, 'Training steps per run (default: t
                               'stated budget); give another budget its own --results_dir.')
 _AGGREGATE_ONLY = flags.DEFINE_bool('aggregate_only', False,
                                     'Write the results of the runs already there; train nothing.')
+_JOBS = flags.DEFINE_integer(
+    'jobs', 1, 'Runs trained at a time on this machine. On a CPU, XLA keeps about one core busy '
+    'per run of these models, so one job per core; on one GPU, 1.')
 _TIMEOUT = flags.DEFINE_integer('timeout', 4 * 3600, 'Seconds allowed per run.')
 
 
@@ -48,7 +52,10 @@ def main(argv):
   if _PRINT.value:
     runner.print_commands(experiment, root)
     return 0
-  failures = [] if _AGGREGATE_ONLY.value else runner.run_all(experiment, root, _TIMEOUT.value)
+  if _JOBS.value < 1:
+    raise UserError(f'--jobs={_JOBS.value} must be at least 1')
+  failures = [] if _AGGREGATE_ONLY.value else runner.run_all(experiment, root, _TIMEOUT.value,
+                                                             jobs=_JOBS.value)
   runner.write_results(experiment, root)
   if failures:
     print(f'{len(failures)} run(s) failed:', *failures, sep='\n  ', file=sys.stderr)

@@ -1,12 +1,15 @@
 """Sweeps (experiments/): run names, the runner's skip and resume, aggregation from hand-made
 metrics.jsonl files, plots, `--quick` end to end, and the README's generated Results section."""
 
+import io
 import json
 import math
 import pathlib
 import re
 import shlex
 import shutil
+import threading
+import time
 
 import pytest
 
@@ -77,6 +80,9 @@ def test_bad_flags_are_one_error_line():
       'synthetic_interactions, robustness, zoo_avmnist, zoo_synthetic']
   with pytest.raises(UserError, match='--steps=0 must be at least 1'):
     catalog.get('robustness', steps=0)
+  proc = run_python(['-m', 'experiments.sweep', '--experiment=robustness', '--jobs=0'])
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines() == ['mmjax: error: --jobs=0 must be at least 1']
 
 
 def _fake_run(workdir, accuracy, total=8, evals=('test',), conditions=None, config=None,
@@ -157,6 +163,51 @@ def test_mean_std_and_n_over_seeds_and_missing_runs(tmp_path):
   assert len(rows) == 4 and rows[1]['test/accuracy'] == 0.6 and rows[1]['seed'] == 1
   assert rows[1]['train/accuracy'] == 0.5 and rows[1]['train/examples_per_sec'] == 30.0
   assert plots.write_all(results, tmp_path) == ['accuracy.png']
+
+
+def test_jobs_train_that_many_runs_at_a_time_and_overlap_counts_once(tmp_path, monkeypatch):
+  """`--jobs=2`: two runs at once, never more; the wall time is the time any run was running,
+  and the table says how many ran at a time."""
+  experiment = _handmade(tmp_path, {('late_fusion', s): None for s in range(5)})
+  lock, done, running, peak = threading.Lock(), set(), [0], [0]
+
+  def execute(run, wd, log, timeout_s):  # pylint: disable=unused-argument
+    with lock:
+      running[0] += 1
+      peak[0] = max(peak[0], running[0])
+    time.sleep(0.4)
+    with lock:
+      running[0] -= 1
+      done.add(run.name)
+    return 0
+
+  monkeypatch.setattr(runs_lib, 'execute', execute)
+  monkeypatch.setattr(runs_lib, 'progress', lambda run, wd: runs_lib.Progress(
+      'finished' if run.name in done else 'not started'))
+  out = io.StringIO()
+  assert runner.run_all(experiment, tmp_path, 60, out=out, jobs=2) == []
+  assert peak[0] == 2 and len(done) == 5 and out.getvalue().count('done in') == 5
+  names = {r.name for r in experiment.runs}
+  seconds, jobs = aggregate.elapsed(tmp_path, names)
+  assert jobs == 2 and 1.1 < seconds < 5 * 0.4  # 3 rounds of 0.4 s, not 5
+  assert sum(aggregate.wall_times(tmp_path).values()) >= 5 * 0.4
+
+
+def test_elapsed_time_is_the_union_of_the_attempts(tmp_path):
+  timings = [{'run': 'a', 'seconds': 10, 'exit': 0, 'start': 100, 'jobs': 2},
+             {'run': 'b', 'seconds': 10, 'exit': 0, 'start': 105, 'jobs': 2},  # overlaps a
+             {'run': 'a', 'seconds': 4, 'exit': 0, 'start': 1000, 'jobs': 1},  # a later resume
+             {'run': 'c', 'seconds': 7, 'exit': 0},  # recorded before start times were
+             {'run': 'd', 'seconds': 99, 'exit': 0, 'start': 100}]  # not asked for
+  (tmp_path / 'logs').mkdir()
+  (tmp_path / 'logs' / aggregate.TIMINGS).write_text(
+      ''.join(json.dumps(t) + '\n' for t in timings))
+  assert aggregate.elapsed(tmp_path, {'a', 'b', 'c'}) == (15 + 4 + 7, 2)
+  assert aggregate.elapsed(tmp_path, {'c'}) == (7, 1)
+  note = aggregate.wall_note(aggregate.Results([{'wall_s': 1200}, {'wall_s': 600}], [], [],
+                                               900.0, 2))
+  assert note == (' Wall time of the 2 finished runs the sweep timed: 15 min, up to 2 at a time '
+                  '(`--jobs=2`; 30 min summed over the runs).')
 
 
 def test_facet_columns_and_robustness_plots(tmp_path):
