@@ -40,8 +40,8 @@ setup(
         'tensorboardX>=2.6.2.2,<3',
     ],
     extras_require={
-        'test': ['pytest>=8,<10', 'portpicker>=1.6,<2', 'psutil>=5.9', 'librosa>=0.10,<0.12',
-                 'matplotlib>=3.8'],
+        'test': ['pytest>=8,<10', 'pytest-xdist>=3.5,<4', 'portpicker>=1.6,<2', 'psutil>=5.9',
+                 'librosa>=0.10,<0.12', 'matplotlib>=3.8'],
         'cuda': [f'jax[cuda12]{JAX}'],
         'tpu': [f'jax[tpu]{JAX}'],
         # gs:// workdirs and data dirs: etils.epath and TFDS through gcsfs; TensorBoard event files

@@ -47,16 +47,25 @@ def pytest_addoption(parser):
 
 @pytest.fixture(scope='session', autouse=True)
 def tfds_data_dir(request, tmp_path_factory):
-  """Every test builds TFDS data into one session directory, or `--tfds-data-dir`."""
+  """Every test builds TFDS data into one session directory, or `--tfds-data-dir`. Parallel
+  workers (pytest-xdist) share the directory: mmjax builds a dataset under a file lock, so the
+  first worker that needs one builds it and the others wait for it."""
   given = request.config.getoption('tfds_data_dir')
-  path = os.path.abspath(given) if given else str(tmp_path_factory.mktemp('tfds'))
+  if given:
+    path = os.path.abspath(given)
+  elif os.environ.get('PYTEST_XDIST_WORKER'):
+    shared = tmp_path_factory.getbasetemp().parent / 'tfds'  # the session's, above each worker's
+    shared.mkdir(exist_ok=True)
+    path = str(shared)
+  else:
+    path = str(tmp_path_factory.mktemp('tfds'))
   os.environ['TFDS_DATA_DIR'] = path
   return path
 
 
 @pytest.fixture(scope='session', autouse=True)
 def compilation_cache(tmp_path_factory):
-  """One persistent compilation cache per test session, in a temporary directory: a program that
+  """One persistent compilation cache per test worker, in a temporary directory: a program that
   one test compiled, in this process or in a subprocess, loads in the next (most tests train the
   same few configs). Tests of the cache itself give their own directory."""
   path = str(tmp_path_factory.mktemp('jax_cache'))

@@ -203,3 +203,18 @@ def test_build_command_is_the_tfds_cli_build_command():
   cli = pathlib.Path(tensorflow_datasets.__file__).parent / 'scripts' / 'cli' / 'main.py'
   assert "'build': build.Args" in cli.read_text(encoding='utf-8')
   assert build.tfds_build.Args.__module__ == 'tensorflow_datasets.scripts.cli.build'
+
+
+def test_the_suite_runs_in_workers_that_share_one_data_dir(request, tmp_path_factory):
+  """README (Tests): one pytest-xdist worker per core, at most 4, a test file per worker; the
+  workers share the session's TFDS data dir (mmjax builds under a file lock)."""
+  import configparser  # pylint: disable=import-outside-toplevel
+  ini = configparser.ConfigParser()
+  ini.read(REPO / 'pytest.ini')
+  addopts = ini['pytest']['addopts'].split()
+  assert {'-n', 'auto', '--maxprocesses=4', '--dist=loadfile'} <= set(addopts), addopts
+  assert addopts[addopts.index('-n') + 1] == 'auto'
+  # As the README's command runs it: in workers, no --tfds-data-dir.
+  if os.environ.get('PYTEST_XDIST_WORKER') and not request.config.getoption('tfds_data_dir'):
+    shared = tmp_path_factory.getbasetemp().parent / 'tfds'
+    assert os.environ['TFDS_DATA_DIR'] == str(shared)

@@ -14,7 +14,8 @@ from tests.conftest import REPO
 # Import name → distribution name, where they differ.
 DISTRIBUTION = {'PIL': 'pillow', 'absl': 'absl-py', 'tensorflow_datasets': 'tensorflow-datasets',
                 'orbax': 'orbax-checkpoint', 'ml_collections': 'ml-collections'}
-TEST_ONLY = {'pytest', 'portpicker', 'psutil', 'librosa', 'matplotlib'}
+# pytest-xdist is not imported: pytest.ini's addopts load it (-n auto).
+TEST_ONLY = {'pytest', 'pytest-xdist', 'portpicker', 'psutil', 'librosa', 'matplotlib'}
 # Not imported by mmjax: TFDS imports it to build a dataset defined in a package, undeclared.
 FOR_TFDS = {'importlib-resources'}
 
