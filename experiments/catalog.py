@@ -22,15 +22,14 @@ SYNTHETIC_DATASETS = ('redundant', 'unique', 'synergy')
 ROBUSTNESS_METHODS = ('late_fusion', 'decision_fusion', 'gated_fusion')
 MODALITY_DROPOUT = {'image': 0.3, 'audio': 0.3}
 
-# Full-mode budgets (steps at each config's own batch size), sized from CPU-time measurements of
-# short runs on the 2-core CPU these experiments target. avmnist_fusion and
-# synthetic_interactions were sized when a run's fixed cost dominated: AV-MNIST late_fusion spent
-# ~105 CPU-s starting and compiling, ~27 s per pass over the 10,000 test examples, then 1.2 s per
-# step at batch 128; the synthetic late_fusion ~48 s compiling and 0.4 s per step at batch 64.
-# Hence avmnist_fusion 30 x (132 + 80 x 1.2) s and synthetic_interactions 90 x ~70 s. Since the
-# main job's step takes ~0.15 s and a test pass ~4 s (docs/performance.md), robustness trains
-# one epoch: 18 x (~15 + 7 x 4 + 430 x ~0.2) s, about 40 minutes.
-AVMNIST_STEPS = 80
+# Full-mode budgets (steps at each config's own batch size), sized from measurements on the
+# 2-core CPU these experiments target. AV-MNIST runs get one epoch (430 steps at batch 128):
+# with `--jobs=2`, an image-only run took ~30 s, the others 140-220 s each, and avmnist_fusion's
+# 30 runs 43 min. robustness's 18 runs of the main job's kind, with its 7 test passes
+# each, took 91 min one after another. synthetic_interactions keeps 80 steps at batch 64 (1.7
+# epochs of its 3,000 examples): its 90 runs took 23 min with `--jobs=2`, 10-50 s each, mostly
+# start-up and compilation.
+AVMNIST_STEPS = 430
 SYNTHETIC_STEPS = 80
 ROBUSTNESS_STEPS = 430
 QUICK_STEPS = 4
