@@ -273,9 +273,8 @@ def wall_note(results: Results) -> str:
   timed = [r['wall_s'] for r in results.rows if 'wall_s' in r]
   if not timed:
     return ''
-  if results.jobs == 1:
-    return (f' Wall time of the {len(timed)} finished runs the sweep timed: '
-            f'{results.elapsed_s / 60:.0f} min, one after another.')
+  how = ('one after another.' if results.jobs == 1 else
+         f'up to {results.jobs} at a time (`--jobs={results.jobs}`; {sum(timed) / 60:.0f} min '
+         'summed over the runs).')
   return (f' Wall time of the {len(timed)} finished runs the sweep timed: '
-          f'{results.elapsed_s / 60:.0f} min, up to {results.jobs} at a time '
-          f'(`--jobs={results.jobs}`; {sum(timed) / 60:.0f} min summed over the runs).')
+          f'{results.elapsed_s / 60:.0f} min, {how}')

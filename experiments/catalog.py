@@ -24,7 +24,7 @@ MODALITY_DROPOUT = {'image': 0.3, 'audio': 0.3}
 
 # Full-mode budgets (steps at each config's own batch size), sized from measurements on the
 # 2-core CPU these experiments target. AV-MNIST runs get one epoch (430 steps at batch 128):
-# with `--jobs=2`, an image-only run took ~30 s, the others 140-220 s each, and avmnist_fusion's
+# with `--jobs=2`, an image-only run took ~30 s, the others 140-250 s each, and avmnist_fusion's
 # 30 runs 43 min. robustness's 18 runs of the main job's kind, with its 7 test passes
 # each, took 91 min one after another. synthetic_interactions keeps 80 steps at batch 64 (1.7
 # epochs of its 3,000 examples): its 90 runs took 23 min with `--jobs=2`, 10-50 s each, mostly

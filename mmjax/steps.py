@@ -42,8 +42,9 @@ class TrainState(flax.struct.PyTreeNode):
     return {'params': self.params, **({'batch_stats': self.batch_stats} if self.batch_stats else {})}
 
   def eval_variables(self):
-    """The model as evaluators, distillation and init_from see it: the parameters' moving
-    average when the run keeps one (config.ema_decay), else the parameters."""
+    """The model as evaluators see it: the parameters' moving average when the run keeps one
+    (config.ema_decay), else the parameters. Distillation and init_from make the same choice
+    from a checkpoint (checkpoint.restore_model)."""
     return {**self.variables(), 'params': self.ema_params or self.params}
 
 

@@ -98,11 +98,21 @@ def small_config(variant: str = 'synthetic', **overrides):
   return override(config, **overrides)
 
 
+def _python(args, env_extra, timeout) -> dict:
+  """subprocess arguments of `python ARGS` from the repository root, killed after `timeout` s."""
+  return {'args': ['timeout', '-k', '10', str(timeout), sys.executable, *args], 'cwd': REPO,
+          'env': dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))}
+
+
 def run_python(args, env_extra=None, timeout=300):
   """`python ARGS` in a subprocess from the repository root, killed after `timeout` seconds."""
-  env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
-  return subprocess.run(['timeout', '-k', '10', str(timeout), sys.executable, *args],
-                        cwd=REPO, env=env, capture_output=True, text=True, check=False)
+  return subprocess.run(**_python(args, env_extra, timeout), capture_output=True, text=True,
+                        check=False)
+
+
+def start_python(args, env_extra=None, timeout=300, **popen):
+  """The same process as `run_python`, started and not waited for (`popen`: Popen's options)."""
+  return subprocess.Popen(**_python(args, env_extra, timeout), **popen)
 
 
 def tree_digest(path) -> dict:

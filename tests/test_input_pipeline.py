@@ -1,6 +1,7 @@
 """The input pipeline: process shards, exact-once evaluation, resumable order, log-mel front end."""
 
 import re
+import subprocess
 
 import grain
 import jax
@@ -9,7 +10,7 @@ import pytest
 
 from mmjax.data import input_pipeline
 from mmjax.errors import UserError
-from tests.conftest import small_config
+from tests.conftest import small_config, start_python
 
 
 def _ids(batches):
@@ -130,17 +131,12 @@ def test_spec_augment_masks_only_in_training():
 def test_processes_sharing_a_data_dir_build_a_dataset_once(tmp_path):
   """Two processes (hosts on a shared file system, parallel test workers) ask for the same
   unbuilt dataset at the same moment: one builds it, the other waits and reads it."""
-  import subprocess  # pylint: disable=import-outside-toplevel
-  import sys  # pylint: disable=import-outside-toplevel
-  from tests.conftest import REPO  # pylint: disable=import-outside-toplevel
   data_dir, ready = tmp_path / 'tfds', tmp_path / 'ready'
   ready.mkdir()
-  env = dict(__import__('os').environ, PYTHONPATH=str(REPO))
-  procs = [subprocess.Popen(
-      ['timeout', '-k', '10', '300', sys.executable, 'tests/scripts/prepare_together.py',
-       'synthetic/unique', str(data_dir), str(ready), me, other],
-      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      for me, other in (('a', 'b'), ('b', 'a'))]
+  procs = [start_python(['tests/scripts/prepare_together.py', 'synthetic/unique', str(data_dir),
+                         str(ready), me, other],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for me, other in (('a', 'b'), ('b', 'a'))]
   outs = [p.communicate() for p in procs]
   for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]

@@ -11,7 +11,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import jax
@@ -23,7 +22,7 @@ import pytest
 
 from mmjax import checkpoint
 from mmjax import steps
-from tests.conftest import REPO, run_python, tiny_config
+from tests.conftest import REPO, run_python, start_python, tiny_config
 
 TINY = 'tests/scripts/tiny_config.py'
 TIMING = ('examples_per_sec', 'steps_per_sec')
@@ -81,9 +80,7 @@ def _assert_same_run(expected, actual):
 
 
 def _start(args, env, log):
-  return subprocess.Popen(['timeout', '-k', '10', '300', sys.executable, *args], cwd=REPO,
-                          env=dict(os.environ, PYTHONPATH=str(REPO), **env),
-                          stdout=subprocess.DEVNULL, stderr=log)
+  return start_python(args, env, stdout=subprocess.DEVNULL, stderr=log)
 
 
 def _wait_for_training(proc, workdir, timeout=240) -> psutil.Process:
