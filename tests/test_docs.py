@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
@@ -170,6 +171,29 @@ def test_ci_runs_the_readme_test_command_verbatim():
   assert command in quickstart.splitlines()
   assert command.endswith("pip install -e '.[test]' && MMJAX_RAW_DATA_DIR=../shared/data "
                           'python -m pytest')
+  # Wherever else the README shows the test command, it is this line.
+  readme = (REPO / 'README.md').read_text(encoding='utf-8').splitlines()
+  shown = [line for line in readme if line.endswith('python -m pytest')]
+  assert len(shown) >= 2 and set(shown) == {command}, shown
+
+
+@pytest.mark.parametrize('variant', [
+    "pip install -e '.[test]' && MMJAX_RAW_DATA_DIR=../shared/data python -m pytest",
+    'MMJAX_RAW_DATA_DIR=../shared/data python -m pytest',
+])
+def test_ci_refuses_a_readme_that_shows_another_test_command(tmp_path, variant):
+  """A second, different test command in the README would go untested: .ci/run stops."""
+  (tmp_path / '.ci').mkdir()
+  shutil.copy(REPO / '.ci' / 'run', tmp_path / '.ci' / 'run')
+  readme = (REPO / 'README.md').read_text(encoding='utf-8')
+  (tmp_path / 'README.md').write_text(readme + f'\n```bash\n{variant}\n```\n', encoding='utf-8')
+  proc = subprocess.run(['bash', str(tmp_path / '.ci' / 'run'), '--dry-run'], capture_output=True,
+                        text=True, check=False, timeout=60)
+  assert proc.returncode == 1 and variant in proc.stderr, proc.stdout + proc.stderr
+  (tmp_path / 'README.md').write_text('no test command here\n', encoding='utf-8')
+  proc = subprocess.run(['bash', str(tmp_path / '.ci' / 'run'), '--dry-run'], capture_output=True,
+                        text=True, check=False, timeout=60)
+  assert proc.returncode == 1 and 'must show one test command line' in proc.stderr
 
 
 def test_the_suite_clears_what_a_fresh_machine_would_not_have_set(tmp_path):
