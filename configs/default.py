@@ -42,7 +42,7 @@ def logmel(sample_rate: int = 8000, **kwargs) -> ml_collections.ConfigDict:
   """The audio front end (mmjax.models.frontend.LogMel); by default the datasheet's: 64-bin
   log-mel, 256-sample window, hop 80 — 97 frames x 64 mels on a 1-s clip at 8 kHz."""
   cfg = {'name': 'logmel', 'sample_rate': sample_rate, 'n_fft': 256, 'hop_length': 80,
-         'n_mels': 64, 'log_offset': 1e-6}
+         'n_mels': 64, 'log_offset': 1e-6, 'per_example_norm': False}
   cfg.update(kwargs)
   return ml_collections.ConfigDict(cfg)
 

@@ -128,6 +128,20 @@ def test_spec_augment_masks_only_in_training():
   np.testing.assert_array_equal(clean, front.apply({}, wave, train=False))
 
 
+def test_per_example_norm_removes_the_recordings_loudness():
+  from mmjax.models.frontend import LogMel  # pylint: disable=import-outside-toplevel
+  wave = np.random.default_rng(0).normal(size=(2, 4000)).astype(np.float32)
+  front = LogMel(n_fft=256, hop_length=80, n_mels=32, per_example_norm=True)
+  out = np.asarray(front.apply({}, wave))
+  np.testing.assert_allclose(out.mean(axis=(1, 2)), 0.0, atol=1e-4)
+  np.testing.assert_allclose(out.std(axis=(1, 2)), 1.0, atol=1e-3)
+  # The same recordings 10x quieter and 3x louder: the same input to the encoder.
+  np.testing.assert_allclose(out, front.apply({}, wave * np.array([[0.1], [3.0]], np.float32)),
+                             atol=1e-3)
+  assert not np.allclose(LogMel(n_fft=256, hop_length=80, n_mels=32).apply({}, wave * 0.1),
+                         LogMel(n_fft=256, hop_length=80, n_mels=32).apply({}, wave), atol=1)
+
+
 def test_processes_sharing_a_data_dir_build_a_dataset_once(tmp_path):
   """Two processes (hosts on a shared file system, parallel test workers) ask for the same
   unbuilt dataset at the same moment: one builds it, the other waits and reads it."""

@@ -57,6 +57,9 @@ class LogMel(nn.Module):
   time_mask_width: int = 10
   freq_masks: int = 0
   freq_mask_width: int = 8
+  # Standardise each spectrogram by its own mean and std over time and mels: removes the
+  # recording's loudness (on AV-MNIST most of what varies between clips' log-mels).
+  per_example_norm: bool = False
 
   @nn.compact
   def __call__(self, wave, train: bool = False):
@@ -67,6 +70,10 @@ class LogMel(nn.Module):
     power = jnp.abs(jnp.fft.rfft(frames, axis=-1)) ** 2
     mel = power @ mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax)
     logmel = jnp.log(mel + self.log_offset)
+    if self.per_example_norm:
+      mean = logmel.mean(axis=(-2, -1), keepdims=True)
+      logmel = (logmel - mean) * jax.lax.rsqrt(
+          jnp.square(logmel - mean).mean(axis=(-2, -1), keepdims=True) + 1e-6)
     if train and (self.time_masks or self.freq_masks):
       logmel = self._spec_augment(logmel)
     return logmel
