@@ -52,6 +52,7 @@ PATTERNS = {
     'no_momentum': r'\bno momentum\b',
     'momentum': rf'\bmomentum\s+{NUM}',
     'no_clipping': r'\bno (?:gradient )?clipping\b',
+    'clipping': rf'\bgradient norm is clipped at\s+{NUM}',
     'ema': rf'\bmoving average of the parameters with decay\s+{NUM}',
     'clip_norm': r'\beach clip standardised by its own mean and std\b',
     'n_mels': r'\b(\d+)-bin log-mel\b',
@@ -184,6 +185,9 @@ def contradictions(found: list[Claim], config, name: str = '') -> list[str]:
             f'optimizer.momentum={opt.get("momentum")}')
     elif c.kind == 'no_clipping':
       check(c, not opt.get('grad_clip_norm', 0), f'optimizer.grad_clip_norm={opt.grad_clip_norm}')
+    elif c.kind == 'clipping':
+      check(c, np.isclose(opt.get('grad_clip_norm', 0.0), _num(g[0])),
+            f'optimizer.grad_clip_norm={opt.get("grad_clip_norm", 0.0)}')
     elif c.kind == 'ema':
       check(c, np.isclose(config.get('ema_decay', 0.0), _num(g[0])),
             f'ema_decay={config.get("ema_decay", 0.0)}')
@@ -354,6 +358,14 @@ def test_the_checker_catches_a_log_mel_not_standardised_per_clip():
   config.model.frontends.audio.per_example_norm = False
   assert contradictions(claims(text), config) == [
       ': "each clip standardised by its own mean and std" but per_example_norm=False']
+
+
+def test_the_checker_catches_a_wrong_clipping_norm():
+  from configs import tensor_fusion  # pylint: disable=import-outside-toplevel
+  text = 'On AV-MNIST the gradient norm is clipped at 8.'
+  assert contradictions(claims(text), tensor_fusion.get_config()) == []
+  assert contradictions(claims(text), late_fusion.get_config()) == [
+      ': "gradient norm is clipped at 8" but optimizer.grad_clip_norm=0.0']
 
 
 def test_the_checker_skips_paragraphs_about_another_system():
