@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import default, late_fusion
+from configs import default, late_fusion, tensor_fusion
 from mmjax.data import avmnist
 from mmjax.errors import UserError
 from mmjax.models.encoders.conv import lenet
@@ -361,7 +361,6 @@ def test_the_checker_catches_a_log_mel_not_standardised_per_clip():
 
 
 def test_the_checker_catches_a_wrong_clipping_norm():
-  from configs import tensor_fusion  # pylint: disable=import-outside-toplevel
   text = 'On AV-MNIST the gradient norm is clipped at 8.'
   assert contradictions(claims(text), tensor_fusion.get_config()) == []
   assert contradictions(claims(text), late_fusion.get_config()) == [

@@ -71,9 +71,9 @@ class LogMel(nn.Module):
     mel = power @ mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax)
     logmel = jnp.log(mel + self.log_offset)
     if self.per_example_norm:
-      mean = logmel.mean(axis=(-2, -1), keepdims=True)
-      logmel = (logmel - mean) * jax.lax.rsqrt(
-          jnp.square(logmel - mean).mean(axis=(-2, -1), keepdims=True) + 1e-6)
+      centred = logmel - logmel.mean(axis=(-2, -1), keepdims=True)
+      logmel = centred * jax.lax.rsqrt(
+          jnp.square(centred).mean(axis=(-2, -1), keepdims=True) + 1e-6)
     if train and (self.time_masks or self.freq_masks):
       logmel = self._spec_augment(logmel)
     return logmel
