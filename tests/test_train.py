@@ -152,3 +152,22 @@ def test_cli_missing_workdir_and_bad_fusion_print_one_line(tmp_path):
   assert proc.returncode == 1
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith("mmjax: error: unknown fusion 'nope' (model.fusion.name); valid names:")
+
+
+def test_init_compiled_for_speed_gives_the_default_compilers_parameters(monkeypatch):
+  """`init` is compiled with cheaper LLVM optimisation on the CPU (steps.init_compiler_options);
+  the parameters must not change by a bit, or a run would not reproduce one started before."""
+  from mmjax import parallel, steps  # pylint: disable=import-outside-toplevel
+  from mmjax.data import input_pipeline  # pylint: disable=import-outside-toplevel
+  from tests.conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  config = tiny_config(**{'model.head': {'hidden': (16,), 'dropout': 0.0, 'param_init': 'torch'}})
+  mesh = parallel.make_mesh()
+  batch = next(input_pipeline.train_iterator(config))
+  assert steps.init_compiler_options() == {'xla_backend_optimization_level': 1}
+  fast = jax.device_get(steps.create(config, batch, mesh)[3])
+  monkeypatch.setattr(steps, 'init_compiler_options', dict)  # XLA's defaults
+  default = jax.device_get(steps.create(config, batch, mesh)[3])
+  flat = lambda tree: dict(jax.tree_util.tree_leaves_with_path(tree))
+  assert flat(fast).keys() == flat(default).keys()
+  for path, value in flat(default).items():
+    np.testing.assert_array_equal(flat(fast)[path], value, err_msg=jax.tree_util.keystr(path))
