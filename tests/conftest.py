@@ -35,6 +35,12 @@ def clear_shell_environment():
 
 
 def pytest_configure(config):  # pylint: disable=unused-argument
+  if os.environ.get('MMJAX_RAW_DATA_DIR') and not all(
+      (RAW_DATA_DIR / d).is_dir() for d in ('mnist', 'fsdd/recordings')):
+    # A wrong path would otherwise skip every test of the real data, and the suite would pass.
+    raise pytest.UsageError(
+        f'MMJAX_RAW_DATA_DIR={RAW_DATA_DIR} holds no mnist/ and fsdd/recordings/ folders: point it '
+        'at the raw data (../shared/data from the repository root), or unset it')
   clear_shell_environment()
   os.environ['MMJAX_COMPILATION_CACHE'] = 'off'  # until the session's own cache (below)
 

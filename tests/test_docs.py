@@ -20,7 +20,7 @@ import sys
 import pytest
 
 from mmjax.data import build
-from tests.conftest import RAW_DATA_DIR, REPO
+from tests.conftest import RAW_DATA_DIR, REPO, run_python
 
 DOCS = [REPO / 'README.md', *sorted((REPO / 'docs').glob('*.md'))]
 
@@ -161,6 +161,16 @@ def test_build_command_reads_the_raw_dir_from_manual_dir(tmp_path):
 # CI runs what the README tells users to run
 
 
+def test_a_wrong_raw_data_dir_stops_the_suite_instead_of_skipping(tmp_path):
+  """Every test of the real data skips without it; a mistyped MMJAX_RAW_DATA_DIR in the README's
+  command must not make the suite pass having run none of them."""
+  proc = run_python(['-m', 'pytest', '-n', '0', '--collect-only', 'tests/test_docs.py'],
+                    env_extra={'MMJAX_RAW_DATA_DIR': str(tmp_path / 'nowhere')}, timeout=120)
+  assert proc.returncode != 0
+  assert f'MMJAX_RAW_DATA_DIR={tmp_path / "nowhere"} holds no mnist/ and fsdd/recordings/' in (
+      proc.stderr), (proc.stdout[-2000:], proc.stderr[-2000:])
+
+
 def test_ci_runs_the_readme_test_command_verbatim():
   proc = subprocess.run(['bash', '.ci/run', '--dry-run'], cwd=REPO, capture_output=True, text=True,
                         check=False, timeout=60)
@@ -201,7 +211,10 @@ def test_the_suite_clears_what_a_fresh_machine_would_not_have_set(tmp_path):
   setting in the shell that runs the README's command must not reach the tests; scripts that
   tests start keep what their test gives them."""
   out = tmp_path / 'env.json'
-  env = {**os.environ, 'TFDS_DATA_DIR': '/prebuilt', 'MMJAX_RAW_DATA_DIR': '/abs/data',
+  raw = tmp_path / 'raw'  # what the suite checks a raw-data dir for, and nothing in it
+  for d in ('mnist', 'fsdd/recordings'):
+    (raw / d).mkdir(parents=True)
+  env = {**os.environ, 'TFDS_DATA_DIR': '/prebuilt', 'MMJAX_RAW_DATA_DIR': str(raw),
          'MMJAX_COMPILATION_CACHE': '/elsewhere', 'PYTHONPATH': str(REPO),
          'XLA_FLAGS': '--xla_force_host_platform_device_count=4', 'JAX_PLATFORMS': 'cpu',
          'PIP_DEFAULT_TIMEOUT': '60', 'ENV_PROBE_OUT': str(out)}
@@ -211,7 +224,8 @@ def test_the_suite_clears_what_a_fresh_machine_would_not_have_set(tmp_path):
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
   seen = json.loads(out.read_text())
   assert not set(seen) & {'PYTHONPATH', 'XLA_FLAGS', 'JAX_PLATFORMS'}, seen
-  assert {'PATH', 'HOME', 'PIP_DEFAULT_TIMEOUT', 'MMJAX_RAW_DATA_DIR'} <= set(seen)
+  assert {'PATH', 'HOME', 'PIP_DEFAULT_TIMEOUT'} <= set(seen)
+  assert seen['MMJAX_RAW_DATA_DIR'] == str(raw)
   assert seen['TFDS_DATA_DIR'] != '/prebuilt'  # the session's own directory
   assert seen['MMJAX_COMPILATION_CACHE'] != '/elsewhere'  # likewise
   # A script a test starts imports the conftest too, and keeps its variables.
