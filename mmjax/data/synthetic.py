@@ -7,6 +7,12 @@ how the label is spread across modalities, the classic way to tell fusion method
 - `unique`: only the image carries the label; audio and text are distractors.
 - `synergy`: label = (a + b) mod K with `a` in the image and `b` in the audio, so neither
   modality alone beats chance.
+
+How noisy each modality is depends on the config (`NOISE`). `synergy`'s audio is clean (0 dB),
+so that what is hard there is the interaction itself, not hearing the tone: on version 1.0.0's
+`synergy`, with the -12 dB audio `redundant` and `unique` keep, tensor fusion was at chance after
+300 steps (test 9.3%); with 0-dB audio it reached 72.9% (`configs/tensor_fusion.py:synthetic`,
+seed 0).
 """
 
 import io
@@ -24,9 +30,14 @@ TEXT_LENGTH = 16
 VOCAB_SIZE = 64  # 0 is padding; 1..3 unused; 4.. tokens
 SPLIT_SIZES = {'train': 3000, 'validation': 500, 'test': 1000}
 
-# Noise levels chosen so a small model per modality is clearly above chance but far from perfect.
-IMAGE_NOISE = 1.3
-AUDIO_SNR_DB = -12.0
+# Per config: the std of the Gaussian noise added to the unit-variance image template, and the
+# audio's tone-to-noise ratio. A small model per modality is clearly above chance on redundant's
+# image and audio; the tests' short runs rely on redundant's image being this clean.
+NOISE = {
+    'redundant': {'image_std': 1.3, 'audio_snr_db': -12.0},
+    'unique': {'image_std': 1.3, 'audio_snr_db': -12.0},
+    'synergy': {'image_std': 1.3, 'audio_snr_db': 0.0},
+}
 TEXT_KEYWORD_PROB = 0.12
 
 
@@ -42,18 +53,18 @@ _TEMPLATES = _class_templates()
 _FREQS = 300.0 + 250.0 * np.arange(NUM_CLASSES)  # one tone per class, Hz
 
 
-def _image(cls, rng):
-  x = _TEMPLATES[cls] + IMAGE_NOISE * rng.normal(size=(IMAGE_SIZE, IMAGE_SIZE))
+def _image(cls, rng, noise_std):
+  x = _TEMPLATES[cls] + noise_std * rng.normal(size=(IMAGE_SIZE, IMAGE_SIZE))
   x = np.clip(128 + 40 * x, 0, 255).astype(np.uint8)
   buf = io.BytesIO()
   Image.fromarray(x).save(buf, format='PNG')
   return buf.getvalue()
 
 
-def _audio(cls, rng):
+def _audio(cls, rng, snr_db):
   t = np.arange(AUDIO_SAMPLES) / SAMPLE_RATE
   tone = np.sin(2 * np.pi * _FREQS[cls] * (1 + 0.02 * rng.normal()) * t + rng.uniform(0, 2 * np.pi))
-  noise_std = np.sqrt(0.5 / 10 ** (AUDIO_SNR_DB / 10))  # tone power is 0.5
+  noise_std = np.sqrt(0.5 / 10 ** (snr_db / 10))  # tone power is 0.5
   x = tone + noise_std * rng.normal(size=AUDIO_SAMPLES)
   return np.clip(x / (4 * noise_std) * 32767, -32768, 32767).astype(np.int16)
 
@@ -82,10 +93,11 @@ def make_example(config_name: str, split: str, index: int) -> dict:
     image_cls, audio_cls, text_cls = a, b, distractor
   else:
     raise ValueError(f'unknown synthetic config {config_name!r}')
+  noise = NOISE[config_name]
   return {
       'id': index,
-      'image': _image(image_cls, rng),
-      'audio': _audio(audio_cls, rng),
+      'image': _image(image_cls, rng, noise['image_std']),
+      'audio': _audio(audio_cls, rng, noise['audio_snr_db']),
       'text': _text(text_cls, rng),
       'label': label,
   }
@@ -94,7 +106,12 @@ def make_example(config_name: str, split: str, index: int) -> dict:
 class Synthetic(tfds.core.GeneratorBasedBuilder):
   """Synthetic tri-modal classification (see module docstring)."""
 
-  VERSION = tfds.core.Version('1.0.0')
+  VERSION = tfds.core.Version('2.0.0')
+  RELEASE_NOTES = {
+      '2.0.0': "synergy's audio at 0 dB instead of -12 dB (NOISE); redundant and unique are "
+               'unchanged.',
+      '1.0.0': 'Image noise 1.3 and audio at -12 dB in every config.',
+  }
   BUILDER_CONFIGS = [
       tfds.core.BuilderConfig(name='redundant', description='every modality predicts the label'),
       tfds.core.BuilderConfig(name='unique', description='only the image predicts the label'),
