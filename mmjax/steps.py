@@ -127,8 +127,11 @@ def init_state(config, model, objective, tx, example_batch, mesh) -> TrainState:
                       nonfinite_steps=jnp.zeros((), jnp.int32),
                       ema_params=params if config.get('ema_decay', 0.0) else {})
   example = jax.tree.map(lambda x: x[:1], example_batch)
+  # Traced (under jax.eval_shape, say) init is a nested jit, which takes no compiler options
+  # and compiles nothing anyway.
+  traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(example))
   return jax.jit(init, out_shardings=parallel.replicated(mesh),
-                 compiler_options=init_compiler_options())(example)
+                 compiler_options=None if traced else init_compiler_options())(example)
 
 
 def init_compiler_options() -> dict:
