@@ -34,9 +34,13 @@ def clear_shell_environment():
       del os.environ[name]
 
 
+def has_raw_data() -> bool:
+  """Whether RAW_DATA_DIR holds the raw MNIST and FSDD folders the real-data tests read."""
+  return all((RAW_DATA_DIR / d).is_dir() for d in ('mnist', 'fsdd/recordings'))
+
+
 def pytest_configure(config):  # pylint: disable=unused-argument
-  if os.environ.get('MMJAX_RAW_DATA_DIR') and not all(
-      (RAW_DATA_DIR / d).is_dir() for d in ('mnist', 'fsdd/recordings')):
+  if os.environ.get('MMJAX_RAW_DATA_DIR') and not has_raw_data():
     # A wrong path would otherwise skip every test of the real data, and the suite would pass.
     raise pytest.UsageError(
         f'MMJAX_RAW_DATA_DIR={RAW_DATA_DIR} holds no mnist/ and fsdd/recordings/ folders: point it '

@@ -24,10 +24,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _find_raw_dir() -> pathlib.Path | None:
-  from tests.conftest import RAW_DATA_DIR  # pylint: disable=import-outside-toplevel
-  path = RAW_DATA_DIR  # absolute: _link_tree's links and the builders' paths agree
-  ok = (path / "mnist").is_dir() and (path / "fsdd" / "recordings").is_dir()
-  return path if ok else None
+  from tests.conftest import RAW_DATA_DIR, has_raw_data  # pylint: disable=import-outside-toplevel
+  # absolute: _link_tree's links and the builders' paths agree
+  return RAW_DATA_DIR if has_raw_data() else None
 
 
 RAW = _find_raw_dir()
@@ -217,9 +216,9 @@ def test_images(std, clean, mnist):
 def test_two_builds_identical(std, tmp_path_factory):
   # Byte-identical record files: the decoded examples are then identical too.
   again = Built(tmp_path_factory.mktemp("tfds_std_again"), "standard", read=False)
-  assert _file_digests(again.fsdd) == _file_digests(std.fsdd)
-  assert _file_digests(again.avmnist) == _file_digests(std.avmnist)
-  assert _file_digests(std.avmnist) and _file_digests(std.fsdd)
+  for built, rebuilt in ((std.fsdd, again.fsdd), (std.avmnist, again.avmnist)):
+    expected = _file_digests(built)
+    assert expected and _file_digests(rebuilt) == expected
 
 
 def test_build_reuses_prepared(std):
