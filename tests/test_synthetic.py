@@ -49,7 +49,6 @@ def test_examples_are_deterministic():
 @pytest.mark.parametrize('config, informative', [
     ('redundant', {'image', 'audio', 'text'}),
     ('unique', {'image'}),
-    ('synergy', set()),  # the label is (image class + audio class) mod K: no modality alone
 ])
 def test_label_is_where_the_config_puts_it(config, informative):
   for modality, decode in (('image', _decode_image), ('audio', _decode_audio),
@@ -70,10 +69,28 @@ def _tone_power_fraction(examples):
 def test_synergys_image_and_audio_each_show_their_class_clearly():
   """On `synergy` what is hard is the interaction, not reading each part: its audio is clean
   (0 dB: `unimodal_audio.py:synthetic` reads 0-dB tones at 99% after 80 steps, redundant's
-  -12 dB ones at 16% after 80 and 91% after 300), and adding the decoded classes gives the label."""
+  -12 dB ones at 16% after 80 and 91% after 300), and the decoded classes give the label."""
   examples = [synthetic.make_example('synergy', 'train', i) for i in range(N)]
   assert _tone_power_fraction(examples) > 0.4
   assert _tone_power_fraction(
       [synthetic.make_example('redundant', 'train', i) for i in range(N)]) < 0.2
-  sums = [(_decode_image(ex) + _decode_audio(ex)) % synthetic.NUM_CLASSES for ex in examples]
-  assert np.mean([s == ex['label'] for s, ex in zip(sums, examples)]) > 0.95
+  k = synthetic.NUM_CLASSES
+  image, audio = np.array([[_decode_image(ex), _decode_audio(ex)] for ex in examples]).T
+  label = np.array([ex['label'] for ex in examples])
+  assert np.mean((image + k // 2 * (audio >= k // 2)) % k == label) > 0.95
+
+
+def test_synergy_needs_both_modalities_and_their_xor():
+  """Image alone gives the label up to one bit (at most 50%), audio alone nothing, and that bit
+  is the XOR of the two modalities' halves, which no sum of per-modality scores computes."""
+  examples = [synthetic.make_example('synergy', 'train', i) for i in range(N)]
+  k = synthetic.NUM_CLASSES
+  image, audio = np.array([[_decode_image(ex), _decode_audio(ex)] for ex in examples]).T
+  label = np.array([ex['label'] for ex in examples])
+  assert np.mean(image % (k // 2) == label % (k // 2)) > 0.95  # the image fixes label mod 5
+  assert 0.4 < np.mean(image == label) < 0.6
+  assert np.mean(audio == label) < 0.2
+  high = label >= k // 2
+  assert 0.4 < np.mean(high == (audio >= k // 2)) < 0.6  # neither half alone tells the bit
+  assert 0.4 < np.mean(high == (image >= k // 2)) < 0.6
+  assert np.mean(high == ((image >= k // 2) ^ (audio >= k // 2))) > 0.95
