@@ -253,10 +253,10 @@ def test_quick_sweep_end_to_end_skips_finished_runs_and_resumes_an_interrupted_o
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   assert '3 of 3 runs finished' in proc.stdout
   rows = aggregate.read_csv(root / 'results.csv')
-  assert [r['dataset'] for r in rows] == ['redundant', 'unique', 'synergy']
+  assert [r['dataset'] for r in rows] == ['redundant_noisy', 'unique', 'synergy']
   assert all(r['test/num_examples'] == 1000 and r['step'] == 4 and r['wall_s'] > 0 for r in rows)
   table = (root / 'table.md').read_text()
-  assert '| method | redundant | unique | synergy | n |' in table
+  assert '| method | redundant_noisy | unique | synergy | n |' in table
   assert 'All 3 runs finished.' in table
   assert (root / 'accuracy.png').stat().st_size > 0
   # The three runs train one program: the 2nd and 3rd load it from the persistent cache.

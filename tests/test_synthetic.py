@@ -12,9 +12,14 @@ from mmjax.data import synthetic
 N = 300
 
 
-def _decode_image(ex):
+def _template_scores(ex):
+  """The image's correlation with each class template."""
   x = (np.asarray(Image.open(io.BytesIO(ex['image'])), np.float32) - 128) / 40
-  return int(np.argmax([(t * x).sum() for t in synthetic._TEMPLATES]))  # pylint: disable=protected-access
+  return np.array([(t * x).sum() for t in synthetic._TEMPLATES])  # pylint: disable=protected-access
+
+
+def _decode_image(ex):
+  return int(np.argmax(_template_scores(ex)))
 
 
 def _band_powers(ex):
@@ -48,6 +53,7 @@ def test_examples_are_deterministic():
 
 @pytest.mark.parametrize('config, informative', [
     ('redundant', {'image', 'audio', 'text'}),
+    ('redundant_noisy', {'image', 'audio', 'text'}),
     ('unique', {'image'}),
 ])
 def test_label_is_where_the_config_puts_it(config, informative):
@@ -94,3 +100,19 @@ def test_synergy_needs_both_modalities_and_their_xor():
   assert 0.4 < np.mean(high == (audio >= k // 2)) < 0.6  # neither half alone tells the bit
   assert 0.4 < np.mean(high == (image >= k // 2)) < 0.6
   assert np.mean(high == ((image >= k // 2) ^ (audio >= k // 2))) > 0.95
+
+
+def test_redundant_noisy_shows_the_label_in_both_modalities_each_beside_another_class():
+  """Either modality alone reads the label in about 60% of examples (its weight above half);
+  the label is one of the two classes each modality shows, and the class they share."""
+  examples = [synthetic.make_example('redundant_noisy', 'train', i) for i in range(N)]
+  label = np.array([ex['label'] for ex in examples])
+  image = np.array([_template_scores(ex) for ex in examples])
+  audio = np.array([_band_powers(ex)[0] for ex in examples])
+  for scores in (image, audio):
+    assert 0.45 < np.mean(scores.argmax(1) == label) < 0.72
+  top2 = lambda scores: np.argsort(scores, 1)[:, -2:]
+  shared = [set(i) & set(a) for i, a in zip(top2(image), top2(audio))]
+  assert np.mean([y in s for y, s in zip(label, shared)]) > 0.95
+  both = np.minimum(image / image.max(1, keepdims=True), audio / audio.max(1, keepdims=True))
+  assert np.mean(both.argmax(1) == label) > 0.85  # the class both show strongly

@@ -3,7 +3,11 @@
 Every example is a pure function of (builder config, split, index). The builder configs control
 how the label is spread across modalities, the classic way to tell fusion methods apart:
 
-- `redundant`: each modality alone predicts the label (noisily); fusing them helps.
+- `redundant`: each modality alone predicts the label; every method should learn it.
+- `redundant_noisy`: each modality shows the label blended with a random other class, a
+  different one per modality (weights drawn from U(0.3, 0.8), the label's weight above half in
+  60% of examples). One modality alone can reach about 60%; the class both modalities show is
+  the label, so fusing them can reach about 96%.
 - `unique`: only the image carries the label; audio and text are distractors.
 - `synergy`: label = (a + 5 * [b >= 5]) mod K with `a` the image's class and `b` the audio's.
   The image gives the label up to one bit, so image alone reaches at most 50%; audio alone is
@@ -39,8 +43,10 @@ SPLIT_SIZES = {'train': 3000, 'validation': 500, 'test': 1000}
 NOISE = {
     'redundant': {'image_std': 1.3, 'audio_snr_db': -12.0},
     'unique': {'image_std': 1.3, 'audio_snr_db': -12.0},
+    'redundant_noisy': {'image_std': 1.3, 'audio_snr_db': 0.0},
     'synergy': {'image_std': 1.3, 'audio_snr_db': 0.0},
 }
+BLEND_WEIGHT = (0.3, 0.8)  # redundant_noisy: the range of the label's weight in each modality
 TEXT_KEYWORD_PROB = 0.12
 
 
@@ -56,17 +62,28 @@ _TEMPLATES = _class_templates()
 _FREQS = 300.0 + 250.0 * np.arange(NUM_CLASSES)  # one tone per class, Hz
 
 
-def _image(cls, rng, noise_std):
-  x = _TEMPLATES[cls] + noise_std * rng.normal(size=(IMAGE_SIZE, IMAGE_SIZE))
+def _image(cls, rng, noise_std, blend=None):
+  """blend: None, or (other class, the label's weight) to show a mix of two classes."""
+  template = _TEMPLATES[cls]
+  if blend is not None:
+    template = blend[1] * template + (1 - blend[1]) * _TEMPLATES[blend[0]]
+  x = template + noise_std * rng.normal(size=(IMAGE_SIZE, IMAGE_SIZE))
   x = np.clip(128 + 40 * x, 0, 255).astype(np.uint8)
   buf = io.BytesIO()
   Image.fromarray(x).save(buf, format='PNG')
   return buf.getvalue()
 
 
-def _audio(cls, rng, snr_db):
+def _tone(cls, rng):
   t = np.arange(AUDIO_SAMPLES) / SAMPLE_RATE
-  tone = np.sin(2 * np.pi * _FREQS[cls] * (1 + 0.02 * rng.normal()) * t + rng.uniform(0, 2 * np.pi))
+  return np.sin(2 * np.pi * _FREQS[cls] * (1 + 0.02 * rng.normal()) * t + rng.uniform(0, 2 * np.pi))
+
+
+def _audio(cls, rng, snr_db, blend=None):
+  """blend as for `_image`: the two tones' amplitudes are the weights."""
+  tone = _tone(cls, rng)
+  if blend is not None:
+    tone = blend[1] * tone + (1 - blend[1]) * _tone(blend[0], rng)
   noise_std = np.sqrt(0.5 / 10 ** (snr_db / 10))  # tone power is 0.5
   x = tone + noise_std * rng.normal(size=AUDIO_SAMPLES)
   return np.clip(x / (4 * noise_std) * 32767, -32768, 32767).astype(np.int16)
@@ -85,9 +102,14 @@ def make_example(config_name: str, split: str, index: int) -> dict:
   seed = zlib.crc32(f'{config_name}/{split}/{index}'.encode())
   rng = np.random.default_rng(seed)
   a, b, distractor = (int(v) for v in rng.integers(0, NUM_CLASSES, size=3))
-  if config_name == 'redundant':
+  image_blend = audio_blend = None
+  if config_name in ('redundant', 'redundant_noisy'):
     label = a
     image_cls, audio_cls, text_cls = a, a, a
+    if config_name == 'redundant_noisy':
+      others = (a + 1 + rng.integers(0, NUM_CLASSES - 1, size=2)) % NUM_CLASSES
+      weights = rng.uniform(*BLEND_WEIGHT, size=2)
+      image_blend, audio_blend = (int(others[0]), weights[0]), (int(others[1]), weights[1])
   elif config_name == 'unique':
     label = a
     image_cls, audio_cls, text_cls = a, b, distractor
@@ -99,8 +121,8 @@ def make_example(config_name: str, split: str, index: int) -> dict:
   noise = NOISE[config_name]
   return {
       'id': index,
-      'image': _image(image_cls, rng, noise['image_std']),
-      'audio': _audio(audio_cls, rng, noise['audio_snr_db']),
+      'image': _image(image_cls, rng, noise['image_std'], image_blend),
+      'audio': _audio(audio_cls, rng, noise['audio_snr_db'], audio_blend),
       'text': _text(text_cls, rng),
       'label': label,
   }
@@ -111,14 +133,17 @@ class Synthetic(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version('3.0.0')
   RELEASE_NOTES = {
-      '3.0.0': "synergy's label is (a + 5 * [b >= 5]) mod K instead of (a + b) mod K; redundant "
-               'and unique are unchanged.',
+      '3.0.0': "synergy's label is (a + 5 * [b >= 5]) mod K instead of (a + b) mod K; new config "
+               'redundant_noisy; redundant and unique are unchanged.',
       '2.0.0': "synergy's audio at 0 dB instead of -12 dB (NOISE); redundant and unique are "
                'unchanged.',
       '1.0.0': 'Image noise 1.3 and audio at -12 dB in every config.',
   }
   BUILDER_CONFIGS = [
       tfds.core.BuilderConfig(name='redundant', description='every modality predicts the label'),
+      tfds.core.BuilderConfig(name='redundant_noisy',
+                              description='every modality shows the label blended with another '
+                                          'class'),
       tfds.core.BuilderConfig(name='unique', description='only the image predicts the label'),
       tfds.core.BuilderConfig(name='synergy', description='label = (image + 5 * [audio >= 5]) mod K'),
   ]
