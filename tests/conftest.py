@@ -55,30 +55,35 @@ def pytest_addoption(parser):
                         'directory of the session.')
 
 
+def _session_dir(tmp_path_factory, name: str) -> str:
+  """A temporary directory of the whole session: with parallel workers (pytest-xdist), the one
+  above each worker's own."""
+  if not os.environ.get('PYTEST_XDIST_WORKER'):
+    return str(tmp_path_factory.mktemp(name))
+  shared = tmp_path_factory.getbasetemp().parent / name
+  shared.mkdir(exist_ok=True)
+  return str(shared)
+
+
 @pytest.fixture(scope='session', autouse=True)
 def tfds_data_dir(request, tmp_path_factory):
   """Every test builds TFDS data into one session directory, or `--tfds-data-dir`. Parallel
   workers (pytest-xdist) share the directory: mmjax builds a dataset under a file lock, so the
   first worker that needs one builds it and the others wait for it."""
   given = request.config.getoption('tfds_data_dir')
-  if given:
-    path = os.path.abspath(given)
-  elif os.environ.get('PYTEST_XDIST_WORKER'):
-    shared = tmp_path_factory.getbasetemp().parent / 'tfds'  # the session's, above each worker's
-    shared.mkdir(exist_ok=True)
-    path = str(shared)
-  else:
-    path = str(tmp_path_factory.mktemp('tfds'))
+  path = os.path.abspath(given) if given else _session_dir(tmp_path_factory, 'tfds')
   os.environ['TFDS_DATA_DIR'] = path
   return path
 
 
 @pytest.fixture(scope='session', autouse=True)
 def compilation_cache(tmp_path_factory):
-  """One persistent compilation cache per test worker, in a temporary directory: a program that
-  one test compiled, in this process or in a subprocess, loads in the next (most tests train the
-  same few configs). Tests of the cache itself give their own directory."""
-  path = str(tmp_path_factory.mktemp('jax_cache'))
+  """One persistent compilation cache for the session, in a temporary directory shared by the
+  parallel workers like the TFDS data: a program that one test compiled, in any worker or in a
+  subprocess, loads in the next (most tests train the same few configs). A load that meets an
+  entry still being written fails, and JAX compiles instead. Tests of the cache itself give their
+  own directory."""
+  path = _session_dir(tmp_path_factory, 'jax_cache')
   os.environ['MMJAX_COMPILATION_CACHE'] = path
   from mmjax import compilation  # pylint: disable=import-outside-toplevel
   compilation.enable_cache(path)
