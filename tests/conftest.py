@@ -39,6 +39,13 @@ def has_raw_data() -> bool:
   return all((RAW_DATA_DIR / d).is_dir() for d in ('mnist', 'fsdd/recordings'))
 
 
+# Marks a test of the real data: skipped without it, which a wrong MMJAX_RAW_DATA_DIR cannot
+# cause (pytest_configure stops the suite instead).
+needs_raw_data = pytest.mark.skipif(
+    not has_raw_data(), reason=f'raw MNIST/FSDD data not found at {RAW_DATA_DIR}: set '
+    'MMJAX_RAW_DATA_DIR to a folder holding mnist/*.gz and fsdd/recordings/*.wav')
+
+
 def pytest_configure(config):  # pylint: disable=unused-argument
   if os.environ.get('MMJAX_RAW_DATA_DIR') and not has_raw_data():
     # A wrong path would otherwise skip every test of the real data, and the suite would pass.

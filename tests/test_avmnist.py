@@ -23,18 +23,10 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _find_raw_dir() -> pathlib.Path | None:
-  from tests.conftest import RAW_DATA_DIR, has_raw_data  # pylint: disable=import-outside-toplevel
-  # absolute: _link_tree's links and the builders' paths agree
-  return RAW_DATA_DIR if has_raw_data() else None
+# RAW is absolute: _link_tree's links and the builders' paths agree.
+from tests.conftest import RAW_DATA_DIR as RAW, needs_raw_data  # noqa: E402
 
-
-RAW = _find_raw_dir()
-pytestmark = pytest.mark.skipif(
-    RAW is None,
-    reason="raw MNIST/FSDD data not found: set MMJAX_RAW_DATA_DIR to a dir holding "
-    "mnist/*.gz and fsdd/recordings/*.wav",
-)
+pytestmark = needs_raw_data
 
 tfds = pytest.importorskip("tensorflow_datasets")
 from mmjax.data import avmnist, input_pipeline, raw  # noqa: E402

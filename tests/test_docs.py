@@ -20,7 +20,7 @@ import sys
 import pytest
 
 from mmjax.data import build
-from tests.conftest import RAW_DATA_DIR, REPO, run_python
+from tests.conftest import RAW_DATA_DIR, REPO, has_raw_data, needs_raw_data, run_python
 
 DOCS = [REPO / 'README.md', *sorted((REPO / 'docs').glob('*.md'))]
 
@@ -115,7 +115,7 @@ def test_python_block_runs(block, tfds_data_dir, tmp_path):
   if key in NOT_RUN:
     pytest.skip(NOT_RUN[key])
   code = block[3]
-  if 'MMJAX_RAW_DATA_DIR' in code and not (RAW_DATA_DIR / 'mnist').is_dir():
+  if 'MMJAX_RAW_DATA_DIR' in code and not has_raw_data():
     pytest.skip(f'no raw data at {RAW_DATA_DIR}')
   script = tmp_path / 'block.py'
   script.write_text(SETUP.get(key, '') + code + CHECKS.get(key, ''), encoding='utf-8')
@@ -138,11 +138,10 @@ def test_build_command_fills_in_mmjax_defaults():
   assert build.with_defaults(given) == given
 
 
+@needs_raw_data
 def test_build_command_reads_the_raw_dir_from_manual_dir(tmp_path):
   """The documented command, with a relative --manual_dir and no MMJAX_RAW_DATA_DIR: the files
   can only come from the manual dir."""
-  if not (RAW_DATA_DIR / 'fsdd' / 'recordings').is_dir():
-    pytest.skip(f'no raw data at {RAW_DATA_DIR}')
   env = {k: v for k, v in os.environ.items() if k not in ('MMJAX_RAW_DATA_DIR', 'TFDS_DATA_DIR')}
   env.update(PYTHONPATH=str(REPO), MMJAX_RAW_DOWNLOAD='0', XDG_CACHE_HOME=str(tmp_path / 'cache'))
   manual = os.path.relpath(RAW_DATA_DIR, tmp_path)

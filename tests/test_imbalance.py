@@ -19,7 +19,7 @@ from mmjax import imbalance, objectives, parallel, steps, train
 from mmjax.data import avmnist, input_pipeline
 from mmjax.errors import UserError
 from mmjax.models.model import build_model
-from tests.conftest import RAW_DATA_DIR, override
+from tests.conftest import RAW_DATA_DIR, needs_raw_data, override
 
 
 def test_coefficients_follow_eq_10():
@@ -165,10 +165,6 @@ def test_config_variants_read_the_snr_datasets():
 # ------------------------------------------------------------------------------------------------
 # AV-MNIST at 0 dB and -6 dB
 
-needs_raw = pytest.mark.skipif(not (RAW_DATA_DIR / 'fsdd' / 'recordings').is_dir(),
-                               reason=f'no raw MNIST/FSDD data at {RAW_DATA_DIR}')
-
-
 def _read(name, split, keys=None):
   """(builder, {feature: stacked array}) of `split` of mmjax dataset `name`, built if need be."""
   builder = input_pipeline.prepare(name, os.environ['TFDS_DATA_DIR'], RAW_DATA_DIR)
@@ -178,7 +174,7 @@ def _read(name, split, keys=None):
   return builder, {k: np.stack([np.asarray(e[k]) for e in examples]) for k in keys}
 
 
-@needs_raw
+@needs_raw_data
 @pytest.mark.parametrize('config, snr', [('snr0db', 0.0), ('snr-6db', -6.0)])
 def test_fsdd_snr_configs_have_their_snr_and_standards_noise_draw(config, snr):
   builder, noisy = _read(f'fsdd/{config}', 'test')
@@ -210,7 +206,7 @@ def _undecoded(name, split):
           for k in examples[0]}
 
 
-@needs_raw
+@needs_raw_data
 @pytest.mark.parametrize('config', ['snr0db', 'snr-6db'])
 def test_avmnist_snr_configs_have_standards_images_pairing_and_splits(config):
   assert str(input_pipeline.prepare(f'avmnist/{config}', os.environ['TFDS_DATA_DIR'],
