@@ -280,3 +280,16 @@ def test_the_suite_runs_in_workers_that_share_one_data_dir(request, tmp_path_fac
   if os.environ.get('PYTEST_XDIST_WORKER') and not request.config.getoption('tfds_data_dir'):
     shared = tmp_path_factory.getbasetemp().parent / 'tfds'
     assert os.environ['TFDS_DATA_DIR'] == str(shared)
+
+
+def test_parallel_workers_share_one_tfds_dir_and_one_compilation_cache(
+    tfds_data_dir, compilation_cache, tmp_path_factory):
+  """docs/performance.md: one compilation cache for the session, shared by the workers (the
+  README's command runs them) as the TFDS data is."""
+  import jax  # pylint: disable=import-outside-toplevel
+  assert jax.config.jax_compilation_cache_dir == compilation_cache
+  assert os.environ['MMJAX_COMPILATION_CACHE'] == compilation_cache
+  base = tmp_path_factory.getbasetemp()
+  session = base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+  for path in (tfds_data_dir, compilation_cache):
+    assert pathlib.Path(path).parent == session, (path, base)
