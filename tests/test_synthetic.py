@@ -104,15 +104,18 @@ def test_synergy_needs_both_modalities_and_their_xor():
 
 def test_redundant_noisy_shows_the_label_in_both_modalities_each_beside_another_class():
   """Either modality alone reads the label in about 60% of examples (its weight above half);
-  the label is one of the two classes each modality shows, and the class they share."""
+  the class both modalities show is the label, which reads it in about 96% (the module
+  docstring's figures)."""
   examples = [synthetic.make_example('redundant_noisy', 'train', i) for i in range(N)]
   label = np.array([ex['label'] for ex in examples])
   image = np.array([_template_scores(ex) for ex in examples])
-  audio = np.array([_band_powers(ex)[0] for ex in examples])
+  audio = np.sqrt(np.array([_band_powers(ex)[0] for ex in examples]))  # amplitudes
   for scores in (image, audio):
     assert 0.45 < np.mean(scores.argmax(1) == label) < 0.72
-  top2 = lambda scores: np.argsort(scores, 1)[:, -2:]
-  shared = [set(i) & set(a) for i, a in zip(top2(image), top2(audio))]
-  assert np.mean([y in s for y, s in zip(label, shared)]) > 0.95
-  both = np.minimum(image / image.max(1, keepdims=True), audio / audio.max(1, keepdims=True))
-  assert np.mean(both.argmax(1) == label) > 0.85  # the class both show strongly
+  image, audio = image / image.max(1, keepdims=True), audio / audio.max(1, keepdims=True)
+  decoded = []
+  for i, a in zip(image, audio):
+    # The class in both modalities' top two; when both show the same two, the stronger.
+    shared = set(np.argsort(i)[-2:]) & set(np.argsort(a)[-2:])
+    decoded.append(max(shared or range(synthetic.NUM_CLASSES), key=lambda c: i[c] + a[c]))
+  assert np.mean(np.array(decoded) == label) > 0.9

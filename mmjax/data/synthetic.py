@@ -6,8 +6,8 @@ how the label is spread across modalities, the classic way to tell fusion method
 - `redundant`: each modality alone predicts the label; every method should learn it.
 - `redundant_noisy`: each modality shows the label blended with a random other class, a
   different one per modality (weights drawn from U(0.3, 0.8), the label's weight above half in
-  60% of examples). One modality alone can reach about 60%; the class both modalities show is
-  the label, so fusing them can reach about 96%.
+  60% of examples). One modality alone reads the label in about 60% of examples; the class both
+  modalities show is the label, and picking it reads about 96%.
 - `unique`: only the image carries the label; audio and text are distractors.
 - `synergy`: label = (a + 5 * [b >= 5]) mod K with `a` the image's class and `b` the audio's.
   The image gives the label up to one bit, so image alone reaches at most 50%; audio alone is
