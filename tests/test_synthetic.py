@@ -119,3 +119,11 @@ def test_redundant_noisy_shows_the_label_in_both_modalities_each_beside_another_
     shared = set(np.argsort(i)[-2:]) & set(np.argsort(a)[-2:])
     decoded.append(max(shared or range(synthetic.NUM_CLASSES), key=lambda c: i[c] + a[c]))
   assert np.mean(np.array(decoded) == label) > 0.9
+
+
+def test_uniques_image_blends_the_label_with_another_class_and_its_audio_is_loud():
+  """`unique`: image alone reads the label in about 60% of examples, and the distractor audio is
+  as clean as synergy's (0 dB), so a fusion is tempted to use it."""
+  examples = [synthetic.make_example('unique', 'train', i) for i in range(N)]
+  assert 0.45 < np.mean([_decode_image(ex) == ex['label'] for ex in examples]) < 0.72
+  assert _tone_power_fraction(examples) > 0.4
