@@ -190,7 +190,8 @@ def checkpoint_steps(workdir) -> list[int]:
 class Progress:
   """Where a run's workdir stands: `state` is one of
   'finished', 'partial' (trained to `step` of `total`, or lacks final evaluator lines),
-  'not started', or 'conflict' (its config.json differs from the run's values: `detail`)."""
+  'not started', or 'conflict' (its config.json differs from the run's values, or it trained on
+  another version of a dataset: `detail`)."""
   state: str
   step: int = 0
   total: int | None = None
@@ -217,6 +218,17 @@ def _saved(config: dict, key: str):
   return node
 
 
+def _dataset_change(run: Run, workdir) -> str:
+  """What differs between the dataset versions the run trained on and those it would read now
+  (mmjax.workdir.version_change); '' when nothing does or the run predates datasets.json. It
+  imports mmjax (and so JAX) only then: the sweep's own process stays light."""
+  from mmjax import workdir as workdirs  # pylint: disable=import-outside-toplevel
+  if not workdirs.datasets_path(workdir).exists():
+    return ''
+  from mmjax.data import input_pipeline  # pylint: disable=import-outside-toplevel
+  return workdirs.version_change(workdir, input_pipeline.dataset_versions(load_config(run)))
+
+
 def progress(run: Run, workdir) -> Progress:
   config = read_config(workdir)
   if config is None:
@@ -228,6 +240,11 @@ def progress(run: Run, workdir) -> Progress:
       return Progress('conflict', detail=(
           f'{workdir} holds a run with {key}={shown}, not {json.dumps(_normal(value))}; '
           'use another --results_dir or move that workdir away'))
+  changed = _dataset_change(run, workdir)
+  if changed:
+    return Progress('conflict', detail=(
+        f'{workdir} holds a run trained on {changed}; use another --results_dir or move that '
+        'workdir away'))
   total = int(config['num_train_steps'])
   lines = read_metrics(workdir)
   step = max([l['step'] for l in lines if l.get('split') == 'train'] or [0])

@@ -126,7 +126,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   compile_start = time.time()
   state = steps.init_state(config, model, objective, tx, first_batch, mesh)
   transfer.check_freeze(config, state)
-  workdirs.check_resume_config(workdir, config)
+  dataset_versions = input_pipeline.dataset_versions(config)
+  workdirs.check_resume_config(workdir, config, dataset_versions)
 
   if init_from:
     state = transfer.init_from_checkpoint(config, state, mesh)
@@ -149,7 +150,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     else:
       start_step = 0
       train_iter.set_state(initial_position)
-    workdirs.write_config(workdir, config)
+    workdirs.write_config(workdir, config, dataset_versions)
     # Evaluators that run again at the step the run resumes from replace their earlier lines.
     rerun = tuple(evals) if start_step >= config.num_train_steps else ()
     writer = writers.MetricWriter(workdir, resume_step=start_step, rerun_splits=rerun)

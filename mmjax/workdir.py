@@ -92,19 +92,31 @@ def config_path(workdir) -> epath.Path:
   return resolve(workdir) / 'config.json'
 
 
-def write_config(workdir, config) -> None:
-  """The resolved config as `<workdir>/config.json` (process 0; written whole, then renamed)."""
+def datasets_path(workdir) -> epath.Path:
+  """`<workdir>/datasets.json`: {dataset name: version} of the data the run trained on."""
+  return resolve(workdir) / 'datasets.json'
+
+
+def _write_json(path: epath.Path, text: str) -> None:
+  """Process 0 writes `path` whole, then renames it into place."""
   if jax.process_index() != 0:
     return
-  path = config_path(workdir)
-  tmp = path.parent / 'config.json.tmp'
-  tmp.write_text(config.to_json_best_effort(indent=2, sort_keys=True), encoding='utf-8')
+  tmp = path.parent / f'{path.name}.tmp'
+  tmp.write_text(text, encoding='utf-8')
   tmp.replace(path)
 
 
-def check_resume_config(workdir, config) -> None:
+def write_config(workdir, config, dataset_versions: dict[str, str]) -> None:
+  """The resolved config as `<workdir>/config.json`, and the datasets' versions as
+  `datasets.json`."""
+  _write_json(config_path(workdir), config.to_json_best_effort(indent=2, sort_keys=True))
+  _write_json(datasets_path(workdir), json.dumps(dataset_versions, indent=2, sort_keys=True))
+
+
+def check_resume_config(workdir, config, dataset_versions: dict[str, str]) -> None:
   """A workdir holds one model: resuming it with another model config is an error, and so is
-  another objective or freeze pattern (they change what the checkpointed state holds)."""
+  another objective or freeze pattern (they change what the checkpointed state holds), or
+  another version of a dataset it trained on (the run would mix two datasets)."""
   path = config_path(workdir)
   if not path.exists():
     return
@@ -114,3 +126,19 @@ def check_resume_config(workdir, config) -> None:
     if saved.get(key) != current.get(key):
       raise UserError(f'{workdir} holds a run with a different {key} config; resume it with the '
                       f'same config or use a new --workdir')
+  changed = version_change(workdir, dataset_versions)
+  if changed:
+    raise UserError(f'{workdir} holds a run trained on {changed}; train on the new data in a '
+                    'new --workdir')
+
+
+def version_change(workdir, dataset_versions: dict[str, str]) -> str:
+  """'' when the run in `workdir` trained on these versions of its datasets (or predates
+  datasets.json), else what changed: 'synthetic/unique 2.0.0, which is now 3.0.0'."""
+  path = datasets_path(workdir)
+  if not path.exists():
+    return ''
+  saved = json.loads(path.read_text(encoding='utf-8'))
+  return '; '.join(f'{name} {saved[name]}, which is now {version}'
+                   for name, version in sorted(dataset_versions.items())
+                   if name in saved and saved[name] != version)

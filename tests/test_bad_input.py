@@ -5,6 +5,7 @@ raw data); the rest calls `train.train_and_evaluate`, whose UserError `mmjax.mai
 `mmjax: error: <message>`.
 """
 
+import json
 import os
 import pathlib
 import shutil
@@ -151,6 +152,20 @@ def test_cli_wrong_checksum(existing, tmp_path):
         'dropout_drops_all', 'dropout_range', 'dropout_unknown_modality', 'resume_other_model'])
 def test_bad_config_value(existing, overrides, message):
   _rejects(tiny_config(**overrides), existing, message)
+
+
+def test_resume_on_another_version_of_the_data(existing, monkeypatch):
+  """The finished run recorded its data's version (datasets.json); resuming it once the dataset
+  has another version would mix two datasets in one run."""
+  from mmjax.data import synthetic  # pylint: disable=import-outside-toplevel
+  recorded = json.loads((existing / 'datasets.json').read_text())
+  assert recorded == {'synthetic/redundant': str(synthetic.Synthetic.VERSION)}
+  monkeypatch.setattr(input_pipeline, 'dataset_versions',
+                      lambda config: {'synthetic/redundant': '99.0.0'})
+  _rejects(tiny_config(num_train_steps=4), existing,
+           f'{existing} holds a run trained on synthetic/redundant '
+           f'{synthetic.Synthetic.VERSION}, which is now 99.0.0; train on the new data in a new '
+           '--workdir')
 
 
 def test_text_longer_than_max_length(existing):

@@ -1,6 +1,7 @@
 """A user's own TFDS dataset, with its own feature names and shapes, trains by config alone."""
 
 import io
+import json
 
 import numpy as np
 from PIL import Image
@@ -73,3 +74,6 @@ def test_user_dataset_trains_by_config(tmp_path):
   [test] = train.train_and_evaluate(config, str(tmp_path / 'run'))['test']
   assert test['num_examples'] == 64
   assert test['accuracy'] > 0.6  # chance is 0.25
+  # The run records which version of the data it trained on.
+  assert json.loads((tmp_path / 'run' / 'datasets.json').read_text()) == {
+      'toy_captions': str(ToyCaptions.VERSION)}

@@ -18,6 +18,19 @@ def _ids(batches):
   return [hash(x.tobytes()) for b in batches for x in b['inputs']['image']]
 
 
+def test_dataset_versions_name_every_dataset_a_config_reads():
+  """The main job reads AV-MNIST and the FSDD table it joins; each at its builder's version."""
+  from configs import late_fusion  # pylint: disable=import-outside-toplevel
+  from mmjax.data import avmnist, synthetic  # pylint: disable=import-outside-toplevel
+  assert input_pipeline.dataset_versions(late_fusion.get_config()) == {
+      'avmnist/standard': str(avmnist.Avmnist.VERSION), 'fsdd/standard': str(avmnist.Fsdd.VERSION)}
+  assert input_pipeline.dataset_versions(small_config()) == {
+      'synthetic/redundant': str(synthetic.Synthetic.VERSION)}
+  config = small_config()
+  config.dataset.name = 'no_such_dataset'
+  assert not input_pipeline.dataset_versions(config)
+
+
 def test_process_blocks_are_disjoint_and_cover_each_global_batch():
   ds = grain.MapDataset.range(1000).shuffle(seed=3).repeat()
   global_batch, count = 12, 3

@@ -143,12 +143,17 @@ def test_workdir_checks_and_config_on_gcs(gcs):
   workdirs.check(workdir)
   workdirs.make(workdir)
   assert (gcs / 'runs' / 'a').is_dir() and os.listdir(gcs / 'runs' / 'a') == []
-  workdirs.write_config(workdir, _config())
+  versions = {'synthetic/redundant': '3.0.0'}
+  workdirs.write_config(workdir, _config(), versions)
   saved = json.loads((gcs / 'runs' / 'a' / 'config.json').read_text())
   assert saved['model'] == {'hidden': 16}
-  workdirs.check_resume_config(workdir, _config())
+  assert json.loads((gcs / 'runs' / 'a' / 'datasets.json').read_text()) == versions
+  workdirs.check_resume_config(workdir, _config(), versions)
   with pytest.raises(UserError, match=f'{workdir} holds a run with a different model config'):
-    workdirs.check_resume_config(workdir, _config(hidden=32))
+    workdirs.check_resume_config(workdir, _config(hidden=32), versions)
+  with pytest.raises(UserError, match=f'{workdir} holds a run trained on synthetic/redundant '
+                                      '3.0.0, which is now 4.0.0'):
+    workdirs.check_resume_config(workdir, _config(), {'synthetic/redundant': '4.0.0'})
 
   (gcs / 'file').write_text('an object, not a prefix')
   with pytest.raises(UserError, match=f'workdir {BUCKET}/file is a file, not a directory'):

@@ -121,6 +121,16 @@ def test_progress_of_a_workdir(tmp_path):
   _fake_run(tmp_path / 'other', 0.5, total=4)
   state = runs_lib.progress(run, tmp_path / 'other')
   assert state.state == 'conflict' and 'num_train_steps=4, not 8' in state.detail
+  # Finished on the data as it is (datasets.json as the trainer writes it), or on an older one.
+  from mmjax.data import synthetic  # pylint: disable=import-outside-toplevel
+  (tmp_path / 'done' / 'datasets.json').write_text(
+      json.dumps({'synthetic/redundant': str(synthetic.Synthetic.VERSION)}))
+  assert runs_lib.progress(run, tmp_path / 'done').state == 'finished'
+  (tmp_path / 'done' / 'datasets.json').write_text(json.dumps({'synthetic/redundant': '0.1.0'}))
+  state = runs_lib.progress(run, tmp_path / 'done')
+  assert state.state == 'conflict' and state.detail == (
+      f'{tmp_path / "done"} holds a run trained on synthetic/redundant 0.1.0, which is now '
+      f'{synthetic.Synthetic.VERSION}; use another --results_dir or move that workdir away')
 
 
 # ------------------------------------------------------------------------------------------------

@@ -111,6 +111,7 @@ def test_cli_end_to_end(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   config = json.loads((workdir / 'config.json').read_text())
   assert config['optimizer']['learning_rate'] == 0.002 and config['num_train_steps'] == 24
+  assert list(json.loads((workdir / 'datasets.json').read_text())) == ['synthetic/redundant']
   entries = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
   assert {e['split'] for e in entries} == {'train', 'validation', 'test'}
   train_entries = [e for e in entries if e['split'] == 'train']

@@ -86,6 +86,30 @@ def _build_lock(builder):
       fcntl.lockf(f, fcntl.LOCK_UN)
 
 
+def dataset_names(config) -> list[str]:
+  """The TFDS datasets a config reads: `dataset.name`, then those its joins read."""
+  joins = config.dataset.get('joins') or {}
+  return [config.dataset.name, *(j.dataset for j in joins.values() if j.dataset)]
+
+
+def dataset_versions(config) -> dict[str, str]:
+  """{dataset name: the version a run of `config` reads}: for mmjax's builders the code's
+  version (the one `prepare` builds); for other TFDS datasets the one prepared in the data dir,
+  or nothing when none is."""
+  data_dir = data_dir_path(config.dataset.get('data_dir') or os.environ.get('TFDS_DATA_DIR'))
+  versions = {}
+  for name in dataset_names(config):
+    base = name.partition('/')[0]
+    if base in _builders():
+      versions[name] = str(_builders()[base].VERSION)
+      continue
+    try:
+      versions[name] = str(tfds.builder(name, data_dir=data_dir).version)
+    except Exception:  # pylint: disable=broad-except  (not found: load_source says so)
+      pass
+  return versions
+
+
 def load_source(name: str, config, split: str | None = None) -> Any:
   """split → random-access source of dataset `name` (config.dataset's data and raw dirs); with
   `split`, that split's source."""
