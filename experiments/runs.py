@@ -218,6 +218,20 @@ def _saved(config: dict, key: str):
   return node
 
 
+def dataset_versions(run: Run) -> dict[str, str]:
+  """The version of each dataset the run reads now (mmjax.data.input_pipeline.dataset_versions).
+  It does not depend on the seed, so it is computed once per config, settings and overrides: a
+  sweep asks for every run, twice when it trains it and again when it aggregates."""
+  key = json.dumps([run.config, _normal(run.settings), _normal(run.overrides)], sort_keys=True)
+  if key not in _DATASET_VERSIONS:
+    from mmjax.data import input_pipeline  # pylint: disable=import-outside-toplevel
+    _DATASET_VERSIONS[key] = input_pipeline.dataset_versions(load_config(run))
+  return _DATASET_VERSIONS[key]
+
+
+_DATASET_VERSIONS: dict[str, dict[str, str]] = {}
+
+
 def _dataset_change(run: Run, workdir) -> str:
   """What differs between the dataset versions the run trained on and those it would read now
   (mmjax.workdir.version_change); '' when nothing does or the run predates datasets.json. It
@@ -225,8 +239,7 @@ def _dataset_change(run: Run, workdir) -> str:
   from mmjax import workdir as workdirs  # pylint: disable=import-outside-toplevel
   if not workdirs.datasets_path(workdir).exists():
     return ''
-  from mmjax.data import input_pipeline  # pylint: disable=import-outside-toplevel
-  return workdirs.version_change(workdir, input_pipeline.dataset_versions(load_config(run)))
+  return workdirs.version_change(workdir, dataset_versions(run))
 
 
 def progress(run: Run, workdir) -> Progress:

@@ -133,6 +133,25 @@ def test_progress_of_a_workdir(tmp_path):
       f'{synthetic.Synthetic.VERSION}; use another --results_dir or move that workdir away')
 
 
+def test_dataset_versions_are_read_once_per_config_not_per_run(tmp_path, monkeypatch):
+  loads = []
+  load_config = runs_lib.load_config
+  monkeypatch.setattr(runs_lib, 'load_config', lambda run: loads.append(run) or load_config(run))
+  monkeypatch.setattr(runs_lib, "_DATASET_VERSIONS", {})
+  from mmjax.data import synthetic  # pylint: disable=import-outside-toplevel
+  for seed in range(3):
+    run = runs_lib.Run(TINY, seed=seed, settings={'num_train_steps': 8})
+    _fake_run(tmp_path / str(seed), 0.5, config={'seed': seed})
+    (tmp_path / str(seed) / 'datasets.json').write_text(
+        json.dumps({'synthetic/redundant': str(synthetic.Synthetic.VERSION)}))
+    for _ in range(2):  # once before training it, once after
+      assert runs_lib.progress(run, tmp_path / str(seed)).state == 'finished'
+  assert len(loads) == 1
+  other = runs_lib.Run(TINY, overrides={'batch_size': 4}, settings={'num_train_steps': 8})
+  runs_lib.dataset_versions(other)
+  assert len(loads) == 2
+
+
 # ------------------------------------------------------------------------------------------------
 # Aggregation from hand-made metrics.jsonl files
 
