@@ -72,27 +72,31 @@ def _tone_power_fraction(examples):
   return np.mean([bands.max() / total for bands, total in map(_band_powers, examples)])
 
 
-def test_synergys_image_and_audio_each_show_their_class_clearly():
+@pytest.fixture(scope='module')
+def synergy():
+  """N synergy examples and their decoded (image class, audio class, label)."""
+  examples = [synthetic.make_example('synergy', 'train', i) for i in range(N)]
+  decoded = np.array([[_decode_image(ex), _decode_audio(ex), ex['label']] for ex in examples])
+  return examples, decoded.T
+
+
+def test_synergys_image_and_audio_each_show_their_class_clearly(synergy):
   """On `synergy` what is hard is the interaction, not reading each part: its audio is clean
   (0 dB: `unimodal_audio.py:synthetic` reads 0-dB tones at 99% after 80 steps, redundant's
   -12 dB ones at 16% after 80 and 91% after 300), and the decoded classes give the label."""
-  examples = [synthetic.make_example('synergy', 'train', i) for i in range(N)]
+  examples, (image, audio, label) = synergy
   assert _tone_power_fraction(examples) > 0.4
   assert _tone_power_fraction(
       [synthetic.make_example('redundant', 'train', i) for i in range(N)]) < 0.2
   k = synthetic.NUM_CLASSES
-  image, audio = np.array([[_decode_image(ex), _decode_audio(ex)] for ex in examples]).T
-  label = np.array([ex['label'] for ex in examples])
   assert np.mean((image + k // 2 * (audio >= k // 2)) % k == label) > 0.95
 
 
-def test_synergy_needs_both_modalities_and_their_xor():
+def test_synergy_needs_both_modalities_and_their_xor(synergy):
   """Image alone gives the label up to one bit (at most 50%), audio alone nothing, and that bit
   is the XOR of the two modalities' halves, which no sum of per-modality scores computes."""
-  examples = [synthetic.make_example('synergy', 'train', i) for i in range(N)]
+  _, (image, audio, label) = synergy
   k = synthetic.NUM_CLASSES
-  image, audio = np.array([[_decode_image(ex), _decode_audio(ex)] for ex in examples]).T
-  label = np.array([ex['label'] for ex in examples])
   assert np.mean(image % (k // 2) == label % (k // 2)) > 0.95  # the image fixes label mod 5
   assert 0.4 < np.mean(image == label) < 0.6
   assert np.mean(audio == label) < 0.2
