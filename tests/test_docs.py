@@ -180,15 +180,19 @@ def test_ci_runs_the_readme_test_command_verbatim():
   assert command in quickstart.splitlines()
   assert command.endswith("pip install -e '.[test]' && MMJAX_RAW_DATA_DIR=../shared/data "
                           'python -m pytest')
-  # Wherever else the README shows the test command, it is this line.
-  readme = (REPO / 'README.md').read_text(encoding='utf-8').splitlines()
-  shown = [line for line in readme if line.endswith('python -m pytest')]
+  # Wherever else a code block of the README runs pytest, it is this line.
+  blocks = (REPO / 'README.md').read_text(encoding='utf-8').split('```')[1::2]
+  shown = [line for block in blocks for line in block.splitlines() if 'pytest' in line]
   assert len(shown) >= 2 and set(shown) == {command}, shown
 
 
 @pytest.mark.parametrize('variant', [
     "pip install -e '.[test]' && MMJAX_RAW_DATA_DIR=../shared/data python -m pytest",
     'MMJAX_RAW_DATA_DIR=../shared/data python -m pytest',
+    "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]' && "
+    'MMJAX_RAW_DATA_DIR=../shared/data python -m pytest -x',
+    "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]' && python -m pytest",
+    'python -m pytest tests/test_train.py',
 ])
 def test_ci_refuses_a_readme_that_shows_another_test_command(tmp_path, variant):
   """A second, different test command in the README would go untested: .ci/run stops."""
@@ -199,10 +203,12 @@ def test_ci_refuses_a_readme_that_shows_another_test_command(tmp_path, variant):
   proc = subprocess.run(['bash', str(tmp_path / '.ci' / 'run'), '--dry-run'], capture_output=True,
                         text=True, check=False, timeout=60)
   assert proc.returncode == 1 and variant in proc.stderr, proc.stdout + proc.stderr
-  (tmp_path / 'README.md').write_text('no test command here\n', encoding='utf-8')
-  proc = subprocess.run(['bash', str(tmp_path / '.ci' / 'run'), '--dry-run'], capture_output=True,
-                        text=True, check=False, timeout=60)
-  assert proc.returncode == 1 and 'must show one test command line' in proc.stderr
+  # A README whose only test command does not point the tests at the raw data is refused too.
+  for text in ('no test command here\n', readme.replace('MMJAX_RAW_DATA_DIR=../shared/data ', '')):
+    (tmp_path / 'README.md').write_text(text, encoding='utf-8')
+    proc = subprocess.run(['bash', str(tmp_path / '.ci' / 'run'), '--dry-run'],
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 1 and 'must show one test command line' in proc.stderr
 
 
 def test_ci_runs_the_command_without_what_acts_before_the_conftest(tmp_path):
