@@ -72,6 +72,19 @@ def _config_with_evals(**overrides):
   return tiny_config(**{'evals.validation.every_steps': 4, 'log_every_steps': 4, **overrides})
 
 
+@pytest.mark.parametrize('load_before, says', [
+    (0.5, 'the load after counts the benchmark itself'),
+    (2.2, 'the machine was shared with other jobs'),
+])
+def test_table_says_whether_other_jobs_shared_the_machine(load_before, says):
+  """Only the load before the run tells: the one after counts the benchmark's own processes."""
+  meta = {'date': '2026-12-02', 'machine': 'a CPU', 'jax_version': jax.__version__,
+          'device_count': 1, 'device_kind': 'cpu', 'steps': 20, 'load_before': load_before,
+          'load_after': 3.5}
+  context = benchmark.render_context(meta)
+  assert says in context and f'load average {load_before:.1f} before and 3.5 after' in context
+
+
 def test_one_compile_each_for_train_and_eval_steps(tmp_path, caplog):
   """Evaluations during training, at the end, and a resumed run: one compile per step each run."""
   for total in (8, 12):  # the second run resumes the first from its step-8 checkpoint
