@@ -211,10 +211,11 @@ def test_ci_refuses_a_readme_that_shows_another_test_command(tmp_path, variant):
     assert proc.returncode == 1 and 'must show one test command line' in proc.stderr
 
 
-def test_ci_runs_the_command_without_what_acts_before_the_conftest(tmp_path):
-  """.ci/run executes the README's line itself (stubs stand in for python3, pip and python here),
-  without the shell's PYTEST_ADDOPTS, PYTEST_PLUGINS, PYTHONPATH and PYTHONHOME: a `-k` in
-  PYTEST_ADDOPTS would let CI pass on fewer tests than the README's command runs."""
+def test_ci_runs_the_command_as_written_and_refuses_what_acts_before_the_conftest(tmp_path):
+  """.ci/run executes the README's line itself, in its own environment (stubs stand in for
+  python3, pip and python here). A shell that sets PYTEST_ADDOPTS, PYTEST_PLUGINS, PYTHONPATH or
+  PYTHONHOME would change what the command runs before the tests can clear it (a `-k` in
+  PYTEST_ADDOPTS would let CI pass on fewer tests): .ci/run stops instead of running it."""
   (tmp_path / '.ci').mkdir()
   shutil.copy(REPO / '.ci' / 'run', tmp_path / '.ci' / 'run')
   shutil.copy(REPO / 'README.md', tmp_path / 'README.md')
@@ -222,18 +223,28 @@ def test_ci_runs_the_command_without_what_acts_before_the_conftest(tmp_path):
   stubs.mkdir()
   (stubs / 'python3').write_text(  # `python3 -m venv .venv`: an activate script with stubs
       '#!/bin/bash\nmkdir -p .venv/bin\n'
-      """printf 'pip() { :; }\\npython() { env > "$ENV_PROBE_OUT"; }\\n' > .venv/bin/activate\n""")
+      """printf 'pip() { :; }\\npython() { echo "$*" > "$ENV_PROBE_OUT.args"; """
+      """env > "$ENV_PROBE_OUT"; }\\n' > .venv/bin/activate\n""")
   (stubs / 'python3').chmod(0o755)
   out = tmp_path / 'env.txt'
-  env = {**os.environ, 'PATH': f'{stubs}:{os.environ["PATH"]}', 'ENV_PROBE_OUT': str(out),
-         'PYTEST_ADDOPTS': '-k nothing', 'PYTEST_PLUGINS': 'elsewhere', 'PYTHONPATH': '/elsewhere',
-         'PYTHONHOME': '/elsewhere'}
+  clean = {k: v for k, v in os.environ.items()
+           if k not in ('PYTEST_ADDOPTS', 'PYTEST_PLUGINS', 'PYTHONPATH', 'PYTHONHOME')}
+  env = {**clean, 'PATH': f'{stubs}:{os.environ["PATH"]}', 'ENV_PROBE_OUT': str(out),
+         'A_USER_SETTING': 'kept'}
   proc = subprocess.run(['bash', str(tmp_path / '.ci' / 'run')], env=env, capture_output=True,
                         text=True, check=False, timeout=60)
   assert proc.returncode == 0, proc.stdout + proc.stderr
   seen = dict(line.split('=', 1) for line in out.read_text().splitlines() if '=' in line)
-  assert seen['MMJAX_RAW_DATA_DIR'] == '../shared/data'
-  assert not {'PYTEST_ADDOPTS', 'PYTEST_PLUGINS', 'PYTHONPATH', 'PYTHONHOME'} & set(seen), seen
+  assert seen['MMJAX_RAW_DATA_DIR'] == '../shared/data' and seen['A_USER_SETTING'] == 'kept'
+  assert (tmp_path / 'env.txt.args').read_text().strip() == '-m pytest'
+  out.unlink()
+  for name, value in (('PYTEST_ADDOPTS', '-k nothing'), ('PYTEST_PLUGINS', 'elsewhere'),
+                      ('PYTHONPATH', '/elsewhere'), ('PYTHONHOME', '/elsewhere')):
+    proc = subprocess.run(['bash', str(tmp_path / '.ci' / 'run')], env={**env, name: value},
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 1 and not out.exists(), proc.stdout + proc.stderr
+    assert f'this shell sets {name}, which would change what it runs: unset {name}' in (
+        proc.stderr), proc.stderr
 
 
 def test_the_suite_clears_what_a_fresh_machine_would_not_have_set(tmp_path):
