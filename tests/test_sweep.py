@@ -137,7 +137,7 @@ def test_dataset_versions_are_read_once_per_config_not_per_run(tmp_path, monkeyp
   loads = []
   load_config = runs_lib.load_config
   monkeypatch.setattr(runs_lib, 'load_config', lambda run: loads.append(run) or load_config(run))
-  monkeypatch.setattr(runs_lib, "_DATASET_VERSIONS", {})
+  monkeypatch.setattr(runs_lib, '_DATASET_VERSIONS', {})
   from mmjax.data import synthetic  # pylint: disable=import-outside-toplevel
   for seed in range(3):
     run = runs_lib.Run(TINY, seed=seed, settings={'num_train_steps': 8})
