@@ -421,6 +421,9 @@ def render_table(results: list[dict]) -> str:
   return '\n'.join(rows)
 
 
+LOADED = 1.0  # a 1-minute load average from which other jobs are taken to share the machine
+
+
 def render_context(meta: dict) -> str:
   skipped = '; '.join(f'`{name}.py` ({why})' for name, why in sorted(NEEDS_ANOTHER_RUN.items()))
   # The load after the run counts the benchmark's own processes; only the load before it tells
@@ -431,9 +434,6 @@ def render_context(meta: dict) -> str:
           f'{meta["device_count"]}x {meta["device_kind"]}; `--steps={meta["steps"]}`; load '
           f'average {meta["load_before"]:.1f} before and {meta["load_after"]:.1f} after the run '
           f'({shared}). Not in the table: {skipped}.')
-
-
-LOADED = 1.0  # a 1-minute load average from which other jobs are taken to share the machine
 
 
 def write_doc(doc: pathlib.Path, results: list[dict], meta: dict) -> None:
