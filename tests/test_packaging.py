@@ -18,6 +18,8 @@ DISTRIBUTION = {'PIL': 'pillow', 'absl': 'absl-py', 'tensorflow_datasets': 'tens
 TEST_ONLY = {'pytest', 'pytest-xdist', 'portpicker', 'psutil', 'librosa', 'matplotlib'}
 # Not imported by mmjax: TFDS imports it to build a dataset defined in a package, undeclared.
 FOR_TFDS = {'importlib-resources'}
+# Not imported by mmjax: jax's dependency, capped below a release slow to import (setup.py).
+CAPPED = {'ml-dtypes'}
 
 
 @pytest.fixture(scope='module')
@@ -60,8 +62,17 @@ def _distributions(modules) -> set[str]:
 def test_install_requires_is_what_mmjax_imports(setup_kwargs):
   required = {_name(r) for r in setup_kwargs['install_requires']}
   imported = _distributions(_third_party_imports('mmjax'))
-  assert required == imported | FOR_TFDS
+  assert required == imported | FOR_TFDS | CAPPED
   assert 'array-record' not in required
+
+
+def test_the_installed_ml_dtypes_is_the_capped_one(setup_kwargs):
+  """ml_dtypes 0.7.0 adds a second to the start of every process that imports jax."""
+  import importlib.metadata  # pylint: disable=import-outside-toplevel
+  [cap] = [r for r in setup_kwargs['install_requires'] if _name(r) == 'ml-dtypes']
+  assert cap.endswith(',<0.7'), cap
+  major, minor = importlib.metadata.version('ml_dtypes').split('.')[:2]
+  assert (int(major), int(minor)) < (0, 7)
 
 
 def test_test_only_packages_are_in_the_test_extra(setup_kwargs):
