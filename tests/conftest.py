@@ -19,12 +19,6 @@ if os.environ.get('MMJAX_RAW_DATA_DIR'):
   os.environ['MMJAX_RAW_DATA_DIR'] = str(RAW_DATA_DIR)
 # Runs started by tests write nothing to ~/.cache; see `compilation_cache` below.
 os.environ['MMJAX_COMPILATION_CACHE'] = 'off'
-# The suite's programs are compiled, not run, for most of its time: on the CPU, LLVM's level-0
-# backend compiles them in a half to three quarters of the time of XLA's default (level 2),
-# and runs them slower, which tiny test batches do not notice. The values differ at most in the
-# last bits, and every comparison a test makes is between programs compiled alike. pytest's
-# process sets it for every test and for the processes tests start (`_python`).
-TEST_XLA_FLAGS = '--xla_backend_optimization_level=0'
 
 
 def clear_shell_environment():
@@ -59,7 +53,6 @@ def pytest_configure(config):  # pylint: disable=unused-argument
         f'MMJAX_RAW_DATA_DIR={RAW_DATA_DIR} holds no mnist/ and fsdd/recordings/ folders: point it '
         'at the raw data (../shared/data from the repository root), or unset it')
   clear_shell_environment()
-  os.environ['XLA_FLAGS'] = TEST_XLA_FLAGS
   os.environ['MMJAX_COMPILATION_CACHE'] = 'off'  # until the session's own cache (below)
 
 
@@ -128,13 +121,9 @@ def small_config(variant: str = 'synthetic', **overrides):
 
 
 def _python(args, env_extra, timeout) -> dict:
-  """subprocess arguments of `python ARGS` from the repository root, killed after `timeout` s.
-  XLA_FLAGS in `env_extra` (a device count) are added to the session's."""
-  env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
-  if env_extra and 'XLA_FLAGS' in env_extra and os.environ.get('XLA_FLAGS'):
-    env['XLA_FLAGS'] = f"{os.environ['XLA_FLAGS']} {env_extra['XLA_FLAGS']}"
+  """subprocess arguments of `python ARGS` from the repository root, killed after `timeout` s."""
   return {'args': ['timeout', '-k', '10', str(timeout), sys.executable, *args], 'cwd': REPO,
-          'env': env}
+          'env': dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))}
 
 
 def run_python(args, env_extra=None, timeout=300):
