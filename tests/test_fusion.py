@@ -12,6 +12,7 @@ import numpy as np
 import optax
 import pytest
 
+from mmjax import steps
 from mmjax.data import synthetic
 from mmjax.models.base import FUSIONS, Encoding
 from mmjax.models.model import MultimodalModel  # also registers every fusion
@@ -96,7 +97,11 @@ def outputs(name, options, n):
     cases[m] = (base, presence(n, i))
     cases[f'{m} changed'] = (with_absent_changed(base, m, presence(n, i)[:, i]), presence(n, i))
   encs, present = jax.tree.map(lambda *xs: jnp.concatenate(xs), *cases.values())
-  out, _ = jax.jit(build(name, options).init_with_output)(jax.random.key(0), encs, present)
+  # Run once, like a run's init: compiled with the init's cheaper LLVM optimisation on the CPU
+  # (mult on 3 modalities: 18.6 CPU s instead of 21.7, bottleneck_fusion 14.2 instead of 20.2).
+  init = jax.jit(build(name, options).init_with_output,
+                 compiler_options=steps.init_compiler_options())
+  out, _ = init(jax.random.key(0), encs, present)
   return {case: jax.tree.map(lambda x, k=k: np.asarray(x[k * BATCH:(k + 1) * BATCH]), out)
           for k, case in enumerate(cases)}
 
