@@ -31,7 +31,7 @@ setup(
         'absl-py>=2.1,<3',
         'numpy>=2.1,<3',
         # jax's dtypes. 0.7.0 takes 1.2 s to import here (0.6.0: 0.17 s), which every process
-        # that imports jax pays: `python -m mmjax.main` started in 2.4 s instead of 3.7-4.2 s.
+        # that imports jax pays: `import mmjax.main` took 2.4-2.7 s instead of 3.7-4.2 s.
         'ml_dtypes>=0.5,<0.7',
         # Used without TensorFlow (array_record + grain). 4.9.9 cannot read dataset_info with
         # protobuf 7 (the newest), and its `build` command is another parser.

@@ -1,6 +1,7 @@
 """setup.py declares what mmjax imports and nothing else; pytest.ini fails on mmjax deprecations."""
 
 import ast
+import importlib.metadata
 import re
 import runpy
 import sys
@@ -68,7 +69,6 @@ def test_install_requires_is_what_mmjax_imports(setup_kwargs):
 
 def test_the_installed_ml_dtypes_is_the_capped_one(setup_kwargs):
   """ml_dtypes 0.7.0 adds a second to the start of every process that imports jax."""
-  import importlib.metadata  # pylint: disable=import-outside-toplevel
   [cap] = [r for r in setup_kwargs['install_requires'] if _name(r) == 'ml-dtypes']
   assert cap.endswith(',<0.7'), cap
   major, minor = importlib.metadata.version('ml_dtypes').split('.')[:2]
