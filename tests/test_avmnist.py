@@ -93,6 +93,7 @@ def mnist():
 # Contents
 
 
+@pytest.mark.slow
 def test_fsdd_splits(std):
   sizes = {s: len(std.fs[s]["recording_id"]) for s in SPLITS}
   assert sizes == {"train": 2400, "validation": 300, "test": 300}
@@ -114,6 +115,7 @@ def test_fsdd_splits(std):
   assert seen == set(range(3000))
 
 
+@pytest.mark.slow
 def test_fsdd_clean_is_raw_audio(clean):
   names = raw.fsdd_names()
   for split in SPLITS:
@@ -126,6 +128,7 @@ def test_fsdd_clean_is_raw_audio(clean):
       assert not f["audio"][i][n:].any()
 
 
+@pytest.mark.slow
 def test_fsdd_standard_noise_snr(std, clean):
   for split in SPLITS:
     noisy, ref = std.fs[split], clean.fs[split]
@@ -142,6 +145,7 @@ def test_fsdd_standard_noise_snr(std, clean):
     assert (noisy["audio"][:, -1] != 0).mean() > 0.9
 
 
+@pytest.mark.slow
 def test_avmnist_splits_and_ids(std, mnist):
   av = std.av
   assert {
@@ -161,6 +165,7 @@ def test_avmnist_splits_and_ids(std, mnist):
   assert len(np.unique(ex_ids)) == 70000
 
 
+@pytest.mark.slow
 def test_pairing(std):
   label_of = np.zeros(3000, int)
   speaker_of = np.zeros(3000, int)
@@ -186,12 +191,14 @@ def test_pairing(std):
   assert not (used[0] & used[1] or used[0] & used[2] or used[1] & used[2])
 
 
+@pytest.mark.slow
 def test_clean_and_standard_share_pairing(std, clean):
   for split in SPLITS:
     for key in ("label", "audio_id", "speaker", "image_id", "example_id"):
       np.testing.assert_array_equal(std.av[split][key], clean.av[split][key])
 
 
+@pytest.mark.slow
 def test_images(std, clean, mnist):
   np.testing.assert_array_equal(clean.av["train"]["image"][..., 0], mnist["train"][0][:55000])
   np.testing.assert_array_equal(clean.av["test"]["image"][..., 0], mnist["test"][0])
@@ -205,6 +212,7 @@ def test_images(std, clean, mnist):
                                 avmnist.pca_degrade(mnist["test"][0], mean, comps))
 
 
+@pytest.mark.slow
 def test_two_builds_identical(std, tmp_path_factory):
   # Byte-identical record files: the decoded examples are then identical too.
   again = Built(tmp_path_factory.mktemp("tfds_std_again"), "standard", read=False)
@@ -213,6 +221,7 @@ def test_two_builds_identical(std, tmp_path_factory):
     assert expected and _file_digests(rebuilt) == expected
 
 
+@pytest.mark.slow
 def test_build_reuses_prepared(std):
   # Prepared data is reused without touching the raw dir at all.
   b = input_pipeline.prepare("avmnist/standard", std.data_dir, "/nonexistent/raw")
@@ -221,6 +230,7 @@ def test_build_reuses_prepared(std):
   assert len(src["test"]) == 10000
 
 
+@pytest.mark.slow
 def test_audio_join_table(std):
   sources = std.fsdd.as_data_source()
   audio = input_pipeline.join_table(sources, "recording_id", "audio")
@@ -389,6 +399,7 @@ def _no_partials(root: pathlib.Path):
   return not [p for p in root.rglob("*") if p.name.endswith(".part")]
 
 
+@pytest.mark.slow
 def test_download(server_files, tmp_path, monkeypatch, std):
   monkeypatch.setenv("MMJAX_RAW_DOWNLOAD", "1")
   raw_dir = tmp_path / "raw"

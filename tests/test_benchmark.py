@@ -115,6 +115,7 @@ def test_a_step_compiled_twice_is_a_warning(caplog):
   assert "compiled {'train_step': 2} more than once" in caplog.text
 
 
+@pytest.mark.slow
 def test_persistent_cache_makes_a_rerun_load_instead_of_compile(tmp_path):
   """The harness (cold, cache off by default) then a training run of the same config with the
   cache in a new directory, then again: the last loads its steps from the cache."""
@@ -225,6 +226,7 @@ def test_unknown_dtype_is_a_user_error():
     build_model(tiny_config(dtype='float16'))
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_script_runs_shrunk_on_a_cpu(tmp_path):
   env = {**os.environ, 'PYTHONPATH': str(REPO), 'MMJAX_BENCH_TINY': '1',
          'OUT_DIR': str(tmp_path), 'PYTHON': sys.executable}
@@ -266,6 +268,7 @@ def test_the_nonfinite_guard_compiles_to_a_program_linear_in_the_parameter_count
   assert ratio(chained) > 8  # what the guard avoids, still so in this XLA
 
 
+@pytest.mark.slow
 def test_a_profiled_run_traces_its_steps_and_names_their_layers(tmp_path):
   """config.profile traces exactly the configured steps, with an event per XLA operation on a
   CPU, and `python -m mmjax.profiling` names the layers the time went to."""

@@ -24,6 +24,7 @@ def test_the_issue_configs_exist():
 
 
 @pytest.mark.parametrize('name', CONFIGS)
+@pytest.mark.slow
 def test_config_trains_on_synthetic_data(name):
   if name in NEEDS_A_RUN:
     pytest.skip(NEEDS_A_RUN[name])

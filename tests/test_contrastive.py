@@ -70,6 +70,7 @@ def test_padding_is_neither_anchor_nor_negative(loss):
   assert float(sums['count']) == 4
 
 
+@pytest.mark.slow
 def test_one_and_four_devices_give_the_same_loss(tmp_path):
   """The negatives are the global batch: 4 devices must see the same 16x16 similarities (and
   the retrieval evaluator the same embeddings)."""
@@ -136,6 +137,7 @@ def pretrained(tmp_path_factory):
   return workdir, results, lines
 
 
+@pytest.mark.slow
 def test_pretraining_loss_falls_and_retrieval_and_probe_beat_chance(pretrained):
   _, results, lines = pretrained
   losses = [l['loss'] for l in lines if l['split'] == 'train']

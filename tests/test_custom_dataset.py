@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 from PIL import Image
+import pytest
 import tensorflow_datasets as tfds
 
 from configs import default
@@ -46,6 +47,7 @@ class ToyCaptions(tfds.core.GeneratorBasedBuilder):
                 'category': label}
 
 
+@pytest.mark.slow
 def test_user_dataset_trains_by_config(tmp_path):
   data_dir = str(tmp_path / 'tfds')
   ToyCaptions(data_dir=data_dir, file_format='array_record').download_and_prepare()

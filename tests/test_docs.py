@@ -109,7 +109,11 @@ def test_every_special_case_names_an_existing_block():
   assert len(PYTHON) >= 4  # README: dataset fields, sum fusion; datasheet: build, read
 
 
-@pytest.mark.parametrize('block', PYTHON, ids=[f'{b[0]}:{b[1]}' for b in PYTHON])
+# A block that reads the raw data builds AV-MNIST from it: a long end-to-end check.
+@pytest.mark.parametrize('block', [
+    pytest.param(b, id=f'{b[0]}:{b[1]}',
+                 marks=[pytest.mark.slow] if 'MMJAX_RAW_DATA_DIR' in b[3] else [])
+    for b in PYTHON])
 def test_python_block_runs(block, tfds_data_dir, tmp_path):
   key = _key(block)
   if key in NOT_RUN:
@@ -310,3 +314,29 @@ def test_parallel_workers_share_one_tfds_dir_and_one_compilation_cache(
   session = base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
   for path in (tfds_data_dir, compilation_cache):
     assert pathlib.Path(path).parent == session, (path, base)
+
+
+def test_the_readme_command_runs_the_slow_tests_and_not_slow_leaves_them_out():
+  """README (Tests): the long end-to-end checks are marked `slow`; the README's command (and so
+  CI) runs them, and `-m "not slow"` leaves them out. A misspelt mark is an error, not a test that
+  silently stays in the quick loop."""
+  import configparser  # pylint: disable=import-outside-toplevel
+  ini = configparser.ConfigParser()
+  ini.read(REPO / 'pytest.ini')
+  addopts = ini['pytest']['addopts'].split()
+  assert '--strict-markers' in addopts and '-m' not in addopts, addopts
+  assert ini['pytest']['markers'].strip().startswith('slow:')
+  readme = (REPO / 'README.md').read_text(encoding='utf-8')
+  command = readme.split('## Tests')[1].split('```bash\n')[1].splitlines()[0]
+  assert command.endswith('python -m pytest'), command
+  assert 'python -m pytest -m "not slow"' in readme
+  proc = run_python(['-m', 'pytest', '-n', '0', '--collect-only', '-m', 'slow',
+                     'tests/test_avmnist.py', 'tests/test_configs.py', 'tests/test_train.py'],
+                    timeout=240)
+  assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:])
+  slow = {line.split('[')[0] for line in proc.stdout.splitlines() if '::' in line}
+  assert {'tests/test_avmnist.py::test_two_builds_identical',
+          'tests/test_configs.py::test_config_trains_on_synthetic_data',
+          'tests/test_train.py::test_one_and_four_devices_agree'} <= slow, sorted(slow)
+  assert 'tests/test_configs.py::test_the_issue_configs_exist' not in slow
+  assert 'tests/test_avmnist.py::test_missing_raw_dir' not in slow

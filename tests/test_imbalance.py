@@ -62,6 +62,7 @@ def _softmax(x):
   return e / e.sum(1, keepdims=True)
 
 
+@pytest.mark.slow
 def test_branch_outputs_are_the_official_linear_split_and_gradients_scale_by_k():
   """A linear head over [audio; image] features: out_u = W_u·z_u + b/2 (the official code); the
   encoder kernels' gradients are multiplied by k_u of Eq. 10, everything else untouched."""
@@ -176,6 +177,7 @@ def _read(name, split, keys=None):
 
 @needs_raw_data
 @pytest.mark.parametrize('config, snr', [('snr0db', 0.0), ('snr-6db', -6.0)])
+@pytest.mark.slow
 def test_fsdd_snr_configs_have_their_snr_and_standards_noise_draw(config, snr):
   builder, noisy = _read(f'fsdd/{config}', 'test')
   assert str(builder.version) == '1.1.0'
@@ -208,6 +210,7 @@ def _undecoded(name, split):
 
 @needs_raw_data
 @pytest.mark.parametrize('config', ['snr0db', 'snr-6db'])
+@pytest.mark.slow
 def test_avmnist_snr_configs_have_standards_images_pairing_and_splits(config):
   assert str(input_pipeline.prepare(f'avmnist/{config}', os.environ['TFDS_DATA_DIR'],
                                     RAW_DATA_DIR).version) == '1.1.0'

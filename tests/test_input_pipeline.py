@@ -115,6 +115,7 @@ def test_resumed_iterator_continues_the_same_sequence():
   assert _ids(next(resumed) for _ in range(3)) == expected
 
 
+@pytest.mark.slow
 def test_logmel_matches_librosa():
   librosa = pytest.importorskip('librosa')
   from mmjax.models.frontend import LogMel  # pylint: disable=import-outside-toplevel
@@ -155,6 +156,7 @@ def test_per_example_norm_removes_the_recordings_loudness():
                          LogMel(n_fft=256, hop_length=80, n_mels=32).apply({}, wave), atol=1)
 
 
+@pytest.mark.slow
 def test_processes_sharing_a_data_dir_build_a_dataset_once(tmp_path):
   """Two processes (hosts on a shared file system, parallel test workers) ask for the same
   unbuilt dataset at the same moment: one builds it, the other waits and reads it."""

@@ -56,6 +56,7 @@ def _small_multitask(**overrides):
 # Multi-task learning
 
 
+@pytest.mark.slow
 def test_two_tasks_train_resume_bitwise_and_log_per_task(tmp_path):
   config = _small_multitask()
   full, cut = tmp_path / 'full', tmp_path / 'cut'
@@ -74,6 +75,7 @@ def test_two_tasks_train_resume_bitwise_and_log_per_task(tmp_path):
   assert 0 <= test['speaker/accuracy'] <= 1 and 0 <= test['label/accuracy'] <= 1
 
 
+@pytest.mark.slow
 def test_two_tasks_both_learn():
   """On one fixed batch both heads fit: the loss of each task falls."""
   config = _small_multitask()
@@ -93,6 +95,7 @@ def test_two_tasks_both_learn():
     assert sums[f'{task}/loss'] < 0.5 * first[f'{task}/loss'], task
 
 
+@pytest.mark.slow
 def test_uncertainty_weights_move_and_are_checkpointed(tmp_path):
   config = _small_multitask(**{'objective.task_weighting': 'uncertainty',
                                'optimizer.learning_rate': 0.5})
@@ -121,6 +124,7 @@ def test_uncertainty_loss_is_kendalls():
 # Task-level fusion
 
 
+@pytest.mark.slow
 def test_task_level_heads_each_learn():
   """Per-modality heads beside the fused one; on the synthetic data every modality carries the
   label, so every head (and their combination) must beat chance (0.1) by far. The audio encoder
@@ -144,6 +148,7 @@ def test_task_level_heads_each_learn():
     assert metrics[f'{head}/accuracy'] > 0.3, (head, metrics)
 
 
+@pytest.mark.slow
 def test_task_level_prediction_ignores_absent_modality_heads():
   config = tiny_config(**{'model.unimodal_heads': {'hidden': (8,)}})
   from mmjax.models.model import build_model  # pylint: disable=import-outside-toplevel
@@ -189,6 +194,7 @@ def test_bad_freeze_pattern_is_one_line(tmp_path, pattern, message):
   assert not (tmp_path / 'w').exists()
 
 
+@pytest.mark.slow
 def test_init_from_pattern_copies_only_matching_parameters(robust_run, caplog):
   config, source, _ = robust_run
   from mmjax import transfer  # pylint: disable=import-outside-toplevel
@@ -352,6 +358,7 @@ def test_init_from_with_zero_steps_evaluates_the_source_model(robust_run, tmp_pa
 
 @pytest.mark.parametrize('config_file, tasks', [('configs/late_fusion.py', ('label',)),
                                                 ('configs/multitask.py', ('label', 'speaker'))])
+@pytest.mark.slow
 def test_cli_trains_on_avmnist(tmp_path, config_file, tasks):
   """20 steps of the config as shipped; every evaluator scores the first 512 rows of its split."""
   workdir = tmp_path / 'run'

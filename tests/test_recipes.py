@@ -440,6 +440,7 @@ def test_main_job_parameter_counts():
                    + _multibench_lenet_params(1, 6, 5, batch_norm=False) + head)
 
 
+@pytest.mark.slow
 def test_lenet_input_standardisation_is_applied_before_the_first_convolution():
   x = jax.random.normal(jax.random.key(1), (2, 28, 28)) * 3.0 - 5.0
   plain, standardised = lenet(batch_norm=False), lenet(batch_norm=False, input_mean=-5.0,
@@ -449,6 +450,7 @@ def test_lenet_input_standardisation_is_applied_before_the_first_convolution():
                              plain.apply(variables, (x + 5.0) / 3.0).pooled, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_main_job_audio_encoder_sees_each_clip_standardised():
   """configs/late_fusion.py standardises each clip's log-mel by its own mean and std: over
   training examples (8 batches of 128 in the training order) the clips' loudness, which the

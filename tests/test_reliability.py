@@ -103,6 +103,7 @@ def _stop(proc):
   proc.wait(timeout=60)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path, cli_env):
   """2 processes x 2 CPU devices train exactly like 1 process x 4: same batches, same numbers."""
   tiny_cnn = "{'name': 'cnn', 'features': (4,), 'kernel_sizes': (3,), 'pool': (True,)}"
@@ -152,6 +153,7 @@ def test_two_processes_match_one_process(tmp_path, cli_env):
                state_two)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_the_rerun_ends_identical(tmp_path, reference, cli_env):
   workdir, log_path = tmp_path / 'run', tmp_path / 'stderr.log'
   with open(log_path, 'w', encoding='utf-8') as log:
@@ -170,6 +172,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_ends_identical(tmp_path, refer
   _assert_same_run(reference, workdir)
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path, cli_env):
   """SIGTERM to process 1 only: JAX's preemption sync stops both processes after the same step,
   both save that step's checkpoint and exit 0, and the same command resumes from it."""
@@ -216,6 +219,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path, cli_en
   assert checkpoint.steps_on_disk(workdir / 'checkpoints')[-1] == 200
 
 
+@pytest.mark.slow
 def test_kill9_at_a_random_moment_resumes_to_identical_result(tmp_path, reference, cli_env):
   workdir = tmp_path / 'run'
   ckpt_dir = workdir / 'checkpoints'
@@ -301,6 +305,7 @@ def test_nonfinite_skip_completes_and_counts(tmp_path, reference, cli_env):
                state['params'])
 
 
+@pytest.mark.slow
 def test_host_memory_stays_flat(tmp_path, cli_env):
   spec = importlib.util.spec_from_file_location('bench_memory',
                                                 REPO / 'experiments' / 'bench_memory.py')

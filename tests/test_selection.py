@@ -34,6 +34,7 @@ def selected_run(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 def test_final_evaluators_score_the_best_validation_state(selected_run, tmp_path):
   validation = _lines(selected_run, 'validation')
   assert [l['step'] for l in validation] == [2, 4, 6, 8, 10, 12]

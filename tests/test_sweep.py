@@ -272,6 +272,7 @@ def _without_timing(workdir):
           for line in runs_lib.read_metrics(workdir)]
 
 
+@pytest.mark.slow
 def test_quick_sweep_end_to_end_skips_finished_runs_and_resumes_an_interrupted_one(tmp_path):
   """`--quick` (tiny encoders, 4 steps) trains, aggregates and plots; the numbers mean nothing.
   Run again, it trains only the run whose last checkpoint was lost, which resumes."""

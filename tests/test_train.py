@@ -24,6 +24,7 @@ def _train_steps(tmp_path, devices, variant=''):
 
 
 @pytest.mark.parametrize('variant', ['', 'paradigms'])
+@pytest.mark.slow
 def test_one_and_four_devices_agree(tmp_path, variant):
   """The plain objective, and (`paradigms`) two tasks with uncertainty weights, task-level heads,
   freezing, modality dropout, training noise and the robustness evaluator."""
@@ -41,6 +42,7 @@ def _final_state(workdir, step):
   return jax.device_get(out.state)
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip(tmp_path):
   from mmjax import checkpoint, parallel, steps  # pylint: disable=import-outside-toplevel
   from mmjax.data import input_pipeline  # pylint: disable=import-outside-toplevel
@@ -59,6 +61,7 @@ def test_checkpoint_round_trip(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state), jax.device_get(restored))
 
 
+@pytest.mark.slow
 def test_evaluators_see_the_moving_average_of_the_parameters():
   from mmjax import parallel, steps  # pylint: disable=import-outside-toplevel
   from mmjax.data import input_pipeline  # pylint: disable=import-outside-toplevel
@@ -85,6 +88,7 @@ def test_evaluators_see_the_moving_average_of_the_parameters():
   assert steps.create(small_config(), raw, mesh)[3].ema_params == {}
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_identical_result(tmp_path):
   # With a moving average of the parameters: it too is in the checkpoint and resumes exactly.
   config = small_config(num_train_steps=8, checkpoint_every_steps=4, ema_decay=0.9)
@@ -102,6 +106,7 @@ def test_interrupted_run_resumes_to_identical_result(tmp_path):
       {'step': 8, 'split': 'test', **results['test'][0]}]
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path):
   workdir = tmp_path / 'run'
   proc = run_python(['-m', 'mmjax.main', '--config=configs/late_fusion.py:synthetic',
