@@ -288,12 +288,17 @@ def test_build_command_is_the_tfds_cli_build_command():
   assert build.tfds_build.Args.__module__ == 'tensorflow_datasets.scripts.cli.build'
 
 
-def test_the_suite_runs_in_workers_that_share_one_data_dir(request, tmp_path_factory):
-  """README (Tests): one pytest-xdist worker per core, at most 4, a test file per worker; the
-  workers share the session's TFDS data dir (mmjax builds under a file lock)."""
+def _pytest_ini():
   import configparser  # pylint: disable=import-outside-toplevel
   ini = configparser.ConfigParser()
   ini.read(REPO / 'pytest.ini')
+  return ini
+
+
+def test_the_suite_runs_in_workers_that_share_one_data_dir(request, tmp_path_factory):
+  """README (Tests): one pytest-xdist worker per core, at most 4, a test file per worker; the
+  workers share the session's TFDS data dir (mmjax builds under a file lock)."""
+  ini = _pytest_ini()
   addopts = ini['pytest']['addopts'].split()
   assert {'-n', 'auto', '--maxprocesses=4', '--dist=loadfile'} <= set(addopts), addopts
   assert addopts[addopts.index('-n') + 1] == 'auto'
@@ -320,9 +325,7 @@ def test_the_readme_command_runs_the_slow_tests_and_not_slow_leaves_them_out():
   """README (Tests): the long end-to-end checks are marked `slow`; the README's command (and so
   CI) runs them, and `-m "not slow"` leaves them out. A misspelt mark is an error, not a test that
   silently stays in the quick loop."""
-  import configparser  # pylint: disable=import-outside-toplevel
-  ini = configparser.ConfigParser()
-  ini.read(REPO / 'pytest.ini')
+  ini = _pytest_ini()
   addopts = ini['pytest']['addopts'].split()
   assert '--strict-markers' in addopts and '-m' not in addopts, addopts
   assert ini['pytest']['markers'].strip().startswith('slow:')
