@@ -1,14 +1,15 @@
 """Late fusion at 0 dB audio SNR with OGM-GE (mmjax.imbalance): the main job (`late_fusion.py`: its
-model, recipe, budget and evaluators) on `avmnist/snr0db`, where the audio is the stronger
-modality, with the dominant modality's encoder gradient modulated at every step.
+model, recipe, budget and evaluators) with its audio at 0 dB SNR (`avmnist/standard` joined with
+`fsdd/snr0db`), where the audio is the stronger modality, with the dominant modality's encoder
+gradient modulated at every step.
 
 alpha = 0.8, the value the method's authors recommend for CREMA-D, their audio-dominated
 benchmark; modulation and Gaussian-noise enhancement for the whole run. Training logs each
 modality's branch score, branch accuracy and gradient coefficient (`ogm/<modality>/...`).
 
-The same model without the remedy: `--config.objective.name=classification`. The unimodal
-models at 0 dB: `configs/unimodal_audio.py` or `configs/unimodal_image.py` with
-`--config.dataset.name=avmnist/snr0db --config.dataset.joins.audio.dataset=fsdd/snr0db`.
+The same model without the remedy: `--config.objective.name=classification`. The audio-only
+model at 0 dB: `configs/unimodal_audio.py` with `--config.dataset.joins.audio.dataset=fsdd/snr0db`
+(the image-only model, `configs/unimodal_image.py`, reads no audio).
 
 Variants: `:snr-6db` (audio at -6 dB), `:standard` (-12 dB), `:synthetic` (the synthetic image
 and audio).
@@ -25,8 +26,7 @@ def get_config(arg: str = 'snr0db'):
     raise ValueError(f'unknown variant {arg!r} of late_fusion_ogm.py; valid: {", ".join(VARIANTS)}')
   config = late_fusion.get_config('synthetic' if arg == 'synthetic' else 'avmnist')
   config = default.keep_modalities(config, ('image', 'audio'))
-  if arg != 'synthetic':
-    config.dataset.name = f'avmnist/{arg}'
+  if arg != 'synthetic':  # the standard images and pairing; only the audio's SNR differs
     config.dataset.joins.audio.dataset = f'fsdd/{arg}'
   config.objective.update({'name': 'ogm_ge', 'alpha': 0.8, 'modulation': 'ogm_ge',
                            'start_step': 0, 'end_step': 0})

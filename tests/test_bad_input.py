@@ -120,6 +120,9 @@ def test_cli_wrong_checksum(existing, tmp_path):
 
 @pytest.mark.parametrize('overrides, message', [
     ({'dataset.name': 'no_such_dataset'}, "dataset 'no_such_dataset' not found"),
+    ({'dataset.name': 'avmnist/snr0db'},
+     "dataset 'avmnist/snr0db' not found: avmnist has the configs standard, clean; AV-MNIST with "
+     'fsdd/snr0db audio is avmnist/standard with --config.dataset.joins.audio.dataset=fsdd/snr0db'),
     ({'model.encoders.image.name': 'nope'},
      "unknown encoder 'nope' (model.encoders.image.name); valid names: "),
     ({'model.fusion.name': 'nope'}, "unknown fusion 'nope' (model.fusion.name); valid names: "),
@@ -147,7 +150,8 @@ def test_cli_wrong_checksum(existing, tmp_path):
     ({'model.head.hidden': (32,)},
      'holds a run with a different model config; resume it with the same config or use a new '
      '--workdir'),
-], ids=['dataset', 'encoder', 'fusion', 'frontend', 'optimizer', 'schedule', 'steps',
+], ids=['dataset', 'removed_dataset_config', 'encoder', 'fusion', 'frontend', 'optimizer',
+        'schedule', 'steps',
         'checkpoint_every', 'learning_rate', 'on_nonfinite', 'modality_not_in_dataset',
         'dropout_drops_all', 'dropout_range', 'dropout_unknown_modality', 'resume_other_model'])
 def test_bad_config_value(existing, overrides, message):

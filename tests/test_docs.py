@@ -75,6 +75,9 @@ CHECKS = {
         "  assert len(sources['train']) == 55000\n"
         "else:\n"
         "  assert audio.shape == (3000, 8000), audio.shape\n",
+    ('datasets.md', 'from configs import late_fusion_ogm'):
+        "assert (config.dataset.name, config.dataset.joins.audio.dataset) == "
+        "('avmnist/standard', 'fsdd/snr0db')\n",
 }
 NOT_RUN = {}  # (file, first line) → why it cannot run offline
 

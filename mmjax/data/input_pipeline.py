@@ -52,6 +52,14 @@ def prepare(name: str, data_dir: str | None = None, raw_dir: str | None = None):
   """
   base, _, variant = name.partition('/')
   cls = _builders()[base]
+  configs = [c.name for c in cls.BUILDER_CONFIGS]
+  if variant and variant not in configs:
+    hint = ''
+    if base == 'avmnist' and variant in [c.name for c in _builders()['fsdd'].BUILDER_CONFIGS]:
+      hint = (f'; AV-MNIST with fsdd/{variant} audio is avmnist/standard with '
+              f'--config.dataset.joins.audio.dataset=fsdd/{variant}')
+    raise UserError(f'dataset {name!r} not found: {base} has the configs '
+                    f'{", ".join(configs)}{hint}')
   kwargs = {'config': variant} if variant else {}
   if issubclass(cls, RawDataBuilder):
     kwargs['raw_dir'] = raw_dir
