@@ -61,6 +61,7 @@ from mmjax import parallel
 from mmjax import steps
 from mmjax import train
 from mmjax.data import input_pipeline
+from mmjax.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DOC = REPO / 'docs' / 'performance.md'
@@ -491,11 +492,13 @@ def main(argv):
   del argv
   if _CONFIG.value is None:
     raise app.UsageError('give --config=configs/NAME.py (or --table)')
-  cache = compilation.enable_cache(_CACHE.value)
-  config = _CONFIG.value
-  result = measure(config, num_steps=_STEPS.value, warmup=_WARMUP.value,
-                   eval_steps=_EVAL_STEPS.value, input_batches=_INPUT_BATCHES.value,
-                   data=_DATA.value)
+  try:
+    cache = compilation.enable_cache(_CACHE.value)
+    result = measure(_CONFIG.value, num_steps=_STEPS.value, warmup=_WARMUP.value,
+                     eval_steps=_EVAL_STEPS.value, input_batches=_INPUT_BATCHES.value,
+                     data=_DATA.value)
+  except UserError as e:  # missing raw data, a bad config value: one line, as the trainer
+    sys.exit(f'benchmark: error: {e}')
   spec = flags.FLAGS['config'].config_filename
   result['config'] = spec[len('configs/'):] if spec.startswith('configs/') else spec
   result['compilation_cache'] = cache

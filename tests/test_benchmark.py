@@ -268,6 +268,17 @@ def test_the_nonfinite_guard_compiles_to_a_program_linear_in_the_parameter_count
   assert ratio(chained) > 8  # what the guard avoids, still so in this XLA
 
 
+def test_bad_input_to_the_harness_is_one_line(tmp_path):
+  (tmp_path / 'raw').mkdir()
+  proc = run_python(['-m', 'experiments.benchmark', '--config=configs/late_fusion.py', '--steps=1'],
+                    {'MMJAX_RAW_DATA_DIR': str(tmp_path / 'raw'), 'MMJAX_RAW_DOWNLOAD': '0',
+                     'TFDS_DATA_DIR': str(tmp_path / 'tfds'), 'JAX_PLATFORMS': 'cpu'})
+  assert proc.returncode != 0
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith('benchmark: error: ') and 'MMJAX_RAW_DATA_DIR' in last, proc.stderr[-2000:]
+  assert 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_a_profiled_run_traces_its_steps_and_names_their_layers(tmp_path):
   """config.profile traces exactly the configured steps, with an event per XLA operation on a
