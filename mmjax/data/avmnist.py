@@ -243,6 +243,10 @@ class Avmnist(RawDataBuilder):
   VERSION = VERSION
   RELEASE_NOTES = RELEASE_NOTES
   BUILDER_CONFIGS = _CONFIGS
+  # Removed since 1.1.0 (see VERSION): what reads the same examples.
+  REMOVED_CONFIGS = {
+      c.name: f"AV-MNIST with fsdd/{c.name} audio is avmnist/standard with "
+              f"--config.dataset.joins.audio.dataset=fsdd/{c.name}" for c in _FSDD_SNR_CONFIGS}
 
   def _info(self) -> tfds.core.DatasetInfo:
     deg = ("PCA-degraded images (75% of energy removed)"

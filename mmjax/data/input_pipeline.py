@@ -54,12 +54,10 @@ def prepare(name: str, data_dir: str | None = None, raw_dir: str | None = None):
   cls = _builders()[base]
   configs = [c.name for c in cls.BUILDER_CONFIGS]
   if variant and variant not in configs:
-    hint = ''
-    if base == 'avmnist' and variant in [c.name for c in _builders()['fsdd'].BUILDER_CONFIGS]:
-      hint = (f'; AV-MNIST with fsdd/{variant} audio is avmnist/standard with '
-              f'--config.dataset.joins.audio.dataset=fsdd/{variant}')
+    # A builder names what replaces a config it no longer has (REMOVED_CONFIGS).
+    instead = getattr(cls, 'REMOVED_CONFIGS', {}).get(variant)
     raise UserError(f'dataset {name!r} not found: {base} has the configs '
-                    f'{", ".join(configs)}{hint}')
+                    f'{", ".join(configs)}' + (f'; {instead}' if instead else ''))
   kwargs = {'config': variant} if variant else {}
   if issubclass(cls, RawDataBuilder):
     kwargs['raw_dir'] = raw_dir
