@@ -172,7 +172,14 @@ def finite_step(loss, grad_norm, new_values) -> jax.Array:
   does not copy the norm's square root.
   """
   return (jnp.isfinite(loss) & jnp.isfinite(grad_norm) &
-          jnp.isfinite(optax.global_norm(new_values)))
+          jnp.isfinite(optax.tree.norm(new_values)))
+
+
+def encoder_grad_norms(grads: dict) -> dict:
+  """{modality: norm of its encoder's gradient}: a branch whose gradient stays near zero while
+  the other's grows is one the fused model is not learning from."""
+  return {key.removeprefix('encoders_'): optax.tree.norm(g) for key, g in grads.items()
+          if key.startswith('encoders_')}
 
 
 def make_train_step(config, model, objective, tx, mesh):
@@ -195,7 +202,7 @@ def make_train_step(config, model, objective, tx, mesh):
     if hasattr(objective, 'transform_gradients'):  # e.g. per-modality gradient modulation
       grads, sums = objective.transform_gradients(
           grads, sums, state.step, jax.random.fold_in(_step_key(config, state.step), 4))
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, trainable)
     new = optax.apply_updates(trainable, updates)
     ok = finite_step(loss, grad_norm, (new, batch_stats))
@@ -213,6 +220,8 @@ def make_train_step(config, model, objective, tx, mesh):
         opt_state=keep(opt_state, state.opt_state),
         nonfinite_steps=state.nonfinite_steps + (~ok).astype(jnp.int32))
     sums = {**sums, 'grad_norm': grad_norm * sums['count'],
+            **{f'grad_norm/{m}': norm * sums['count']
+               for m, norm in encoder_grad_norms(grads['model']).items()},
             'learning_rate': schedule(state.step) * sums['count']}
     # Skipped steps stay out of the logged means; the flag says which step it was.
     sums = jax.tree.map(lambda v: jnp.where(ok, v, 0.0), sums)
