@@ -7,6 +7,12 @@ Metric columns are `<evaluator>/<metric>` (the evaluator's lines at the last ste
 `train/loss`, `train/accuracy` (the last logged interval), `train/examples_per_sec` (mean over
 logged intervals after the first, which includes compilation) and `wall_s` (the seconds the
 sweep timed the run's attempts, from `logs/timings.jsonl`, when it launched them).
+
+Every row also carries its health (mmjax.health): `chance`, `inert` (the modalities the run does
+not use, `;`-separated), `diverged` (1 when its loss went non-finite or it ended at chance) and
+`healthy` (1 when neither). A run that stopped on a non-finite loss is a row too, with no
+accuracy. Tables give, beside mean ± std over every run, the minimum over seeds, every seed's
+figure and how many runs are healthy: a mean hides a collapsed seed.
 """
 
 import csv
@@ -17,13 +23,18 @@ import pathlib
 import re
 
 from experiments import runs as runs_lib
+from mmjax import health as health_lib
 
 RUNS_DIR = 'runs'
 CSV = 'results.csv'
 TABLE = 'table.md'
 TIMINGS = 'timings.jsonl'
-# The table's metrics: an evaluator's (single-task) accuracy.
-ACCURACY = re.compile(r'^(?!train[/\[])[^/\[]+(\[[^\]]*\])?/accuracy$')
+# The table's metrics: an evaluator's (single-task) accuracy; not training's, nor validation's,
+# which selects the state the others score (its last line is the last state's).
+ACCURACY = re.compile(r'^(?!(?:train|validation)[/\[])[^/\[]+(\[[^\]]*\])?/accuracy$')
+_CONDITION = re.compile(r'^[^/\[]+\[([^\]]*)\]/accuracy$')
+TEXT_COLUMNS = ('experiment', 'method', 'run', 'config', 'overrides', 'inert')
+INERT_MARK, DIVERGED_MARK = '†', '‡'  # beside a seed's figure in tables
 
 
 def workdir(root, run: runs_lib.Run) -> pathlib.Path:
@@ -115,16 +126,42 @@ def collect(experiment, root) -> Results:
     facets += [f for f in run.facets if f not in facets]
     wd = workdir(root, run)
     state = runs_lib.progress(run, wd)
-    if state.state != 'finished':
+    if state.state not in ('finished', 'diverged'):
       missing.append((run, state))
       continue
-    rows.append({'experiment': experiment.name, 'method': run.label, **run.facets,
-                 'seed': run.seed, 'run': run.name, 'config': run.config,
-                 'overrides': json.dumps(run.overrides, sort_keys=True), 'step': state.total,
-                 **({'wall_s': times[run.name]} if run.name in times else {}),
-                 **run_metrics(runs_lib.read_metrics(wd), state.total)})
+    metrics = run_metrics(runs_lib.read_metrics(wd), state.total)
+    row = {'experiment': experiment.name, 'method': run.label, **run.facets,
+           'seed': run.seed, 'run': run.name, 'config': run.config,
+           'overrides': json.dumps(run.overrides, sort_keys=True), 'step': state.step,
+           **({'wall_s': times[run.name]} if run.name in times else {}), **metrics}
+    rows.append({**row, **health_columns(row, runs_lib.read_config(wd) or {},
+                                         state.state == 'diverged')})
   return Results(rows, missing, facets,
                  *elapsed(root, {r['run'] for r in rows if 'wall_s' in r}))
+
+
+def health_columns(row: dict, config: dict, nonfinite: bool) -> dict:
+  """`chance`, `inert`, `diverged` and `healthy` of a run (see the module docstring) from its
+  metric columns and config.json: the conditions of its robustness evaluator, or its headline
+  accuracy alone where it has none."""
+  accuracy = {}
+  for key, value in row.items():
+    match = _CONDITION.match(key)
+    if match and isinstance(value, (int, float)):
+      accuracy[match.group(1)] = value
+  headline = [k for k in row if ACCURACY.match(k) and not _CONDITION.match(k)]
+  if 'all' not in accuracy and headline:
+    accuracy['all'] = row[headline[0]]
+  tasks = config.get('tasks') or {}
+  classes = [t.get('num_classes') for t in tasks.values()] if len(tasks) == 1 else []
+  chance = health_lib.chance_level(classes[0]) if classes and classes[0] else None
+  modalities = list((config.get('model') or {}).get('encoders') or
+                    [c.split('=', 1)[1] for c in accuracy if c.startswith('missing=')])
+  # Without one task's chance level, only a non-finite loss can be judged.
+  found = health_lib.check(accuracy if chance is not None else {}, modalities, chance or 0.0,
+                           nonfinite)
+  return {'chance': chance if chance is not None else '', 'inert': ';'.join(found.inert),
+          'diverged': int(found.diverged), 'healthy': int(found.healthy)}
 
 
 def write_csv(results: Results, path) -> None:
@@ -145,7 +182,7 @@ def read_csv(path) -> list[dict]:
     if k in ('seed', 'step'):
       return int(v)
     try:
-      return float(v) if k not in ('experiment', 'method', 'run', 'config', 'overrides') else v
+      return float(v) if k not in TEXT_COLUMNS else v
     except ValueError:
       return v
   return [{k: value(k, v) for k, v in row.items() if v != ''} for row in rows]
@@ -205,11 +242,28 @@ def _metric_label(metric: str) -> str:
   return match.group(2) or match.group(1) if match else metric
 
 
-def table(results: Results, columns: str | None = None) -> str:
-  """Markdown: a row per method (and facet values), accuracy in % as mean ± std over seeds, and
-  n, the number of finished runs behind each cell ('2–3' where cells differ).
+def _seed_figures(members: list[dict], metric: str) -> str:
+  """Every seed's figure in seed order, marked † where the run is inert in a modality and ‡
+  where it diverged."""
+  out = []
+  for row in sorted(members, key=lambda r: r.get('seed', 0)):
+    value = row.get(metric)
+    mark = DIVERGED_MARK if row.get('diverged') else INERT_MARK if row.get('inert') else ''
+    out.append(('—' if not isinstance(value, (int, float)) else f'{100 * value:.1f}') + mark)
+  return ' '.join(out)
 
-  With `columns` (a facet), that facet's values become column groups.
+
+def _healthy(members: list[dict]) -> str:
+  return f'{sum(1 for r in members if r.get("healthy", 1))}/{len(members)}'
+
+
+def table(results: Results, columns: str | None = None) -> str:
+  """Markdown: a row per method (and facet values), accuracy in % as mean ± std over seeds, the
+  headline metric's (the first column's) minimum and every seed's figure, the healthy runs out
+  of all, and n, the number of runs with a figure behind each cell ('2–3' where cells differ).
+
+  With `columns` (a facet), that facet's values become column groups, each cell with its
+  minimum over seeds.
   """
   rows = results.rows
   row_keys = ['method', *[f for f in results.facets if f != columns]]
@@ -221,19 +275,45 @@ def table(results: Results, columns: str | None = None) -> str:
       label = _metric_label(metric)
       header.append(label if cv is None else cv if len(metrics) == 1 else f'{cv} {label}')
       cells.append((() if cv is None else (cv,), metric))
+  extra = ['min', 'per seed'] if columns is None and metrics else []
   stats = {m: summary(rows, row_keys + ([columns] if columns else []), m) for m in metrics}
-  lines = ['| ' + ' | '.join([*row_keys, *header, 'n']) + ' |',
-           '|' + '---|' * len(row_keys) + '---:|' * (len(header) + 1)]
-  for key in groups(rows, row_keys):
+  lines = ['| ' + ' | '.join([*row_keys, *header, *extra, 'healthy', 'n']) + ' |',
+           '|' + '---|' * len(row_keys) + '---:|' * (len(header) + len(extra) + 2)]
+  for key, members in groups(rows, row_keys).items():
     out, counts = [str(k) for k in key], []
     for cv, metric in cells:
       entry = stats[metric].get(key + cv)
-      out.append('—' if entry is None else percent(entry[0], entry[1]))
+      text = '—' if entry is None else percent(entry[0], entry[1])
+      if entry is not None and columns is not None and entry[2] > 1:
+        cell_rows = [r for r in members if r.get(columns) == cv[0]]
+        text += f', min {100 * min(r[metric] for r in cell_rows if metric in r):.1f}'
+      out.append(text)
       counts += [] if entry is None else [entry[2]]
+    if extra:
+      values = [r[metrics[0]] for r in members if isinstance(r.get(metrics[0]), (int, float))]
+      out += [f'{100 * min(values):.1f}' if values else '—', _seed_figures(members, metrics[0])]
     lo, hi = min(counts, default=0), max(counts, default=0)
-    out.append(str(hi) if lo == hi else f'{lo}–{hi}')
+    out += [_healthy(members), str(hi) if lo == hi else f'{lo}–{hi}']
     lines.append('| ' + ' | '.join(out) + ' |')
   return '\n'.join(lines)
+
+
+def health_note(results: Results) -> str:
+  """What the marks mean and which runs are not healthy, by name."""
+  bad = [r for r in results.rows if not r.get('healthy', 1)]
+  if not results.rows or 'healthy' not in results.rows[0]:
+    return ''
+  rules = (f'Healthy: neither inert ({INERT_MARK}: with the other modality removed within '
+           f'{100 * health_lib.CHANCE_MARGIN:.0f} points of chance, or the strongest noise on '
+           f'it moves accuracy by under {100 * health_lib.NOISE_MARGIN:.1f} point) nor diverged '
+           f'({DIVERGED_MARK}: a non-finite loss, or within '
+           f'{100 * health_lib.CHANCE_MARGIN:.0f} points of chance with every modality).')
+  if not bad:
+    return rules + f' All {len(results.rows)} runs are healthy.'
+  names = '; '.join(f'`{r["run"]}` (' + ', '.join(
+      ([f'inert in {r["inert"].replace(";", ", ")}'] if r.get('inert') else []) +
+      (['diverged'] if r.get('diverged') else [])) + ')' for r in bad)
+  return rules + f' {len(bad)} of {len(results.rows)} runs are not: {names}.'
 
 
 def missing_note(results: Results, total: int) -> str:
@@ -248,12 +328,13 @@ def markdown(results: Results, experiment) -> str:
   total = len(experiment.runs)
   body = (table(results, experiment.columns) if results.rows else
           'No run has finished yet.')
-  return '\n\n'.join([
-      f'Accuracy (%) at the end of training, mean ± std over seeds (n runs), from\n'
-      f'`{experiment.command}`.',
+  return '\n\n'.join(filter(None, [
+      wrap(f'Accuracy (%), mean ± std over every run, the minimum over seeds and each seed\'s '
+           f'figure, and how many runs are healthy, from `{experiment.command}`.'),
       wrap(f'Budget: {experiment.budget}.'),
       body,
-      wrap(missing_note(results, total) + wall_note(results))]) + '\n'
+      wrap(health_note(results)),
+      wrap(missing_note(results, total) + wall_note(results))])) + '\n'
 
 
 def wrap(text: str, width: int = 100) -> str:

@@ -1,11 +1,18 @@
-"""PNG plots of a sweep's results (matplotlib, Agg backend), each mean ± std over seeds:
+"""PNG plots of a sweep's results (matplotlib, Agg backend), every seed a point:
 
-- `accuracy.png`: accuracy per method, a bar per method (grouped by the other facets);
-- `robustness_snr.png`: accuracy vs the SNR of noise added to the audio (robustness evaluators);
-- `robustness_missing.png`: accuracy with all modalities and with each one missing.
+- `accuracy.png`: the headline accuracy per method, a bar at the mean of every run (grouped by
+  the other facets) and a point per seed; inert and diverged runs drawn as crosses;
+- `robustness_snr.png`: accuracy vs the SNR of noise added to the audio, from healthy runs only;
+- `robustness_missing.png`: accuracy with all modalities and with each one missing, healthy runs
+  only.
+
+Each draws chance and, where the sweep has unimodal runs, the best unimodal model as lines, keeps
+the axis within 0-100% and labels its axes in words. Each function returns a `Plot`: the file
+it wrote and the figures it drew, so that what a picture shows can be checked without reading
+pixels.
 """
 
-import math
+import dataclasses
 import pathlib
 import re
 
@@ -18,6 +25,24 @@ from experiments import aggregate  # pylint: disable=wrong-import-position
 
 _CONDITION = re.compile(r'^([^/\[]+)\[([^\]]*)\]/accuracy$')
 _NOISE = re.compile(r'^noise=(\w+),(\w+)=(-?[\d.]+)$')
+UNIMODAL = 'unimodal_'  # methods whose name starts so are the single-modality baselines
+_KINDS = {'snr_db': 'SNR (dB)', 'std': 'standard deviation'}
+
+
+@dataclasses.dataclass
+class Plot:
+  """What one plot drew, in accuracy points (%).
+
+  bars / curves: {series label: {x label or level: mean}}; points: (series label, x, value,
+  status) per run, status 'healthy', 'inert' or 'diverged'; lines: {label: level} (chance, the
+  best unimodal model); left_out: runs not drawn (not healthy), by name.
+  """
+  name: str
+  bars: dict = dataclasses.field(default_factory=dict)
+  curves: dict = dataclasses.field(default_factory=dict)
+  points: list = dataclasses.field(default_factory=list)
+  lines: dict = dataclasses.field(default_factory=dict)
+  left_out: list = dataclasses.field(default_factory=list)
 
 
 def _save(fig, path) -> str:
@@ -31,44 +56,91 @@ def _series_label(key: tuple) -> str:
   return ', '.join(str(k) for k in key if k != '')
 
 
-def _bars(ax, groups_, categories, stats, width=0.8):
-  """Grouped bars: one group per category on the x axis, a bar per series."""
-  n = max(len(groups_), 1)
-  for i, series in enumerate(groups_):
-    xs, means, errs = [], [], []
-    for j, cat in enumerate(categories):
-      entry = stats.get((series, cat))
-      if entry is None:
-        continue
-      mean, std, _ = entry
-      xs.append(j - width / 2 + (i + 0.5) * width / n)
-      means.append(100 * mean)
-      errs.append(0 if math.isnan(std) else 100 * std)
-    ax.bar(xs, means, width / n, yerr=errs, capsize=2, label=_series_label(series) or None)
-  ax.set_xticks(range(len(categories)))
-  ax.set_xticklabels([_series_label(c) for c in categories], rotation=30, ha='right')
-  ax.set_ylabel('accuracy (%)')
+def _status(row: dict) -> str:
+  return 'diverged' if row.get('diverged') else 'inert' if row.get('inert') else 'healthy'
+
+
+def _metric_words(metric: str) -> str:
+  """'test/accuracy' → 'test accuracy (%)'; 'robustness[all]/accuracy' → 'robustness accuracy
+  (%)'."""
+  evaluator = re.split(r'[/\[]', metric)[0]
+  return f'{evaluator} accuracy (%)'
+
+
+def reference_lines(rows: list[dict], metric: str) -> dict:
+  """{'chance': %, 'best unimodal (<method>)': %} for the rows' chance level and the unimodal
+  method with the highest mean of `metric`, where the rows have them."""
+  lines = {}
+  chances = {r['chance'] for r in rows if isinstance(r.get('chance'), (int, float))}
+  if len(chances) == 1:
+    lines['chance'] = 100 * chances.pop()
+  unimodal = {k[0]: v for k, v in aggregate.summary(rows, ['method'], metric).items()
+              if str(k[0]).startswith(UNIMODAL)}
+  if unimodal:
+    best = max(unimodal, key=lambda m: unimodal[m][0])
+    lines[f'best unimodal ({best})'] = 100 * unimodal[best][0]
+  return lines
+
+
+def _draw_lines(ax, lines: dict) -> None:
+  for (label, level), style in zip(lines.items(), ('--', '-.', ':')):
+    ax.axhline(level, color='0.4', ls=style, lw=1, label=label)
+
+
+def _finish(ax, legend: bool = True) -> None:
+  ax.set_ylim(0, 100)
   ax.grid(axis='y', alpha=0.3)
-  if any(_series_label(s) for s in groups_):
-    ax.legend(fontsize='small')
+  if legend:
+    ax.legend(fontsize='small', loc='upper left', bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
 
-def accuracy_plot(results, out_dir, metric: str | None = None) -> str | None:
-  """Bars of the first accuracy column per method; other facets are the series."""
+def accuracy_plot(results, out_dir, metric: str | None = None) -> Plot | None:
+  """Bars of the headline accuracy (the first accuracy column) per method at the mean of every
+  run; each run a point on its bar; other facets are the series."""
   rows = results.rows
   metrics = aggregate.metric_columns(rows)
   if not rows or not metrics:
     return None
   metric = metric or metrics[0]
   facets = results.facets
-  summary = aggregate.summary(rows, ['method', *facets], metric)
-  methods = list(aggregate.groups(rows, ['method']))
+  methods = [k[0] for k in aggregate.groups(rows, ['method'])]
   series = list(aggregate.groups(rows, facets)) if facets else [()]
-  stats = {(key[1:], key[:1]): value for key, value in summary.items()}
-  fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(methods) * max(1, len(series) ** 0.5)), 4))
-  _bars(ax, series, methods, stats)
-  ax.set_title(f'{metric} (mean ± std over seeds)')
-  return _save(fig, pathlib.Path(out_dir) / 'accuracy.png')
+  plot = Plot('accuracy.png', lines=reference_lines(rows, metric))
+  fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(methods) * max(1, len(series) ** 0.5)) + 2,
+                                  4.5))
+  width = 0.8 / max(len(series), 1)
+  for i, s in enumerate(series):
+    label = _series_label(s)
+    xs, means = [], []
+    for j, method in enumerate(methods):
+      members = [r for r in rows if r['method'] == method and
+                 tuple(r.get(f, '') for f in facets) == s]
+      values = [r[metric] for r in members if isinstance(r.get(metric), (int, float))]
+      x = j - 0.4 + (i + 0.5) * width
+      if values:
+        xs.append(x)
+        means.append(100 * sum(values) / len(values))
+        plot.bars.setdefault(label, {})[method] = means[-1]
+      for r in members:
+        if isinstance(r.get(metric), (int, float)):
+          plot.points.append((label, method, 100 * r[metric], _status(r)))
+    ax.bar(xs, means, width, alpha=0.6, label=label or None)
+    for _, method, value, status in [p for p in plot.points if p[0] == label]:
+      x = methods.index(method) - 0.4 + (i + 0.5) * width
+      ax.plot(x, value, 'x' if status != 'healthy' else 'o', ms=5 if status == 'healthy' else 7,
+              color='crimson' if status != 'healthy' else 'black', alpha=0.8)
+  ax.plot([], [], 'o', color='black', label='a run (seed)')
+  if any(p[3] != 'healthy' for p in plot.points):
+    ax.plot([], [], 'x', color='crimson', ms=7, label='inert or diverged run')
+  _draw_lines(ax, plot.lines)
+  ax.set_xticks(range(len(methods)))
+  ax.set_xticklabels(methods, rotation=30, ha='right')
+  ax.set_xlabel('method')
+  ax.set_ylabel(_metric_words(metric))
+  ax.set_title('Bars: mean over every run; points: each run')
+  _finish(ax)
+  _save(fig, pathlib.Path(out_dir) / plot.name)
+  return plot
 
 
 def _conditions(rows):
@@ -81,13 +153,25 @@ def _conditions(rows):
   return out
 
 
-def robustness_plots(results, out_dir) -> list[str]:
+def _caption(left_out: list[str], total: int) -> str:
+  if not left_out:
+    return f'all {total} runs healthy'
+  return f'{len(left_out)} of {total} runs left out (inert or diverged)'
+
+
+def robustness_plots(results, out_dir) -> list[Plot]:
+  """Per evaluator with conditions: accuracy under each noise level (a line per series through
+  the healthy runs' means, their runs as points) and with each modality missing (bars)."""
   rows, facets = results.rows, results.facets
-  written = []
+  keys = ['method', *facets]
+  healthy = [r for r in rows if r.get('healthy', 1)]
+  left_out = [r['run'] for r in rows if not r.get('healthy', 1) and 'run' in r]
+  plots = []
   for evaluator, conditions in _conditions(rows).items():
-    keys = ['method', *facets]
-    series = list(aggregate.groups(rows, keys))
-    col = lambda c: f'{evaluator}[{c}]/accuracy'
+    col = lambda c, e=evaluator: f'{e}[{c}]/accuracy'
+    drawn = [r for r in healthy if isinstance(r.get(col(conditions[0])), (int, float))]
+    series = list(aggregate.groups(drawn, keys))
+    lines = reference_lines(rows, col('all'))
     noise = {}
     for c in conditions:
       match = _NOISE.match(c)
@@ -95,42 +179,82 @@ def robustness_plots(results, out_dir) -> list[str]:
         noise.setdefault((match.group(1), match.group(2)), []).append((float(match.group(3)), c))
     for (modality, kind), levels in noise.items():
       levels.sort(reverse=True)
-      fig, ax = plt.subplots(figsize=(6, 4))
-      base = aggregate.summary(rows, keys, col('all')) if 'all' in conditions else {}
-      for s in series:
-        points = [(level, aggregate.summary(rows, keys, col(c)).get(s)) for level, c in levels]
-        points = [(x, e) for x, e in points if e is not None]
-        xs = [x for x, _ in points]
-        ys = [100 * e[0] for _, e in points]
-        errs = [0 if math.isnan(e[1]) else 100 * e[1] for _, e in points]
-        line = ax.errorbar(xs, ys, yerr=errs, marker='o', capsize=3, label=_series_label(s))
-        if s in base:
-          ax.axhline(100 * base[s][0], color=line[0].get_color(), ls=':', lw=1)
-      ax.set_xlabel(f'{kind} of the noise added to the {modality} (dotted: none added)')
-      ax.set_ylabel('accuracy (%)')
-      ax.invert_xaxis()
-      ax.grid(alpha=0.3)
-      ax.legend(fontsize='small')
-      ax.set_title(f'Extra {modality} noise (mean ± std over seeds)')
       suffix = '' if len(noise) == 1 else f'_{modality}'
-      written.append(_save(fig, pathlib.Path(out_dir) / f'{evaluator}_snr{suffix}.png'))
+      noisy = [r for r in rows if isinstance(r.get(col(levels[0][1])), (int, float))]
+      plot = Plot(f'{evaluator}_snr{suffix}.png', lines=dict(lines),
+                  left_out=[r['run'] for r in noisy if not r.get('healthy', 1)])
+      fig, ax = plt.subplots(figsize=(8, 4.5))
+      for s in series:
+        label = _series_label(s)
+        members = aggregate.groups(drawn, keys)[s]
+        curve = {}
+        for level, c in levels:
+          values = [r[col(c)] for r in members if isinstance(r.get(col(c)), (int, float))]
+          if values:
+            curve[level] = 100 * sum(values) / len(values)
+            plot.points += [(label, level, 100 * v, 'healthy') for v in values]
+        if not curve:
+          continue
+        plot.curves[label] = curve
+        line = ax.plot(list(curve), list(curve.values()), marker='o', label=label)[0]
+        ax.plot([p[1] for p in plot.points if p[0] == label],
+                [p[2] for p in plot.points if p[0] == label], '.', color=line.get_color(),
+                alpha=0.5)
+      _draw_lines(ax, plot.lines)
+      ax.set_xlabel(f'{_KINDS.get(kind, kind)} of the noise added to the {modality}')
+      ax.set_ylabel(f'{evaluator} accuracy (%)')
+      if kind == 'snr_db':
+        ax.invert_xaxis()  # more noise to the right
+      ax.set_title(f'Extra {modality} noise: healthy runs '
+                   f'({_caption(plot.left_out, len(noisy))})', fontsize=10)
+      _finish(ax)
+      _save(fig, pathlib.Path(out_dir) / plot.name)
+      plots.append(plot)
     shown = [c for c in conditions if c == 'all' or c.startswith('missing=')]
     if len(shown) > 1:
-      stats = {}
-      for c in shown:
-        for key, value in aggregate.summary(rows, keys, col(c)).items():
-          stats[(key, (c,))] = value
-      fig, ax = plt.subplots(figsize=(6, 4))
-      _bars(ax, series, [(c,) for c in shown], stats)
-      ax.set_title('Each modality missing (mean ± std over seeds)')
-      written.append(_save(fig, pathlib.Path(out_dir) / f'{evaluator}_missing.png'))
-  return written
+      plots.append(_missing_plot(evaluator, shown, drawn, series, keys, lines, left_out,
+                                 out_dir))
+  return plots
 
 
-def write_all(results, out_dir) -> list[str]:
-  """Every plot the results support; returns the file names written."""
+def _missing_plot(evaluator, shown, drawn, series, keys, lines, left_out, out_dir) -> Plot:
+  plot = Plot(f'{evaluator}_missing.png', lines=dict(lines), left_out=list(left_out))
+  col = lambda c: f'{evaluator}[{c}]/accuracy'
+  fig, ax = plt.subplots(figsize=(8, 4.5))
+  width = 0.8 / max(len(series), 1)
+  members_of = aggregate.groups(drawn, keys)
+  for i, s in enumerate(series):
+    label = _series_label(s)
+    xs, means = [], []
+    for j, c in enumerate(shown):
+      values = [r[col(c)] for r in members_of[s] if isinstance(r.get(col(c)), (int, float))]
+      if not values:
+        continue
+      x = j - 0.4 + (i + 0.5) * width
+      xs.append(x)
+      means.append(100 * sum(values) / len(values))
+      plot.bars.setdefault(label, {})[c] = means[-1]
+      plot.points += [(label, c, 100 * v, 'healthy') for v in values]
+      ax.plot([x] * len(values), [100 * v for v in values], 'o', color='black', ms=3, alpha=0.7)
+    ax.bar(xs, means, width, alpha=0.7, label=label)
+  _draw_lines(ax, plot.lines)
+  ax.set_xticks(range(len(shown)))
+  ax.set_xticklabels(['every modality' if c == 'all' else f'{c.split("=", 1)[1]} missing'
+                      for c in shown])
+  ax.set_xlabel('test condition')
+  ax.set_ylabel(f'{evaluator} accuracy (%)')
+  ax.set_title(f'A modality missing: healthy runs '
+               f'({_caption(left_out, len(left_out) + len(drawn))}); points: each run',
+               fontsize=10)
+  _finish(ax)
+  _save(fig, pathlib.Path(out_dir) / plot.name)
+  return plot
+
+
+def write_all(results, out_dir) -> list[Plot]:
+  """Every plot the results support."""
   written = []
-  name = accuracy_plot(results, out_dir)
-  if name:
-    written.append(name)
+  plot = accuracy_plot(results, out_dir)
+  if plot:
+    written.append(plot)
   return written + robustness_plots(results, out_dir)

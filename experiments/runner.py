@@ -36,8 +36,8 @@ def run_all(experiment, root, timeout_s: int, out=None, jobs: int = 1) -> list[s
     wd = aggregate.workdir(root, run)
     state = runs_lib.progress(run, wd)
     head = f'[{i}/{total}] {run.name}'
-    if state.state == 'finished':
-      print(f'{head}: finished, skipped', file=out, flush=True)
+    if state.state in ('finished', 'diverged'):
+      print(f'{head}: {state.describe()}, skipped', file=out, flush=True)
       return None
     if state.state == 'conflict':
       print(f'{head}: not run: {state.detail}', file=out, flush=True)
@@ -53,6 +53,9 @@ def run_all(experiment, root, timeout_s: int, out=None, jobs: int = 1) -> list[s
     took = f'{seconds:.0f}s'
     if rc == 0 and state.state == 'finished':
       print(f'{head}: done in {took}', file=out, flush=True)
+      return None
+    if state.state == 'diverged':  # an outcome the results count, not a failure to run
+      print(f'{head}: {state.describe()}, after {took}', file=out, flush=True)
       return None
     print(f'{head}: FAILED after {took} (exit status {rc}, {state.describe()}); last lines of '
           f'{log}:\n{_tail(log)}', file=out, flush=True)
@@ -80,7 +83,7 @@ def write_results(experiment, root, out=None) -> aggregate.Results:
   results = aggregate.collect(experiment, root)
   aggregate.write_csv(results, root / aggregate.CSV)
   (root / aggregate.TABLE).write_text(aggregate.markdown(results, experiment), encoding='utf-8')
-  written = plots.write_all(results, root)
+  written = [plot.name for plot in plots.write_all(results, root)]
   print(f'{len(results.rows)} of {len(experiment.runs)} runs finished; wrote '
         f'{", ".join([aggregate.CSV, aggregate.TABLE, *written])} in {root}', file=out)
   for run, state in results.missing:

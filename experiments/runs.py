@@ -189,7 +189,8 @@ def checkpoint_steps(workdir) -> list[int]:
 @dataclasses.dataclass
 class Progress:
   """Where a run's workdir stands: `state` is one of
-  'finished', 'partial' (trained to `step` of `total`, or lacks final evaluator lines),
+  'finished', 'diverged' (it stopped at `step` on a non-finite loss: done, as rerunning it
+  stops there again), 'partial' (trained to `step` of `total`, or lacks final evaluator lines),
   'not started', or 'conflict' (its config.json differs from the run's values, or it trained on
   another version of a dataset: `detail`)."""
   state: str
@@ -202,6 +203,8 @@ class Progress:
       return f'partial: step {self.step} of {self.total}{self.detail}'
     if self.state == 'conflict':
       return f'conflict: {self.detail}'
+    if self.state == 'diverged':
+      return f'diverged: non-finite loss at step {self.step} of {self.total}'
     return self.state
 
 
@@ -263,6 +266,9 @@ def progress(run: Run, workdir) -> Progress:
   step = max([l['step'] for l in lines if l.get('split') == 'train'] or [0])
   ckpts = checkpoint_steps(workdir)
   step = max([step, *ckpts])
+  stopped = [l['step'] for l in lines if l.get('split') == 'train' and l.get('stopped_nonfinite')]
+  if stopped:
+    return Progress('diverged', stopped[-1], total)
   final = {l['split'] for l in lines if l.get('step') == total}
   lacking = [n for n in evaluator_names(config) if n not in final]
   if total in ckpts and not lacking:

@@ -17,6 +17,7 @@ from mmjax import checkpoint
 from mmjax import compilation
 from mmjax import config_checks
 from mmjax import evaluators
+from mmjax import health
 from mmjax import objectives
 from mmjax import optim
 from mmjax import parallel
@@ -28,6 +29,7 @@ from mmjax import workdir as workdirs
 from mmjax import writers
 from mmjax.data import input_pipeline
 from mmjax.errors import UserError
+from mmjax.models.base import modality_order
 from mmjax.models.model import build_model
 from mmjax.preemption import Preemption
 
@@ -160,6 +162,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if state is None:
         return {}
       results = _final_evaluation(config, state, writer, evals, best)
+      _warn_if_unhealthy(config, results)
       _log_compiles(compiles)
       return results
     finally:
@@ -202,6 +205,20 @@ def _final_evaluation(config, state, writer, evals, best) -> dict:
   return results
 
 
+def _warn_if_unhealthy(config, results: dict) -> None:
+  """One warning line per health flag (mmjax.health) that an evaluator with conditions (the
+  robustness evaluator) shows, e.g. an audio branch that the model does not use."""
+  if len(config.tasks) != 1:
+    return
+  chance = health.chance_level(next(iter(config.tasks.values())).num_classes)
+  for name, lines in results.items():
+    accuracy = {l['condition']: l['accuracy'] for l in lines
+                if 'condition' in l and 'accuracy' in l}
+    if accuracy:
+      for reason in health.check(accuracy, modality_order(config.model), chance).reasons:
+        logging.warning('%s: %s', name, reason)
+
+
 def _run_evaluator(evaluator, state, writer, step, extra=None) -> list[dict]:
   lines = [{**metrics, **(extra or {})} for metrics in evaluator.run(state)]
   for metrics in lines:
@@ -225,6 +242,8 @@ def _train_loop(config, model, objective, tx, mesh, mngr, writer, evals, best, s
       mngr.wait_until_finished()
       last = mngr.latest_step()
       where = f'step {last} in {mngr.directory}' if last is not None else 'none'
+      # Recorded, so that a sweep counts the run as diverged rather than unfinished.
+      writer.write(bad, 'train', {'stopped_nonfinite': True})
       raise NonFiniteError(
           f'non-finite loss, gradient or parameters at step {bad} (that update was not applied); '
           f'last good checkpoint: {where}; lower optimizer.learning_rate or check the inputs, or '

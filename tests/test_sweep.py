@@ -51,10 +51,17 @@ def test_every_experiment_has_distinct_workdirs_and_runnable_commands(tmp_path):
       for run in experiment.runs:
         args = shlex.split(runs_lib.command_line(run, tmp_path / run.name))
         assert args[:3] == ['python', '-m', 'mmjax.main'] and f'--config.seed={run.seed}' in args
-  assert len(catalog.get('avmnist_fusion').runs) == 30        # 10 methods x 3 seeds
-  assert len(catalog.get('synthetic_interactions').runs) == 90  # x 3 datasets
-  assert len(catalog.get('robustness').runs) == 18            # 3 methods x 2 trainings x 3 seeds
-  assert len(catalog.get('robustness', seeds=5).runs) == 30
+  assert len(catalog.get('avmnist_fusion').runs) == 50        # 10 methods x 5 seeds
+  assert len(catalog.get('synthetic_interactions').runs) == 90  # 10 methods x 3 datasets x 3
+  # (3 methods x 2 trainings + 2 unimodal models) x 5 seeds
+  assert len(catalog.get('robustness').runs) == 40
+  assert len(catalog.get('robustness', seeds=3).runs) == 24
+  assert len(catalog.get('recipe_ablation').runs) == 10 * len(catalog.RECIPE_STEPS)
+  # Full AV-MNIST runs keep each config's own budget and selection; seed by seed, so that a
+  # sweep stopped part-way leaves every method's first seeds.
+  full = catalog.get('avmnist_fusion')
+  assert all(r.settings == {} for r in full.runs)
+  assert [r.seed for r in full.runs[:11]] == [0] * 10 + [1]
   other = catalog.get('avmnist_fusion', steps=5)
   assert {r.settings['num_train_steps'] for r in other.runs} == {5}
   assert other.command.endswith('--steps=5') and other.budget.startswith('5 steps at batch')
@@ -65,10 +72,10 @@ def test_print_commands_cli():
                      '--results_dir=somewhere'])
   assert proc.returncode == 0, proc.stderr[-2000:]
   lines = proc.stdout.strip().splitlines()
-  assert len(lines) == 18
+  assert len(lines) == 40
   args = shlex.split(lines[-1])
   assert '--workdir=somewhere/runs/gated_fusion__modality_dropout.audio=0.3__' \
-         'modality_dropout.image=0.3__seed2' in args
+         'modality_dropout.image=0.3__seed4' in args
   assert '--config.modality_dropout={"image": 0.3, "audio": 0.3}' in args
 
 
@@ -77,7 +84,7 @@ def test_bad_flags_are_one_error_line():
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines() == [
       'mmjax: error: --experiment=nope: no such experiment; valid: avmnist_fusion, '
-      'synthetic_interactions, robustness, zoo_avmnist, zoo_synthetic']
+      'synthetic_interactions, robustness, recipe_ablation, zoo_avmnist, zoo_synthetic']
   with pytest.raises(UserError, match='--steps=0 must be at least 1'):
     catalog.get('robustness', steps=0)
   proc = run_python(['-m', 'experiments.sweep', '--experiment=robustness', '--jobs=0'])
@@ -183,15 +190,15 @@ def test_mean_std_and_n_over_seeds_and_missing_runs(tmp_path):
   assert (mean, n) == (pytest.approx(0.6), 3) and std == pytest.approx(0.1)  # sample std
   assert math.isnan(stats[('early_fusion',)][1])
   table = aggregate.markdown(results, experiment)
-  assert '| late_fusion | 60.0 ± 10.0 | 3 |' in table
-  assert '| early_fusion | 25.0 | 1 |' in table
+  assert '| late_fusion | 60.0 ± 10.0 | 50.0 | 50.0 60.0 70.0 | 3/3 | 3 |' in table
+  assert '| early_fusion | 25.0 | 25.0 | 25.0 | 1/1 | 1 |' in table
   assert '1 of 5 runs not finished: `early_fusion__seed1` (not started).' in table
 
   aggregate.write_csv(results, tmp_path / 'results.csv')
   rows = aggregate.read_csv(tmp_path / 'results.csv')
   assert len(rows) == 4 and rows[1]['test/accuracy'] == 0.6 and rows[1]['seed'] == 1
   assert rows[1]['train/accuracy'] == 0.5 and rows[1]['train/examples_per_sec'] == 30.0
-  assert plots.write_all(results, tmp_path) == ['accuracy.png']
+  assert [p.name for p in plots.write_all(results, tmp_path)] == ['accuracy.png']
 
 
 def test_jobs_train_that_many_runs_at_a_time_and_overlap_counts_once(tmp_path, monkeypatch):
@@ -248,19 +255,23 @@ def test_facet_columns_and_robustness_plots(tmp_path):
   assert 'robustness[noise=audio,snr_db=-6]/accuracy' in results.rows[0]
   table = aggregate.table(results)
   assert table.splitlines()[0] == ('| method | all | missing=audio | missing=image | '
-                                   'noise=audio,snr_db=0 | noise=audio,snr_db=-6 | n |')
-  row = '| late_fusion | 85.0 ± 7.1 | 65.0 ± 7.1 | 55.0 ± 7.1 | 80.0 ± 7.1 | 75.0 ± 7.1 | 2 |'
+                                   'noise=audio,snr_db=0 | noise=audio,snr_db=-6 | min | '
+                                   'per seed | healthy | n |')
+  row = ('| late_fusion | 85.0 ± 7.1 | 65.0 ± 7.1 | 55.0 ± 7.1 | 80.0 ± 7.1 | 75.0 ± 7.1 | '
+         '80.0 | 80.0 90.0 | 2/2 | 2 |')
   assert row in table
-  assert plots.write_all(results, tmp_path) == ['accuracy.png', 'robustness_snr.png',
-                                                'robustness_missing.png']
+  assert [p.name for p in plots.write_all(results, tmp_path)] == [
+      'accuracy.png', 'robustness_snr.png', 'robustness_missing.png']
 
   # A facet as column groups (the synthetic table: one column per dataset).
   rows = [{'method': m, 'data': d, 'seed': s, 'test/accuracy': a}
           for m, d, s, a in [('lf', 'synergy', 0, 0.4), ('lf', 'synergy', 1, 0.6),
                              ('lf', 'unique', 0, 0.9), ('img', 'unique', 0, 0.8)]]
   pivot = aggregate.table(aggregate.Results(rows, [], ['data']), columns='data')
-  assert pivot.splitlines() == ['| method | synergy | unique | n |', '|---|---:|---:|---:|',
-                                '| lf | 50.0 ± 14.1 | 90.0 | 1–2 |', '| img | — | 80.0 | 1 |']
+  assert pivot.splitlines() == ['| method | synergy | unique | healthy | n |',
+                                '|---|---:|---:|---:|---:|',
+                                '| lf | 50.0 ± 14.1, min 40.0 | 90.0 | 3/3 | 1–2 |',
+                                '| img | — | 80.0 | 1/1 | 1 |']
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,0 +1,161 @@
+"""Run health (mmjax.health): the flags on hand-made accuracies, the trainer's warning line, and
+the sweep's health columns, table marks and plots built from hand-made runs."""
+
+import json
+import logging
+
+import pytest
+
+from experiments import aggregate
+from experiments import catalog
+from experiments import plots
+from experiments import runner
+from experiments import runs as runs_lib
+from mmjax import health
+from mmjax import train
+from tests.test_sweep import _fake_run
+
+HEALTHY = {'all': 0.83, 'missing=audio': 0.64, 'missing=image': 0.52,
+           'noise=audio,snr_db=0': 0.80, 'noise=audio,snr_db=-18': 0.66}
+AV = ('image', 'audio')
+
+
+def test_a_healthy_run_is_not_flagged():
+  found = health.check(HEALTHY, AV, 0.1)
+  assert found.healthy and found == health.Health()
+
+
+def test_a_branch_at_chance_without_the_other_modality_is_inert():
+  found = health.check({**HEALTHY, 'all': 0.63, 'missing=image': 0.096}, AV, 0.1)
+  assert found.inert == ('audio',) and not found.diverged and not found.healthy
+  assert found.reasons == ('audio branch inert: accuracy with the image removed 9.6% '
+                           '(chance 10%)',)
+  # 5 points above chance is still chance; 5.1 is not.
+  assert health.check({**HEALTHY, 'missing=image': 0.15}, AV, 0.1).inert == ('audio',)
+  assert health.check({**HEALTHY, 'missing=image': 0.151}, AV, 0.1).healthy
+
+
+def test_a_branch_that_the_strongest_noise_does_not_move_is_inert():
+  ignored = {**HEALTHY, 'all': 0.631, 'noise=audio,snr_db=0': 0.631,
+             'noise=audio,snr_db=-18': 0.627}
+  found = health.check(ignored, AV, 0.1)
+  assert found.inert == ('audio',)
+  assert found.reasons == ('audio branch inert: snr_db=-18 noise on the audio moves accuracy '
+                           'by 0.40 point',)
+  # Noise at 0 dB barely moving it is no flag: the strongest level decides.
+  assert health.check({**HEALTHY, 'noise=audio,snr_db=0': 0.83}, AV, 0.1).healthy
+  assert health.strongest_noise(['noise=image,std=0.1', 'noise=image,std=0.5',
+                                 'noise=audio,snr_db=-6'], 'image') == 'noise=image,std=0.5'
+
+
+def test_a_run_at_chance_or_with_a_nonfinite_loss_diverged():
+  at_chance = health.check({'all': 0.0966}, ('audio',), 0.1)
+  assert at_chance.diverged and not at_chance.inert
+  assert at_chance.reasons == ('accuracy 9.7% with every modality (chance 10%)',)
+  assert health.check({'all': 0.5}, ('audio',), 0.1).healthy
+  assert health.check({}, ('audio',), 0.1, nonfinite=True).diverged
+  # A unimodal run has no other modality to remove: never inert.
+  assert health.check({'all': 0.5, 'noise=audio,snr_db=-18': 0.5}, ('audio',), 0.1).healthy
+
+
+def test_the_trainer_warns_once_per_flag(caplog, monkeypatch):
+  config = catalog.runs_lib.load_config(runs_lib.Run('configs/late_fusion.py'),
+                                        with_values=False)
+  inert = [{'condition': c, 'accuracy': a, 'loss': 1.0}
+           for c, a in {**HEALTHY, 'all': 0.63, 'missing=image': 0.096}.items()]
+  caplog.set_level(logging.WARNING)
+  train._warn_if_unhealthy(config, {'test': [{'accuracy': 0.63, 'loss': 1.0}],
+                                    'robustness': inert})
+  warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+  assert warnings == ['robustness: audio branch inert: accuracy with the image removed 9.6% '
+                      '(chance 10%)']
+  caplog.clear()
+  train._warn_if_unhealthy(config, {'robustness': [{'condition': c, 'accuracy': a}
+                                                   for c, a in HEALTHY.items()]})
+  assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+# ------------------------------------------------------------------------------------------------
+# The sweep: results.csv columns, the table, the plots
+
+AV_CONFIG = {'tasks': {'label': {'num_classes': 10}},
+             'model': {'encoders': {'image': {}, 'audio': {}}}}
+
+
+def _experiment(root, runs: dict):
+  """{(method, seed): {condition: accuracy} or 'nonfinite'} as finished (or diverged) runs."""
+  grid = []
+  for (method, seed), conditions in runs.items():
+    run = runs_lib.Run(f'configs/{method}.py', {}, seed, {'num_train_steps': 8}, method)
+    grid.append(run)
+    wd = aggregate.workdir(root, run)
+    config = {**AV_CONFIG, 'seed': seed}
+    if method.startswith('unimodal_'):
+      config['model'] = {'encoders': {method.removeprefix('unimodal_'): {}}}
+    if conditions == 'nonfinite':
+      _fake_run(wd, 0.0, config=config, checkpoint=False, final=False)
+      with open(wd / 'metrics.jsonl', 'a', encoding='utf-8') as f:
+        f.write(json.dumps({'step': 5, 'split': 'train', 'stopped_nonfinite': True}) + '\n')
+    else:
+      _fake_run(wd, None, evals=('robustness',), conditions=conditions, config=config)
+  return catalog.Experiment('handmade', 'Hand-made', grid, 'eight steps')
+
+
+def test_health_columns_table_marks_and_healthy_counts(tmp_path):
+  inert = {**HEALTHY, 'all': 0.63, 'missing=image': 0.096}
+  experiment = _experiment(tmp_path, {('late_fusion', 0): HEALTHY, ('late_fusion', 1): inert,
+                                      ('late_fusion', 2): {**HEALTHY, 'all': 0.85},
+                                      ('unimodal_audio', 0): {'all': 0.52},
+                                      ('unimodal_audio', 1): 'nonfinite'})
+  results = aggregate.collect(experiment, tmp_path)
+  assert not results.missing  # the diverged run is a result, not a missing run
+  flags = {(r['method'], r['seed']): (r['inert'], r['diverged'], r['healthy'])
+           for r in results.rows}
+  assert flags == {('late_fusion', 0): ('', 0, 1), ('late_fusion', 1): ('audio', 0, 0),
+                   ('late_fusion', 2): ('', 0, 1), ('unimodal_audio', 0): ('', 0, 1),
+                   ('unimodal_audio', 1): ('', 1, 0)}
+  table = aggregate.table(results)
+  assert table.splitlines()[0].endswith('| min | per seed | healthy | n |')
+  assert '| late_fusion | 77.0 ± 12.2 |' in table
+  assert '| 63.0 | 83.0 63.0† 85.0 | 2/3 | 3 |' in table
+  assert '| unimodal_audio | 52.0 | — | — | — | — | 52.0 | 52.0 —‡ | 1/2 | 1 |' in table
+  note = aggregate.health_note(results)
+  assert ('2 of 5 runs are not: `late_fusion__seed1` (inert in audio); '
+          '`unimodal_audio__seed1` (diverged).') in note
+
+  aggregate.write_csv(results, tmp_path / 'results.csv')
+  rows = aggregate.read_csv(tmp_path / 'results.csv')
+  assert [r.get('inert', '') for r in rows] == ['', 'audio', '', '', '']
+  assert [r['healthy'] for r in rows] == [1, 0, 1, 1, 0] and rows[0]['chance'] == 0.1
+
+  # The runner counts the diverged run as done: rerunning it would stop at the same step.
+  assert runs_lib.progress(experiment.runs[-1], aggregate.workdir(tmp_path, experiment.runs[-1])
+                           ).describe() == 'diverged: non-finite loss at step 5 of 8'
+  assert runner.run_all(catalog.Experiment('one', 'One', experiment.runs[-1:], ''), tmp_path,
+                        60) == []
+
+
+def test_plots_show_every_seed_chance_and_the_best_unimodal_model(tmp_path):
+  inert = {**HEALTHY, 'all': 0.63, 'missing=image': 0.096, 'noise=audio,snr_db=0': 0.63,
+           'noise=audio,snr_db=-18': 0.63}
+  experiment = _experiment(tmp_path, {('late_fusion', 0): HEALTHY, ('late_fusion', 1): inert,
+                                      ('unimodal_image', 0): {'all': 0.64},
+                                      ('unimodal_image', 1): {'all': 0.62}})
+  results = aggregate.collect(experiment, tmp_path)
+  accuracy, snr, missing = plots.write_all(results, tmp_path)
+  assert accuracy.name == 'accuracy.png' and (tmp_path / 'accuracy.png').stat().st_size > 0
+  assert sorted(accuracy.points) == [('', 'late_fusion', 63.0, 'inert'),
+                                     ('', 'late_fusion', 83.0, 'healthy'),
+                                     ('', 'unimodal_image', 62.0, 'healthy'),
+                                     ('', 'unimodal_image', 64.0, 'healthy')]
+  assert accuracy.bars == {'': {'late_fusion': pytest.approx(73.0),
+                                'unimodal_image': pytest.approx(63.0)}}
+  assert accuracy.lines == {'chance': 10.0,
+                            'best unimodal (unimodal_image)': pytest.approx(63.0)}
+  # Noise and missing-modality curves: healthy runs only, the inert one named as left out.
+  assert snr.name == 'robustness_snr.png' and snr.left_out == ['late_fusion__seed1']
+  assert snr.curves == {'late_fusion': {0.0: pytest.approx(80.0), -18.0: pytest.approx(66.0)}}
+  assert missing.bars['late_fusion'] == {'all': pytest.approx(83.0),
+                                         'missing=audio': pytest.approx(64.0),
+                                         'missing=image': pytest.approx(52.0)}
+  assert all(0 <= p[2] <= 100 for plot in (accuracy, snr, missing) for p in plot.points)
