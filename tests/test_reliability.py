@@ -20,6 +20,7 @@ import portpicker
 import psutil
 import pytest
 
+from experiments import runs as runs_lib
 from mmjax import checkpoint
 from mmjax import steps
 from tests.conftest import REPO, run_python, start_python, tiny_config
@@ -289,6 +290,11 @@ def test_nonfinite_stop_is_one_line_naming_the_step_and_last_good_checkpoint(
       'optimizer.learning_rate or check the inputs, or set on_nonfinite=skip to skip such steps')
   assert checkpoint.steps_on_disk(workdir / 'checkpoints') == [184, 192, 200]
   assert _all_finite(_final_state(workdir)[1])
+  # Recorded for a sweep, which counts the run as diverged rather than unfinished.
+  last = runs_lib.read_metrics(workdir)[-1]
+  assert last == {'step': 201, 'split': 'train', 'stopped_nonfinite': True}
+  assert runs_lib.progress(runs_lib.Run(TINY, settings={'num_train_steps': 208}),
+                           workdir).state == 'diverged'
 
 
 def test_nonfinite_skip_completes_and_counts(tmp_path, reference, cli_env):
