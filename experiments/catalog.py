@@ -1,9 +1,12 @@
 """The experiments `python -m experiments.sweep --experiment=NAME` runs, declared as grids of runs.
 
-Each experiment is a function `(quick, seeds, steps) -> Experiment` (None: its defaults). Its
-full mode trains every method on the same stated budget, sized to finish in about 90 minutes on
-a 2-core CPU; `quick` swaps in tiny encoders, a few steps and fewer methods, to check the whole
-path (runs, results.csv, table.md, plots) in minutes: its numbers mean nothing.
+Each experiment is a function `(quick, seeds, steps) -> Experiment` (None: its defaults). The
+AV-MNIST experiments train every method on the main job's own budget and selection (its config's
+3 epochs; validation accuracy every 0.3 epoch picks the state that test and robustness score),
+five seeds a method (ten for the recipe ablation). A full sweep takes hours on a 2-core CPU: it
+resumes where it stopped, so run it in the background with `--jobs=2` and aggregate as runs
+finish. `quick` swaps in tiny encoders, a few steps and fewer methods, to check the whole path
+(runs, results.csv, table.md, plots) in minutes: its numbers mean nothing.
 
 Adding one: write the function and register it in EXPERIMENTS.
 """
@@ -22,18 +25,14 @@ AVMNIST_METHODS = ('unimodal_image', 'unimodal_audio', 'early_fusion', 'late_fus
 # 300 steps, so it told the methods apart no more than `unique` does (results/ before 3.0.0).
 SYNTHETIC_DATASETS = ('redundant_noisy', 'unique', 'synergy')
 ROBUSTNESS_METHODS = ('late_fusion', 'decision_fusion', 'gated_fusion')
+UNIMODAL_METHODS = ('unimodal_image', 'unimodal_audio')
 MODALITY_DROPOUT = {'image': 0.3, 'audio': 0.3}
+AVMNIST_SEEDS = 5   # a comparison between methods: five seeds each
 
-# Full-mode budgets (steps at each config's own batch size), sized from measurements on the
-# 2-core CPU these experiments target. AV-MNIST runs get one epoch (430 steps at batch 128):
-# with `--jobs=2`, an image-only run took ~30 s, the others 140-250 s each, and avmnist_fusion's
-# 30 runs 43 min. robustness's 18 runs of the main job's kind, with its 7 test passes
-# each, took 91 min one after another. synthetic_interactions gets 300 steps at batch 64 (6.4
-# epochs of its 3,000 examples): on synergy (seed 0), tensor, late and decision fusion reached
-# 52, 43 and 51% after 80 steps, 100, 60 and 50% (decision fusion's ceiling) after 300.
-AVMNIST_STEPS = 430
+# synthetic_interactions gets 300 steps at batch 64 (6.4 epochs of its 3,000 examples): on
+# synergy (seed 0), tensor, late and decision fusion reached 52, 43 and 51% after 80 steps,
+# 100, 60 and 50% (decision fusion's ceiling) after 300.
 SYNTHETIC_STEPS = 300
-ROBUSTNESS_STEPS = 430
 QUICK_STEPS = 4
 
 
@@ -95,26 +94,48 @@ def _tiny_model(config: str) -> dict:
   return tiny
 
 
-def _grid(name, title, budget, specs, seeds, settings, quick, columns=None) -> Experiment:
-  """specs: (config, overrides, method, facets) tuples; each × seeds."""
+def _grid(name, title, budget, specs, seeds, settings, quick, columns=None,
+          seed_major=False) -> Experiment:
+  """specs: (config, overrides, method, facets) tuples; each × seeds. `settings`: a dict every
+  run shares, or a function of the config file giving its runs'. `seed_major` orders the
+  runs seed by seed (every spec's seed 0 first), so that a sweep stopped part-way leaves paired
+  comparisons on its first seeds."""
+  order = [(spec, seed) for seed in range(seeds) for spec in specs] if seed_major else \
+      [(spec, seed) for spec in specs for seed in range(seeds)]
   grid = []
-  for config, overrides, method, facets in specs:
-    mode = {**settings, **(_tiny_model(config) if quick else {})}
-    grid += [runs_lib.Run(config, overrides, seed, mode, method, facets) for seed in range(seeds)]
+  for (config, overrides, method, facets), seed in order:
+    shared = settings(config) if callable(settings) else settings
+    mode = {**shared, **(_tiny_model(config) if quick else {})}
+    grid.append(runs_lib.Run(config, overrides, seed, mode, method, facets))
   return Experiment(name, title, grid, budget, columns, quick)
+
+
+def _main_job_budget(steps: int | None, quick: bool) -> tuple[Callable[[str], dict], str]:
+  """(settings of a config's runs, budget sentence) of an AV-MNIST experiment: with `steps`
+  unset, each config's own budget and selection (the main job's: no settings); with `steps`,
+  that many steps, then test and the config's robustness evaluator on the last state."""
+  main = runs_lib.load_config(runs_lib.Run('configs/late_fusion.py'), with_values=False)
+  epochs = lambda n: f'{n * main.batch_size / 55000:.2f} epochs of AV-MNIST'
+  if steps:
+    split = 'validation' if quick else 'test'
+    settings = lambda config: _budget(steps, {**_test_eval(split),
+                                              **_robustness_eval(quick, config)})
+    return settings, (f'{steps} steps at batch {main.batch_size} ({epochs(steps)}); test and '
+                      'robustness on the last state')
+  return lambda config: {}, (f"the main job's budget and selection for every method: {main.num_train_steps} "
+              f'steps at batch {main.batch_size} ({epochs(main.num_train_steps)}), validation '
+              f'accuracy every {main.evals.validation.every_steps} steps selects the state that '
+              'test and robustness (each modality missing, extra audio noise) score')
 
 
 def avmnist_fusion(quick: bool = False, seeds: int | None = None,
                    steps: int | None = None) -> Experiment:
   methods = ('unimodal_image', 'late_fusion') if quick else AVMNIST_METHODS
-  steps = steps or (QUICK_STEPS if quick else AVMNIST_STEPS)
+  settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
   specs = [(f'configs/{m}.py', {}, m, {}) for m in methods]
-  batch = _batch('configs/late_fusion.py')
-  budget = (f'{steps} steps at batch {batch} ({steps * batch / 55000:.2f} epochs of AV-MNIST), '
-            "each method's own config otherwise; test accuracy on the 10,000 test examples at "
-            'the end')
-  return _grid('avmnist_fusion', 'Fusion methods on AV-MNIST', budget, specs,
-               seeds or (1 if quick else 3), _budget(steps, _test_eval()), quick)
+  return _grid('avmnist_fusion', 'Fusion methods on AV-MNIST', budget + "; each method's own "
+               'config otherwise', specs, seeds or (1 if quick else AVMNIST_SEEDS), settings,
+               quick, seed_major=True)
 
 
 def synthetic_interactions(quick: bool = False, seeds: int | None = None,
@@ -132,14 +153,13 @@ def synthetic_interactions(quick: bool = False, seeds: int | None = None,
                columns='dataset')
 
 
-def _robustness_eval(quick: bool) -> dict:
-  """The main job's own robustness evaluator (conditions as configs/late_fusion.py states them),
-  run once at the end; quick mode on the validation split with two noise levels."""
-  main = runs_lib.load_config(runs_lib.Run('configs/late_fusion.py'), with_values=False)
-  if 'robustness' not in main.get('evals', {}):
-    raise UserError('configs/late_fusion.py has no evals.robustness evaluator; the robustness '
-                    'experiment reads its conditions from there')
-  cfg = main.evals.robustness.to_dict()
+def _robustness_eval(quick: bool, config: str = 'configs/late_fusion.py') -> dict:
+  """`config`'s own robustness evaluator (a unimodal config's keeps only its modality's noise,
+  or has none), run once at the end; quick mode on the validation split with two noise levels."""
+  loaded = runs_lib.load_config(runs_lib.Run(config), with_values=False)
+  if 'robustness' not in loaded.get('evals', {}):
+    return {}
+  cfg = loaded.evals.robustness.to_dict()
   cfg['every_steps'] = 0
   if quick:
     cfg['split'] = 'validation'
@@ -151,22 +171,20 @@ def _robustness_eval(quick: bool) -> dict:
 def robustness(quick: bool = False, seeds: int | None = None,
                steps: int | None = None) -> Experiment:
   methods = ('late_fusion',) if quick else ROBUSTNESS_METHODS
-  steps = steps or (QUICK_STEPS if quick else ROBUSTNESS_STEPS)
   dropout = ', '.join(f'{m} {p:g}' for m, p in MODALITY_DROPOUT.items())
-  specs = []
+  specs = [(f'configs/{m}.py', {}, m, {'training': 'unimodal'})
+           for m in (() if quick else UNIMODAL_METHODS)]
   for m in methods:
     specs.append((f'configs/{m}.py', {}, m, {'training': 'standard'}))
     specs.append((f'configs/{m}.py', {'modality_dropout': dict(MODALITY_DROPOUT)}, m,
                   {'training': 'modality dropout'}))
+  settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
   split = 'validation' if quick else 'test'
-  batch = _batch('configs/late_fusion.py')
-  budget = (f'{steps} steps at batch {batch} ({steps * batch / 55000:.2f} epochs of AV-MNIST), '
-            f'with and without modality dropout ({dropout}) in training; accuracy on the {split} '
-            'split with each modality missing and with extra noise on the (already noisy) '
-            f'{split} audio')
+  budget = (f'{budget}; each fusion with and without modality dropout ({dropout}) in training, '
+            f'beside the unimodal models; accuracy on the {split} split with each modality '
+            f'missing and with extra noise on the (already noisy) {split} audio')
   return _grid('robustness', 'Robustness to a missing or noisier modality', budget, specs,
-               seeds or (1 if quick else 3),
-               _budget(steps, _robustness_eval(quick)), quick)
+               seeds or (1 if quick else AVMNIST_SEEDS), settings, quick, seed_major=True)
 
 
 ZOO_STEPS = 300
@@ -198,10 +216,30 @@ def zoo(variant: str, quick: bool = False, seeds: int | None = None,
                seeds or 1, _budget(steps, _test_eval()), quick)
 
 
+# The main job's recipe, one change at a time (label, overrides of configs/late_fusion.py); the
+# last row is the main job as shipped.
+RECIPE_STEPS = (
+    ('no warm-up', {'optimizer.warmup_steps': 0}),
+    ('main job (warm-up 100 steps)', {}),
+)
+RECIPE_SEEDS = 10
+
+
+def recipe_ablation(quick: bool = False, seeds: int | None = None,
+                    steps: int | None = None) -> Experiment:
+  """The main job and its recipe's departures, each on the main job's own budget and selection."""
+  specs = [('configs/late_fusion.py', overrides, 'late_fusion', {'recipe': label})
+           for label, overrides in RECIPE_STEPS]
+  settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
+  return _grid('recipe_ablation', "The main job's recipe, one change at a time", budget, specs,
+               seeds or (1 if quick else RECIPE_SEEDS), settings, quick, seed_major=True)
+
+
 EXPERIMENTS: dict[str, Callable[..., Experiment]] = {
     'avmnist_fusion': avmnist_fusion,
     'synthetic_interactions': synthetic_interactions,
     'robustness': robustness,
+    'recipe_ablation': recipe_ablation,
 }
 # Tables that are not in the README: `python -m experiments.zoo --variant=...`.
 OTHER_EXPERIMENTS: dict[str, Callable[..., Experiment]] = {
