@@ -96,14 +96,16 @@ def _tiny_model(config: str) -> dict:
 
 def _grid(name, title, budget, specs, seeds, settings, quick, columns=None,
           seed_major=False) -> Experiment:
-  """specs: (config, overrides, method, facets) tuples; each × seeds. `settings`: a dict every
-  run shares, or a function of the config file giving its runs'. `seed_major` orders the
-  runs seed by seed (every spec's seed 0 first), so that a sweep stopped part-way leaves paired
-  comparisons on its first seeds."""
-  order = [(spec, seed) for seed in range(seeds) for spec in specs] if seed_major else \
-      [(spec, seed) for spec in specs for seed in range(seeds)]
+  """specs: (config, overrides, method, facets[, seeds]) tuples; each × seeds (its own, where a
+  spec gives them). `settings`: a dict every run shares, or a function of the config file giving
+  its runs'. `seed_major` orders the runs seed by seed (every spec's seed 0 first), so that a
+  sweep stopped part-way leaves paired comparisons on its first seeds."""
+  specs = [(*spec[:4], spec[4] if len(spec) > 4 else seeds) for spec in specs]
+  most = max((spec[4] for spec in specs), default=0)
+  order = [(spec, seed) for seed in range(most) for spec in specs if seed < spec[4]] \
+      if seed_major else [(spec, seed) for spec in specs for seed in range(spec[4])]
   grid = []
-  for (config, overrides, method, facets), seed in order:
+  for (config, overrides, method, facets, _), seed in order:
     shared = settings(config) if callable(settings) else settings
     mode = {**shared, **(_tiny_model(config) if quick else {})}
     grid.append(runs_lib.Run(config, overrides, seed, mode, method, facets))
@@ -216,23 +218,30 @@ def zoo(variant: str, quick: bool = False, seeds: int | None = None,
                seeds or 1, _budget(steps, _test_eval()), quick)
 
 
-# The main job's recipe, one change at a time (label, overrides of configs/late_fusion.py); the
-# last row is the main job as shipped.
+# The main job, and the main job with one of its departures from MultiBench's recipe undone:
+# (label, overrides of configs/late_fusion.py, seeds). The warm-up, which decides whether a
+# seed's audio branch learns at all, gets ten seeds a side; the rest three.
 RECIPE_STEPS = (
-    ('no warm-up', {'optimizer.warmup_steps': 0}),
-    ('main job (warm-up 100 steps)', {}),
+    ('no warm-up', {'optimizer.warmup_steps': 0}, 10),
+    ('main job', {}, 10),
+    ("BatchNorm after every convolution (MultiBench's)",
+     {'model.encoders.image.batch_norm': True, 'model.encoders.audio.batch_norm': True}, 3),
+    ("gradient norm clipped at 8 (MultiBench's)", {'optimizer.grad_clip_norm': 8.0}, 3),
+    ("parameters evaluated, no moving average (MultiBench's)", {'ema_decay': 0.0}, 3),
+    ('one standardisation for all clips', {'model.frontends.audio.per_example_norm': False,
+                                           'model.encoders.audio.input_mean': -3.21,
+                                           'model.encoders.audio.input_std': 2.14}, 3),
 )
-RECIPE_SEEDS = 10
 
 
 def recipe_ablation(quick: bool = False, seeds: int | None = None,
                     steps: int | None = None) -> Experiment:
   """The main job and its recipe's departures, each on the main job's own budget and selection."""
-  specs = [('configs/late_fusion.py', overrides, 'late_fusion', {'recipe': label})
-           for label, overrides in RECIPE_STEPS]
+  specs = [('configs/late_fusion.py', overrides, 'late_fusion', {'recipe': label},
+            seeds or (1 if quick else n)) for label, overrides, n in RECIPE_STEPS]
   settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
   return _grid('recipe_ablation', "The main job's recipe, one change at a time", budget, specs,
-               seeds or (1 if quick else RECIPE_SEEDS), settings, quick, seed_major=True)
+               None, settings, quick, seed_major=True)
 
 
 EXPERIMENTS: dict[str, Callable[..., Experiment]] = {

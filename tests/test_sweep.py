@@ -56,7 +56,10 @@ def test_every_experiment_has_distinct_workdirs_and_runnable_commands(tmp_path):
   # (3 methods x 2 trainings + 2 unimodal models) x 5 seeds
   assert len(catalog.get('robustness').runs) == 40
   assert len(catalog.get('robustness', seeds=3).runs) == 24
-  assert len(catalog.get('recipe_ablation').runs) == 10 * len(catalog.RECIPE_STEPS)
+  ablation = catalog.get('recipe_ablation')
+  assert len(ablation.runs) == sum(n for *_, n in catalog.RECIPE_STEPS)
+  assert [r.facets['recipe'] for r in ablation.runs[:2]] == ['no warm-up', 'main job']
+  assert sum(r.facets['recipe'] == 'main job' for r in ablation.runs) == 10
   # Full AV-MNIST runs keep each config's own budget and selection; seed by seed, so that a
   # sweep stopped part-way leaves every method's first seeds.
   full = catalog.get('avmnist_fusion')
