@@ -98,6 +98,13 @@ def run_metrics(lines: list[dict], total: int) -> dict:
     speeds = [l['examples_per_sec'] for l in train[1:] if 'examples_per_sec' in l]
     if speeds:
       out['train/examples_per_sec'] = sum(speeds) / len(speeds)
+  best = {}
+  for line in lines:  # an evaluator run during training: its best accuracy over the run
+    split = line.get('split')
+    if split not in (None, 'train') and 'condition' not in line and \
+        isinstance(line.get('accuracy'), (int, float)):
+      best[split] = max(best.get(split, -math.inf), line['accuracy'])
+  out.update({f'{split}/best_accuracy': value for split, value in best.items()})
   for line in lines:
     if line.get('step') != total or line.get('split') in (None, 'train'):
       continue
@@ -117,6 +124,7 @@ class Results:
   facets: list[str]                # facet names, in the experiment's order
   elapsed_s: float = 0.0           # wall time of the finished runs' attempts (`elapsed`)
   jobs: int = 1                    # the most runs the sweep ran at a time
+  metrics: re.Pattern = ACCURACY   # the columns tables and plots show
 
 
 def collect(experiment, root) -> Results:
@@ -137,7 +145,8 @@ def collect(experiment, root) -> Results:
     rows.append({**row, **health_columns(row, runs_lib.read_config(wd) or {},
                                          state.state == 'diverged')})
   return Results(rows, missing, facets,
-                 *elapsed(root, {r['run'] for r in rows if 'wall_s' in r}))
+                 *elapsed(root, {r['run'] for r in rows if 'wall_s' in r}),
+                 re.compile(experiment.metrics) if experiment.metrics else ACCURACY)
 
 
 def health_columns(row: dict, config: dict, nonfinite: bool) -> dict:
@@ -201,10 +210,11 @@ def mean_std(values: list[float]) -> tuple[float, float]:
   return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
-def metric_columns(rows: list[dict]) -> list[str]:
+def metric_columns(rows: list[dict], pattern: re.Pattern = ACCURACY) -> list[str]:
+  """The columns a table shows: those matching `pattern` (an experiment's `metrics`)."""
   columns = []
   for row in rows:
-    columns += [k for k in row if ACCURACY.match(k) and k not in columns]
+    columns += [k for k in row if pattern.match(k) and k not in columns]
   return columns
 
 
@@ -237,9 +247,12 @@ def percent(mean: float, std: float) -> str:
 
 
 def _metric_label(metric: str) -> str:
-  """'test/accuracy' → 'test', 'robustness[missing=audio]/accuracy' → 'missing=audio'."""
-  match = re.match(r'^([^/\[]+)(?:\[([^\]]*)\])?/accuracy$', metric)
-  return match.group(2) or match.group(1) if match else metric
+  """'test/accuracy' → 'test', 'robustness[missing=audio]/accuracy' → 'missing=audio',
+  'validation/best_accuracy' → 'validation (best)'."""
+  match = re.match(r'^([^/\[]+)(?:\[([^\]]*)\])?/(best_)?accuracy$', metric)
+  if not match:
+    return metric
+  return match.group(2) or match.group(1) + (' (best)' if match.group(3) else '')
 
 
 def _seed_figures(members: list[dict], metric: str) -> str:
@@ -267,7 +280,7 @@ def table(results: Results, columns: str | None = None) -> str:
   """
   rows = results.rows
   row_keys = ['method', *[f for f in results.facets if f != columns]]
-  metrics = metric_columns(rows)
+  metrics = metric_columns(rows, results.metrics)
   col_values = [k[0] for k in groups(rows, [columns])] if columns else [None]
   cells, header = [], []
   for cv in col_values:

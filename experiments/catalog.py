@@ -3,7 +3,9 @@
 Each experiment is a function `(quick, seeds, steps) -> Experiment` (None: its defaults). The
 AV-MNIST experiments train every method on the main job's own budget and selection (its config's
 3 epochs; validation accuracy every 0.3 epoch picks the state that test and robustness score),
-five seeds a method (ten for the recipe ablation). A full sweep takes hours on a 2-core CPU: it
+five seeds a method (ten for the main job in the recipe ablation). Each fusion's learning rate
+is first chosen on validation from a small grid (`avmnist_fusion_lr`, one seed); the fusion
+comparison and the robustness experiment then read the committed choice. A full sweep takes hours on a 2-core CPU: it
 resumes where it stopped, so run it in the background with `--jobs=2` and aggregate as runs
 finish. `quick` swaps in tiny encoders, a few steps and fewer methods, to check the whole path
 (runs, results.csv, table.md, plots) in minutes: its numbers mean nothing.
@@ -13,6 +15,8 @@ Adding one: write the function and register it in EXPERIMENTS.
 
 import dataclasses
 import functools
+import json
+import pathlib
 from typing import Callable
 
 from experiments import runs as runs_lib
@@ -48,6 +52,7 @@ class Experiment:
   runs: list
   budget: str
   columns: str | None = None
+  metrics: str | None = None  # a regular expression of the columns tables show (None: accuracy)
   quick: bool = False
   seeds: int | None = None   # as given on the command line (None: the experiment's default)
   steps: int | None = None   # likewise
@@ -94,8 +99,8 @@ def _tiny_model(config: str) -> dict:
   return tiny
 
 
-def _grid(name, title, budget, specs, seeds, settings, quick, columns=None,
-          seed_major=False) -> Experiment:
+def _grid(name, title, budget, specs, seeds, settings, quick, columns=None, metrics=None,
+          seed_major=False, first_seed=0) -> Experiment:
   """specs: (config, overrides, method, facets[, seeds]) tuples; each × seeds (its own, where a
   spec gives them). `settings`: a dict every run shares, or a function of the config file giving
   its runs'. `seed_major` orders the runs seed by seed (every spec's seed 0 first), so that a
@@ -108,8 +113,8 @@ def _grid(name, title, budget, specs, seeds, settings, quick, columns=None,
   for (config, overrides, method, facets, _), seed in order:
     shared = settings(config) if callable(settings) else settings
     mode = {**shared, **(_tiny_model(config) if quick else {})}
-    grid.append(runs_lib.Run(config, overrides, seed, mode, method, facets))
-  return Experiment(name, title, grid, budget, columns, quick)
+    grid.append(runs_lib.Run(config, overrides, first_seed + seed, mode, method, facets))
+  return Experiment(name, title, grid, budget, columns, metrics, quick)
 
 
 def _main_job_budget(steps: int | None, quick: bool) -> tuple[Callable[[str], dict], str]:
@@ -130,14 +135,91 @@ def _main_job_budget(steps: int | None, quick: bool) -> tuple[Callable[[str], di
               'test and robustness (each modality missing, extra audio noise) score')
 
 
+# Each fusion's learning rate is chosen on validation (the best validation accuracy over the run,
+# one seed: SEARCH_SEED, not among the reported ones) from a grid, with the optimizer its paper
+# trains with: AdamW for the attention fusions, SGD for the rest; then five seeds at the chosen
+# one. late_fusion is the main job itself (its recipe: the recipe ablation) and the unimodal
+# models share it. Every method gets the same clipping rule, the main job's (none).
+SGD_GRID = ('sgd', (0.03, 0.1, 0.3))
+ADAMW_GRID = ('adamw', (1e-4, 3e-4, 1e-3))
+LR_SEARCH = {'early_fusion': ADAMW_GRID, 'decision_fusion': SGD_GRID, 'tensor_fusion': SGD_GRID,
+             'lowrank_fusion': SGD_GRID, 'gated_fusion': SGD_GRID, 'mult': ADAMW_GRID,
+             'bottleneck_fusion': ADAMW_GRID}
+SEARCH_SEED = 100
+SEARCH_METRIC = 'validation/best_accuracy'
+SAME_CLIPPING = {'optimizer.grad_clip_norm': 0.0}
+SEARCH_RESULTS = runs_lib.REPO / 'results' / 'avmnist_fusion_lr' / 'results.csv'
+
+
+def _optimizer(name: str, lr: float) -> dict:
+  return {'optimizer.name': name, 'optimizer.learning_rate': lr}
+
+
+OPTIMIZER_NAMES = {'sgd': 'SGD', 'adamw': 'AdamW'}
+
+
+def _setting_label(name: str, lr: float) -> str:
+  return f'{OPTIMIZER_NAMES[name]} {lr:g}'
+
+
+def avmnist_fusion_lr(quick: bool = False, seeds: int | None = None,
+                      steps: int | None = None) -> Experiment:
+  """The learning-rate search: each tuned fusion at every rate of its grid, one seed."""
+  search = {'late_fusion': ('sgd', (0.1, 0.3))} if quick else LR_SEARCH
+  settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
+  specs = [(f'configs/{m}.py', _optimizer(name, lr), m,
+            {'learning rate': _setting_label(name, lr)}, seeds or 1)
+           for m, (name, rates) in search.items() for lr in rates]
+  grids = '; '.join(
+      f'{OPTIMIZER_NAMES[name]} at {", ".join(f"{r:g}" for r in rates)} for '
+      f'{", ".join(m for m, grid in search.items() if grid == (name, rates))}'
+      for name, rates in dict.fromkeys(search.values()))
+  budget = (f'{budget}; seed {SEARCH_SEED}; no gradient clipping for any method; {grids}. Each '
+            'setting scored by its best validation accuracy over the run; avmnist_fusion trains '
+            'five seeds of the best')
+  return _grid('avmnist_fusion_lr', "Each fusion's learning rate, chosen on validation", budget,
+               specs, None, lambda config: {**settings(config), **SAME_CLIPPING}, quick,
+               metrics=f'^{SEARCH_METRIC}$', seed_major=False, first_seed=SEARCH_SEED)
+
+
+def chosen_settings(path=None) -> dict[str, dict]:
+  """{method: optimizer overrides} chosen by the committed learning-rate search: the setting of
+  its grid with the best validation accuracy, among its healthy runs. A method whose search has
+  not finished every setting is left out."""
+  from experiments import aggregate  # pylint: disable=import-outside-toplevel
+  path = pathlib.Path(path or SEARCH_RESULTS)
+  rows = aggregate.read_csv(path) if path.exists() else []
+  out = {}
+  for method, (name, rates) in LR_SEARCH.items():
+    done = {r['overrides']: r for r in rows if r['method'] == method and SEARCH_METRIC in r}
+    wanted = {json.dumps(_optimizer(name, lr), sort_keys=True): lr for lr in rates}
+    if set(wanted) - set(done):
+      continue
+    healthy = [o for o in wanted if done[o].get('healthy', 1)] or list(wanted)
+    best = max(healthy, key=lambda o: done[o][SEARCH_METRIC])
+    out[method] = _optimizer(name, wanted[best])
+  return out
+
+
 def avmnist_fusion(quick: bool = False, seeds: int | None = None,
                    steps: int | None = None) -> Experiment:
   methods = ('unimodal_image', 'late_fusion') if quick else AVMNIST_METHODS
   settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
-  specs = [(f'configs/{m}.py', {}, m, {}) for m in methods]
-  return _grid('avmnist_fusion', 'Fusion methods on AV-MNIST', budget + "; each method's own "
-               'config otherwise', specs, seeds or (1 if quick else AVMNIST_SEEDS), settings,
-               quick, seed_major=True)
+  chosen = {} if quick else chosen_settings()
+  waiting = [m for m in methods if m in LR_SEARCH and m not in chosen]
+  specs = [(f'configs/{m}.py', chosen.get(m, {}), m, {}) for m in methods if m not in waiting]
+  picks = ', '.join(f'{m} {_setting_label(o["optimizer.name"], o["optimizer.learning_rate"])}'
+                    for m, o in chosen.items())
+  budget += ('; no gradient clipping for any method; late_fusion is the main job and the '
+             'unimodal models share its recipe')
+  if not quick:
+    budget += (f'; learning rates chosen on validation (`--experiment=avmnist_fusion_lr`): '
+               f'{picks or "none yet"}')
+  if waiting:
+    budget += f'; not run until their learning-rate search has finished: {", ".join(waiting)}'
+  return _grid('avmnist_fusion', 'Fusion methods on AV-MNIST', budget, specs,
+               seeds or (1 if quick else AVMNIST_SEEDS),
+               lambda config: {**settings(config), **SAME_CLIPPING}, quick, seed_major=True)
 
 
 def synthetic_interactions(quick: bool = False, seeds: int | None = None,
@@ -174,19 +256,26 @@ def robustness(quick: bool = False, seeds: int | None = None,
                steps: int | None = None) -> Experiment:
   methods = ('late_fusion',) if quick else ROBUSTNESS_METHODS
   dropout = ', '.join(f'{m} {p:g}' for m, p in MODALITY_DROPOUT.items())
+  chosen = {} if quick else chosen_settings()
+  waiting = [m for m in methods if m in LR_SEARCH and m not in chosen]
   specs = [(f'configs/{m}.py', {}, m, {'training': 'unimodal'})
            for m in (() if quick else UNIMODAL_METHODS)]
-  for m in methods:
-    specs.append((f'configs/{m}.py', {}, m, {'training': 'standard'}))
-    specs.append((f'configs/{m}.py', {'modality_dropout': dict(MODALITY_DROPOUT)}, m,
+  for m in [m for m in methods if m not in waiting]:
+    specs.append((f'configs/{m}.py', chosen.get(m, {}), m, {'training': 'standard'}))
+    specs.append((f'configs/{m}.py', {**chosen.get(m, {}),
+                                      'modality_dropout': dict(MODALITY_DROPOUT)}, m,
                   {'training': 'modality dropout'}))
   settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
   split = 'validation' if quick else 'test'
   budget = (f'{budget}; each fusion with and without modality dropout ({dropout}) in training, '
-            f'beside the unimodal models; accuracy on the {split} split with each modality '
-            f'missing and with extra noise on the (already noisy) {split} audio')
+            "at the learning rate avmnist_fusion uses, beside the unimodal models; accuracy on "
+            f'the {split} split with each modality missing and with extra noise on the (already '
+            f'noisy) {split} audio')
+  if waiting:
+    budget += f'; not run until their learning-rate search has finished: {", ".join(waiting)}'
   return _grid('robustness', 'Robustness to a missing or noisier modality', budget, specs,
-               seeds or (1 if quick else AVMNIST_SEEDS), settings, quick, seed_major=True)
+               seeds or (1 if quick else AVMNIST_SEEDS),
+               lambda config: {**settings(config), **SAME_CLIPPING}, quick, seed_major=True)
 
 
 ZOO_STEPS = 300
@@ -245,6 +334,7 @@ def recipe_ablation(quick: bool = False, seeds: int | None = None,
 
 
 EXPERIMENTS: dict[str, Callable[..., Experiment]] = {
+    'avmnist_fusion_lr': avmnist_fusion_lr,
     'avmnist_fusion': avmnist_fusion,
     'synthetic_interactions': synthetic_interactions,
     'robustness': robustness,

@@ -64,7 +64,8 @@ def _metric_words(metric: str) -> str:
   """'test/accuracy' → 'test accuracy (%)'; 'robustness[all]/accuracy' → 'robustness accuracy
   (%)'."""
   evaluator = re.split(r'[/\[]', metric)[0]
-  return f'{evaluator} accuracy (%)'
+  best = 'best ' if metric.endswith('/best_accuracy') else ''
+  return f'{best}{evaluator} accuracy (%)'
 
 
 def reference_lines(rows: list[dict], metric: str) -> dict:
@@ -98,7 +99,7 @@ def accuracy_plot(results, out_dir, metric: str | None = None) -> Plot | None:
   """Bars of the headline accuracy (the first accuracy column) per method at the mean of every
   run; each run a point on its bar; other facets are the series."""
   rows = results.rows
-  metrics = aggregate.metric_columns(rows)
+  metrics = aggregate.metric_columns(rows, results.metrics)
   if not rows or not metrics:
     return None
   metric = metric or metrics[0]

@@ -51,23 +51,51 @@ def test_every_experiment_has_distinct_workdirs_and_runnable_commands(tmp_path):
       for run in experiment.runs:
         args = shlex.split(runs_lib.command_line(run, tmp_path / run.name))
         assert args[:3] == ['python', '-m', 'mmjax.main'] and f'--config.seed={run.seed}' in args
-  assert len(catalog.get('avmnist_fusion').runs) == 50        # 10 methods x 5 seeds
+  assert len(catalog.get('avmnist_fusion_lr').runs) == 21     # 7 fusions x 3 learning rates
+  assert {r.seed for r in catalog.get('avmnist_fusion_lr').runs} == {catalog.SEARCH_SEED}
   assert len(catalog.get('synthetic_interactions').runs) == 90  # 10 methods x 3 datasets x 3
-  # (3 methods x 2 trainings + 2 unimodal models) x 5 seeds
-  assert len(catalog.get('robustness').runs) == 40
-  assert len(catalog.get('robustness', seeds=3).runs) == 24
   ablation = catalog.get('recipe_ablation')
   assert len(ablation.runs) == sum(n for *_, n in catalog.RECIPE_STEPS)
   assert [r.facets['recipe'] for r in ablation.runs[:2]] == ['no warm-up', 'main job']
   assert sum(r.facets['recipe'] == 'main job' for r in ablation.runs) == 10
-  # Full AV-MNIST runs keep each config's own budget and selection; seed by seed, so that a
-  # sweep stopped part-way leaves every method's first seeds.
-  full = catalog.get('avmnist_fusion')
-  assert all(r.settings == {} for r in full.runs)
-  assert [r.seed for r in full.runs[:11]] == [0] * 10 + [1]
+  # Full AV-MNIST runs keep each config's own budget and selection, and one clipping rule.
+  assert all(r.settings == catalog.SAME_CLIPPING for r in catalog.get('avmnist_fusion').runs)
   other = catalog.get('avmnist_fusion', steps=5)
   assert {r.settings['num_train_steps'] for r in other.runs} == {5}
   assert other.command.endswith('--steps=5') and other.budget.startswith('5 steps at batch')
+
+
+def test_fusions_train_at_the_learning_rate_their_search_chose(tmp_path, monkeypatch):
+  """avmnist_fusion and robustness read the committed search: each fusion at its grid's best
+  healthy setting (best validation accuracy), five seeds, seed by seed; a fusion whose search
+  has not finished every setting is not run, and the budget says so."""
+  rows = []
+  for method, (name, rates) in catalog.LR_SEARCH.items():
+    if method == 'mult':
+      continue  # its search has not finished
+    for i, lr in enumerate(rates):
+      rows.append({'method': method, 'overrides': json.dumps(
+          {'optimizer.name': name, 'optimizer.learning_rate': lr}, sort_keys=True),
+                   catalog.SEARCH_METRIC: 0.5 + 0.1 * i, 'healthy': 1})
+  rows[2]['healthy'] = 0  # early_fusion's best rate is inert: the next best is chosen
+  aggregate.write_csv(aggregate.Results(rows, [], []), tmp_path / 'results.csv')
+  monkeypatch.setattr(catalog, 'SEARCH_RESULTS', tmp_path / 'results.csv')
+  chosen = catalog.chosen_settings()
+  assert chosen['early_fusion'] == {'optimizer.name': 'adamw', 'optimizer.learning_rate': 3e-4}
+  assert chosen['tensor_fusion'] == {'optimizer.name': 'sgd', 'optimizer.learning_rate': 0.3}
+  assert 'mult' not in chosen
+  fusion = catalog.get('avmnist_fusion')
+  assert len(fusion.runs) == 9 * 5 and 'mult' not in {r.label for r in fusion.runs}
+  assert [r.seed for r in fusion.runs[:10]] == [0] * 9 + [1]
+  [tensor] = [r for r in fusion.runs if r.label == 'tensor_fusion' and r.seed == 0]
+  assert tensor.overrides == chosen['tensor_fusion']
+  assert 'tensor_fusion SGD 0.3' in fusion.budget and 'has finished: mult' in fusion.budget
+  late = [r for r in fusion.runs if r.label == 'late_fusion']
+  assert all(r.overrides == {} for r in late)  # the main job itself
+  robust = catalog.get('robustness')
+  assert len(robust.runs) == (2 + 3 * 2) * 5
+  assert {r.overrides.get('optimizer.learning_rate') for r in robust.runs
+          if r.label == 'gated_fusion'} == {chosen['gated_fusion']['optimizer.learning_rate']}
 
 
 def test_print_commands_cli():
@@ -75,9 +103,11 @@ def test_print_commands_cli():
                      '--results_dir=somewhere'])
   assert proc.returncode == 0, proc.stderr[-2000:]
   lines = proc.stdout.strip().splitlines()
-  assert len(lines) == 40
+  # The unimodal models and late fusion with and without modality dropout, 5 seeds (the other
+  # fusions wait for their learning-rate search, tests/test_sweep.py::test_fusions_...).
+  assert len(lines) == 20
   args = shlex.split(lines[-1])
-  assert '--workdir=somewhere/runs/gated_fusion__modality_dropout.audio=0.3__' \
+  assert '--workdir=somewhere/runs/late_fusion__modality_dropout.audio=0.3__' \
          'modality_dropout.image=0.3__seed4' in args
   assert '--config.modality_dropout={"image": 0.3, "audio": 0.3}' in args
 
@@ -86,8 +116,9 @@ def test_bad_flags_are_one_error_line():
   proc = run_python(['-m', 'experiments.sweep', '--experiment=nope'])
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines() == [
-      'mmjax: error: --experiment=nope: no such experiment; valid: avmnist_fusion, '
-      'synthetic_interactions, robustness, recipe_ablation, zoo_avmnist, zoo_synthetic']
+      'mmjax: error: --experiment=nope: no such experiment; valid: avmnist_fusion_lr, '
+      'avmnist_fusion, synthetic_interactions, robustness, recipe_ablation, zoo_avmnist, '
+      'zoo_synthetic']
   with pytest.raises(UserError, match='--steps=0 must be at least 1'):
     catalog.get('robustness', steps=0)
   proc = run_python(['-m', 'experiments.sweep', '--experiment=robustness', '--jobs=0'])

@@ -122,6 +122,10 @@ def test_cli_end_to_end(tmp_path):
   train_entries = [e for e in entries if e['split'] == 'train']
   assert all({'loss', 'accuracy', 'learning_rate', 'examples_per_sec'} <= set(e)
              for e in train_entries)
+  # Each encoder's gradient norm, which with the others' makes up the global one.
+  for e in train_entries:
+    parts = [e[f'grad_norm/{m}'] for m in ('image', 'audio', 'text')]
+    assert all(p > 0 for p in parts) and sum(p * p for p in parts) < e['grad_norm'] ** 2 * 1.0001
   [test] = [e for e in entries if e['split'] == 'test']
   assert test['num_examples'] == 1000 and test['step'] == 24
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['12', '24']
