@@ -98,13 +98,13 @@ def run_metrics(lines: list[dict], total: int) -> dict:
     speeds = [l['examples_per_sec'] for l in train[1:] if 'examples_per_sec' in l]
     if speeds:
       out['train/examples_per_sec'] = sum(speeds) / len(speeds)
-  best = {}
-  for line in lines:  # an evaluator run during training: its best accuracy over the run
+  during = {}  # an evaluator run during training too: its best accuracy over the run
+  for line in lines:
     split = line.get('split')
     if split not in (None, 'train') and 'condition' not in line and \
         isinstance(line.get('accuracy'), (int, float)):
-      best[split] = max(best.get(split, -math.inf), line['accuracy'])
-  out.update({f'{split}/best_accuracy': value for split, value in best.items()})
+      during.setdefault(split, []).append(line['accuracy'])
+  out.update({f'{split}/best_accuracy': max(v) for split, v in during.items() if len(v) > 1})
   for line in lines:
     if line.get('step') != total or line.get('split') in (None, 'train'):
       continue

@@ -235,6 +235,17 @@ def test_mean_std_and_n_over_seeds_and_missing_runs(tmp_path):
   assert [p.name for p in plots.write_all(results, tmp_path)] == ['accuracy.png']
 
 
+def test_an_evaluator_run_during_training_also_gives_its_best_accuracy():
+  lines = [{'step': 4, 'split': 'validation', 'accuracy': 0.7},
+           {'step': 8, 'split': 'validation', 'accuracy': 0.6},
+           {'step': 8, 'split': 'test', 'accuracy': 0.65, 'selected_step': 4},
+           {'step': 8, 'split': 'robustness', 'condition': 'all', 'accuracy': 0.65}]
+  metrics = aggregate.run_metrics(lines, 8)
+  assert metrics['validation/best_accuracy'] == 0.7 and metrics['validation/accuracy'] == 0.6
+  assert 'test/best_accuracy' not in metrics  # scored once: nothing to choose from
+  assert aggregate.metric_columns([metrics]) == ['test/accuracy', 'robustness[all]/accuracy']
+
+
 def test_jobs_train_that_many_runs_at_a_time_and_overlap_counts_once(tmp_path, monkeypatch):
   """`--jobs=2`: two runs at once, never more; the wall time is the time any run was running,
   and the table says how many ran at a time."""
