@@ -1,11 +1,21 @@
 """Config values that would otherwise fail deep inside JAX get a one-line error here, before
 anything is built or written."""
 
+import math
 import re
+
+import numpy as np
 
 from mmjax import corrupt
 from mmjax.data import input_pipeline
 from mmjax.errors import UserError
+
+
+# Config fields that were renamed or replaced: {old dotted name: what replaces it}. An override
+# of an old name gets one line naming the replacement, not a guess at a similar field.
+RENAMED_FIELDS = {
+    'eval_every_steps': 'evals.validation.every_steps',
+}
 
 
 def validate(config) -> None:
@@ -14,8 +24,12 @@ def validate(config) -> None:
       raise UserError(f'{key}={config[key]} must be positive')
   if int(config.num_train_steps) < 0:
     raise UserError(f'num_train_steps={config.num_train_steps} must be >= 0 (0 only evaluates)')
-  if not config.optimizer.learning_rate > 0:
-    raise UserError(f'optimizer.learning_rate={config.optimizer.learning_rate} must be positive')
+  lr = config.optimizer.learning_rate
+  if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+    raise UserError(f'optimizer.learning_rate={lr} must be positive and finite')
+  if int(config.get('max_checkpoints_to_keep', 1)) < 1:
+    raise UserError(f'max_checkpoints_to_keep={config.max_checkpoints_to_keep} must be at least '
+                    '1: a run keeps its latest checkpoint to resume from')
   if not 0 <= float(config.get('ema_decay', 0.0)) < 1:
     raise UserError(f'ema_decay={config.ema_decay} must be in [0, 1) (0: no moving average)')
   if config.on_nonfinite not in ('stop', 'skip'):
@@ -74,3 +88,17 @@ def _validate_evals(config) -> None:
     if int(cfg.get('every_steps', 0)) < 0:
       raise UserError(f'evals.{name}.every_steps={cfg.every_steps} must be >= 0 (0: only at the '
                       'end)')
+
+
+def check_labels(config, batch) -> None:
+  """Every label of a (first) training batch in [0, tasks[t].num_classes): a label past the
+  head's classes would otherwise show as a non-finite loss, blamed on the learning rate."""
+  for task, labels in batch['labels'].items():
+    labels = np.asarray(labels)
+    classes = int(config.tasks[task].num_classes)
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+      feature = config.dataset.labels.get(task, task)
+      raise UserError(f'task {task!r}: the dataset has labels up to {int(labels.max())} (feature '
+                      f'{feature!r}), but tasks.{task}.num_classes={classes}; set num_classes to '
+                      f'at least {int(labels.max()) + 1}')
+

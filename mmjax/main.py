@@ -15,6 +15,7 @@ import jax
 from ml_collections import config_flags
 
 from mmjax import compilation
+from mmjax import config_checks
 from mmjax import parallel
 from mmjax import profiling
 from mmjax import train
@@ -71,6 +72,10 @@ def _unknown_field(argv, error) -> str:
     path = arg.split('=', 1)[0].lstrip('-').split('.')
     if path[0] != 'config' or name not in path[1:]:
       continue
+    field = '.'.join(path[1:])
+    if field in config_checks.RENAMED_FIELDS:
+      return (f'--{".".join(path)}: no such config field; it was replaced by '
+              f'--config.{config_checks.RENAMED_FIELDS[field]}')
     if hint:
       return f'--{".".join(path)}: no such config field; did you mean {hint.group(1)}?'
     parent = '.'.join(path[1:path.index(name)])

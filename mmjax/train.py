@@ -125,6 +125,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   evals = evaluators.build(config, eval_step, mesh)
   initial_position = train_iter.get_state()
   first_batch = next(train_iter)  # for shapes; the loop starts from a restored position
+  config_checks.check_labels(config, first_batch)
   compile_start = time.time()
   state = steps.init_state(config, model, objective, tx, first_batch, mesh)
   transfer.check_freeze(config, state)

@@ -23,7 +23,9 @@ def source_checkpoints(source: str) -> epath.Path:
   """The checkpoint folder of workdir `source`; a UserError when it holds no checkpoint."""
   ckpt_dir = epath.Path(source) / 'checkpoints'
   if not checkpoint.steps_on_disk(ckpt_dir):
-    problem = 'does not exist' if not epath.Path(source).is_dir() else 'holds no checkpoint'
+    path = epath.Path(source)
+    problem = ('is a file, not a workdir' if path.is_file() else
+               'does not exist' if not path.is_dir() else 'holds no checkpoint')
     raise UserError(f'init_from={source} {problem}; set it to the workdir of a finished run, or to '
                     '"" to train from scratch')
   return ckpt_dir

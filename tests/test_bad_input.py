@@ -66,13 +66,16 @@ def _cli_error(args, env_extra=None, workdir=None):
      '--config.nope: no such config field; fields there: batch_size, '),
     (['--config.batch_siz=32'],
      '--config.batch_siz: no such config field; did you mean batch_size?'),
+    (['--config.eval_every_steps=100'],
+     '--config.eval_every_steps: no such config field; it was replaced by '
+     '--config.evals.validation.every_steps'),
     (['--config.batch_size=abc'],
      "flag --config.batch_size=abc: invalid literal for int() with base 10: 'abc'; "
      '--config.batch_size takes a value of type int, e.g. 16'),
     (['--config.model.encoders.audio.features=abc'],
      "--config.model.encoders.audio.features=('abc',): expected a tuple of int like (4,)"),
     (['--num_processes=2'], '--num_processes and --process_id need --coordinator_address'),
-], ids=['unknown_key', 'misspelt_key', 'wrong_type', 'wrong_tuple_type', 'num_processes_alone'])
+], ids=['unknown_key', 'misspelt_key', 'renamed_key', 'wrong_type', 'wrong_tuple_type', 'num_processes_alone'])
 def test_cli_bad_flags(existing, args, message):
   error = _cli_error([f'--config={TINY}', f'--workdir={existing}', *args], workdir=existing)
   assert error.startswith(message), error
@@ -135,6 +138,11 @@ def test_cli_wrong_checksum(existing, tmp_path):
     ({'num_train_steps': -3}, 'num_train_steps=-3 must be >= 0'),
     ({'checkpoint_every_steps': 0}, 'checkpoint_every_steps=0 must be positive'),
     ({'optimizer.learning_rate': 0.0}, 'optimizer.learning_rate=0.0 must be positive'),
+    ({'optimizer.learning_rate': float('inf')},
+     'optimizer.learning_rate=inf must be positive and finite'),
+    ({'max_checkpoints_to_keep': 0}, 'max_checkpoints_to_keep=0 must be at least 1: a run keeps '
+     'its latest checkpoint to resume from'),
+    ({'max_checkpoints_to_keep': -1}, 'max_checkpoints_to_keep=-1 must be at least 1'),
     ({'on_nonfinite': 'ignore'}, "on_nonfinite='ignore'; valid values: stop, skip"),
     ({'model.encoders.video': {'name': 'cnn'}},
      "model.encoders has modalities ['video'] that the dataset lacks (dataset.modalities: "
@@ -152,10 +160,18 @@ def test_cli_wrong_checksum(existing, tmp_path):
      '--workdir'),
 ], ids=['dataset', 'removed_dataset_config', 'encoder', 'fusion', 'frontend', 'optimizer',
         'schedule', 'steps',
-        'checkpoint_every', 'learning_rate', 'on_nonfinite', 'modality_not_in_dataset',
+        'checkpoint_every', 'learning_rate', 'learning_rate_inf', 'keep_no_checkpoint',
+        'keep_negative_checkpoints', 'on_nonfinite', 'modality_not_in_dataset',
         'dropout_drops_all', 'dropout_range', 'dropout_unknown_modality', 'resume_other_model'])
 def test_bad_config_value(existing, overrides, message):
   _rejects(tiny_config(**overrides), existing, message)
+
+
+def test_labels_past_num_classes(existing):
+  """Blamed on the learning rate before (a non-finite loss at step 1)."""
+  _rejects(tiny_config(**{'tasks.label.num_classes': 5}), existing,
+           "task 'label': the dataset has labels up to 9 (feature 'label'), but "
+           'tasks.label.num_classes=5; set num_classes to at least 10')
 
 
 def test_resume_on_another_version_of_the_data(existing, monkeypatch):
@@ -229,6 +245,10 @@ def test_init_from_missing_or_empty(existing, tmp_path):
   (tmp_path / 'empty').mkdir()
   _rejects(tiny_config(init_from=str(tmp_path / 'empty')), target,
            f'init_from={tmp_path / "empty"} holds no checkpoint')
+  assert not target.exists()
+  (tmp_path / 'a_file').write_text('')
+  _rejects(tiny_config(init_from=str(tmp_path / 'a_file')), target,
+           f'init_from={tmp_path / "a_file"} is a file, not a workdir; set it to the workdir')
   assert not target.exists()
 
 
