@@ -308,11 +308,14 @@ def zoo(variant: str, quick: bool = False, seeds: int | None = None,
 
 
 # The main job, and the main job with one of its departures from MultiBench's recipe undone:
-# (label, overrides of configs/late_fusion.py, seeds). The warm-up, which decides whether a
-# seed's audio branch learns at all, gets ten seeds a side; the rest three.
+# (label, overrides, seeds[, config: late_fusion by default]). The warm-up, which decides
+# whether a seed's audio branch learns at all, gets ten seeds a side, for the main job and for
+# the audio-only model on its recipe; the rest three.
 RECIPE_STEPS = (
     ('no warm-up', {'optimizer.warmup_steps': 0}, 10),
     ('main job', {}, 10),
+    ('no warm-up', {'optimizer.warmup_steps': 0}, 10, 'unimodal_audio'),
+    ('main job', {}, 10, 'unimodal_audio'),
     ("BatchNorm after every convolution (MultiBench's)",
      {'model.encoders.image.batch_norm': True, 'model.encoders.audio.batch_norm': True}, 3),
     ("gradient norm clipped at 8 (MultiBench's)", {'optimizer.grad_clip_norm': 8.0}, 3),
@@ -326,8 +329,9 @@ RECIPE_STEPS = (
 def recipe_ablation(quick: bool = False, seeds: int | None = None,
                     steps: int | None = None) -> Experiment:
   """The main job and its recipe's departures, each on the main job's own budget and selection."""
-  specs = [('configs/late_fusion.py', overrides, 'late_fusion', {'recipe': label},
-            seeds or (1 if quick else n)) for label, overrides, n in RECIPE_STEPS]
+  specs = [(f'configs/{method}.py', overrides, method, {'recipe': label},
+            seeds or (1 if quick else n)) for label, overrides, n, method in
+           (step if len(step) > 3 else (*step, 'late_fusion') for step in RECIPE_STEPS)]
   settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
   return _grid('recipe_ablation', "The main job's recipe, one change at a time", budget, specs,
                None, settings, quick, seed_major=True)

@@ -55,9 +55,11 @@ def test_every_experiment_has_distinct_workdirs_and_runnable_commands(tmp_path):
   assert {r.seed for r in catalog.get('avmnist_fusion_lr').runs} == {catalog.SEARCH_SEED}
   assert len(catalog.get('synthetic_interactions').runs) == 90  # 10 methods x 3 datasets x 3
   ablation = catalog.get('recipe_ablation')
-  assert len(ablation.runs) == sum(n for *_, n in catalog.RECIPE_STEPS)
+  assert len(ablation.runs) == sum(step[2] for step in catalog.RECIPE_STEPS)
   assert [r.facets['recipe'] for r in ablation.runs[:2]] == ['no warm-up', 'main job']
-  assert sum(r.facets['recipe'] == 'main job' for r in ablation.runs) == 10
+  assert sum(r.facets['recipe'] == 'main job' and r.label == 'late_fusion'
+             for r in ablation.runs) == 10
+  assert sum(r.label == 'unimodal_audio' for r in ablation.runs) == 20
   # Full AV-MNIST runs keep each config's own budget and selection, and one clipping rule.
   assert all(r.settings == catalog.SAME_CLIPPING for r in catalog.get('avmnist_fusion').runs)
   other = catalog.get('avmnist_fusion', steps=5)
