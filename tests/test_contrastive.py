@@ -137,8 +137,15 @@ def pretrained(tmp_path_factory):
   return workdir, results, lines
 
 
+@pytest.fixture(scope='module')
+def untrained(tmp_path_factory):
+  """The control: the same evaluators on the randomly initialised encoders."""
+  workdir = tmp_path_factory.mktemp('contrastive') / 'untrained'
+  return train.train_and_evaluate(_pretrain_config(num_train_steps=0), str(workdir))
+
+
 @pytest.mark.slow
-def test_pretraining_loss_falls_and_retrieval_and_probe_beat_chance(pretrained):
+def test_pretraining_loss_falls_and_retrieval_beats_random_encoders(pretrained, untrained):
   _, results, lines = pretrained
   losses = [l['loss'] for l in lines if l['split'] == 'train']
   assert len(losses) == 3 and losses[-1] < losses[0], losses
@@ -148,12 +155,38 @@ def test_pretraining_loss_falls_and_retrieval_and_probe_beat_chance(pretrained):
     for k in (1, 5, 10):
       for kind in ('class', 'pair'):
         assert f'{direction}/{kind}/R@{k}' in retrieval
-    # 10 balanced classes: chance of a same-class item at rank 1 is 0.1.
-    assert retrieval[f'{direction}/class/R@1'] > 0.3, retrieval
+    # 10 balanced classes: chance of a same-class item at rank 1 is 0.1; random encoders
+    # scored 0.11 and 0.04 here, 30 steps of pretraining 0.44 and 0.48.
+    control = untrained['retrieval'][0][f'{direction}/class/R@1']
+    assert retrieval[f'{direction}/class/R@1'] > control + 0.2, (retrieval, control)
+  # On this data a probe on random encoders already reads the label (image features 100%,
+  # audio 88%): it cannot show what pretraining adds here. Its fit is checked on known
+  # features (test_probe_fit_reads_informative_features_and_not_shuffled_labels).
   probe = {l['condition']: l for l in results['probe']}
   assert set(probe) == {'features=audio', 'features=image', 'features=all'}
   assert all(l['fit_examples'] == 512 and l['num_examples'] == 1000 for l in probe.values())
-  assert probe['features=all']['accuracy'] > 0.5, probe
+
+
+def test_probe_fit_reads_informative_features_and_not_shuffled_labels():
+  """The probe's logistic regression on features that carry the class in two of 20 dimensions:
+  held-out accuracy near 1; fitted to shuffled labels, near chance (a probe scored on its fit
+  examples, or one whose solver does not move, fails one of the two)."""
+  rng = np.random.default_rng(0)
+  y = rng.integers(0, 4, size=600)
+  x = rng.normal(size=(600, 20)).astype(np.float32)
+  x[:, 0] += 5.0 * (y % 2) - 2.5  # the Bayes accuracy is about 0.99
+  x[:, 1] += 5.0 * (y // 2) - 2.5
+  fit, held = slice(0, 400), slice(400, 600)
+  x_fit, x_held = embedding_evals._standardize(x[fit], x[held])
+  w, b = embedding_evals.fit_logistic_regression(jnp.asarray(x_fit), jnp.asarray(y[fit]),
+                                                 num_classes=4, steps=100, l2=1e-4)
+  _, accuracy = embedding_evals._score(w, b, x_held, y[held])
+  assert accuracy > 0.95, accuracy
+  shuffled = rng.permutation(y[fit])
+  w, b = embedding_evals.fit_logistic_regression(jnp.asarray(x_fit), jnp.asarray(shuffled),
+                                                 num_classes=4, steps=100, l2=1e-4)
+  _, accuracy = embedding_evals._score(w, b, x_held, y[held])
+  assert accuracy < 0.45, accuracy
 
 
 def test_labels_do_not_enter_the_pretraining_loss():

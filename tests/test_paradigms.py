@@ -72,7 +72,11 @@ def test_two_tasks_train_resume_bitwise_and_log_per_task(tmp_path):
     assert per_task <= set(line), line
   [test] = results['test']
   assert test['num_examples'] == 512
-  assert 0 <= test['speaker/accuracy'] <= 1 and 0 <= test['label/accuracy'] <= 1
+  # The loss is each task's, weighted as the config says (not one task's twice).
+  weights = {t: float(c.weight) for t, c in config.tasks.items()}
+  assert test['loss'] == pytest.approx(sum(w * test[f'{t}/loss'] for t, w in weights.items()),
+                                       rel=1e-5)
+  assert test['speaker/loss'] != pytest.approx(test['label/loss'], rel=1e-3)
 
 
 @pytest.mark.slow
