@@ -7,8 +7,9 @@ to restore (e.g. a truncated file) is skipped with a warning in favour of the on
 
 Arrays are stored as OCDBT/Zarr through TensorStore and the rest as JSON: no pickles. Directories
 are etils.epath paths, so they may be local or on gs:// (TensorStore writes the arrays there with
-its own GCS driver). Nothing here depends on the state's field names: the state is saved whole and
-`restore_arrays` restores whichever top-level fields it is asked for.
+its own GCS driver). Saving does not depend on the state's field names: the state is saved whole,
+and `restore_arrays` restores whichever top-level fields it is asked for; `restore_model` asks
+for the model's (params, ema_params, batch_stats).
 """
 
 import dataclasses

@@ -4,8 +4,9 @@ training, and returns metrics lines that the trainer writes with `"split": name`
 `"condition"` field where an evaluator has several).
 
 Every evaluator sees each example of its split exactly once (the last batch is padded and the
-padding masked out). They share the run's one compiled eval step, which scores a batch with the
-objective's metrics.
+padding masked out). Classification and robustness share the run's one compiled eval step, which
+scores a batch with the objective's metrics; retrieval and the linear probe compile their own
+embedding functions (mmjax.embedding_evals).
 
 Adding one: subclass `Evaluator`, register it, name its type in `config.evals`.
 """

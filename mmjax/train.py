@@ -101,7 +101,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (resuming from workdir's latest checkpoint), runs the evaluators at the end, and
   returns {evaluator name: its metrics lines}.
 
-  Every input is checked before the workdir is written to: a UserError leaves it as it was.
+  Every config value is checked before the workdir is written to (a UserError leaves it as it
+  was), except the metric `select_best` names, which its evaluator's first lines reveal.
   Returns {} when stopped by SIGTERM (after saving a checkpoint to resume from).
   """
   config_checks.validate(config)

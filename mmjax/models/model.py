@@ -72,7 +72,8 @@ class MultimodalModel(nn.Module):
                            for m in self.modalities} if unimodal else {}
 
   def encode(self, inputs, train: bool = False):
-    """{modality: Encoding}: what transfer, distillation and contrastive learning reuse."""
+    """{modality: Encoding}: each encoder's output before fusion, which contrastive learning,
+    the retrieval and linear-probe evaluators and OGM-GE read."""
     out = {}
     for m in self.modalities:
       x = inputs[m]

@@ -31,7 +31,8 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
   """3x3 stem, then stages of basic blocks (every stage after the first halves the resolution),
   then global average pooling. Input [B, H, W] or [B, H, W, C]; tokens are the last feature
-  map's positions. No stem pooling: inputs here are small (28x28 images, ~50x32 log-mels)."""
+  map's positions. No stem pooling: inputs here are small (28x28 images; from a 1-s AV-MNIST
+  clip, 97x64 log-mels with the main job's front end, 61x32 with the default one)."""
   stage_sizes: Sequence[int] = (2, 2, 2)
   widths: Sequence[int] = (16, 32, 64)
 
