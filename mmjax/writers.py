@@ -53,9 +53,10 @@ class MetricWriter:
   """Appends {'step', 'split', **metrics} lines to workdir/metrics.jsonl and TensorBoard scalars.
 
   Opened by a run that resumes from a checkpoint at `resume_step`, it first drops the lines that
-  run will write again: every line after `resume_step`, the lines at `resume_step` of the splits
-  in `rerun_splits` (evaluators that run again at that step), and a last line cut short by a
-  killed process. TensorBoard's points after `resume_step` are purged the same way.
+  run will write again: every line after `resume_step` and the lines at `resume_step` of the
+  splits in `rerun_splits` (evaluators that run again at that step); lines that are not metrics
+  lines (one cut short by a killed process, a note) move to `metrics.jsonl.unparsed`.
+  TensorBoard's points after `resume_step` are purged the same way.
   """
 
   def __init__(self, workdir, resume_step: int = 0, rerun_splits=()):
@@ -122,26 +123,42 @@ def log(msg: str, *args) -> None:
     logging.info(msg, *args)
 
 
+def _entry(line: str) -> dict | None:
+  """A metrics line as the trainer writes it, or None (cut short, not JSON, not a step's)."""
+  if not line.endswith('\n'):
+    return None
+  try:
+    entry = json.loads(line)
+  except json.JSONDecodeError:
+    return None
+  if not isinstance(entry, dict) or not isinstance(entry.get('step'), int):
+    return None
+  return entry
+
+
 def drop_rewritten_lines(path, step: int, rerun_splits=()) -> list[str]:
   """Drops from `path` the lines a run resumed at `step` writes again (see MetricWriter) and
-  returns the lines kept. The file is replaced whole, and only if something is dropped."""
+  returns the lines kept. Lines that are not the trainer's (cut short by a killed process, a
+  note, garbage) move to `<path>.unparsed` with a warning: nothing is deleted unsaid. The file is
+  replaced whole, and only if something is dropped or moved."""
   if not path.exists():
     return []
   lines = path.read_text(encoding='utf-8').splitlines(keepends=True)
   rerun = set(rerun_splits)
-
-  def keep(line):
-    if not line.endswith('\n'):  # cut short
-      return False
-    try:
-      entry = json.loads(line)
-    except json.JSONDecodeError:
-      return False
-    if not isinstance(entry, dict) or not isinstance(entry.get('step'), int):
-      return False
-    return entry['step'] < step or (entry['step'] == step and entry['split'] not in rerun)
-
-  kept = [l for l in lines if l.strip() and keep(l)]
+  kept, foreign = [], []
+  for line in lines:
+    entry = _entry(line)
+    if entry is None:
+      if line.strip():
+        foreign.append(line if line.endswith('\n') else line + '\n')
+    elif entry['step'] < step or (entry['step'] == step and entry.get('split') not in rerun):
+      kept.append(line)
+  if foreign:
+    aside = path.parent / (path.name + '.unparsed')
+    earlier = aside.read_text(encoding='utf-8') if aside.exists() else ''
+    aside.write_text(earlier + ''.join(foreign), encoding='utf-8')
+    logging.warning('%s: moved %d line(s) that are not metrics lines (cut short, or not JSON) to '
+                    '%s', path, len(foreign), aside)
   if len(kept) != len(lines):
     tmp = path.parent / (path.name + '.tmp')
     tmp.write_text(''.join(kept), encoding='utf-8')

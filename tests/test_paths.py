@@ -20,6 +20,7 @@ import json
 import os
 import pathlib
 import struct
+from unittest import mock
 
 import ml_collections
 import pytest
@@ -215,12 +216,18 @@ def test_metric_writer_drops_what_a_resume_writes_again(tmp_path):
   writers.MetricWriter(str(workdir), resume_step=8, rerun_splits=('test', 'robustness')).close()
   assert [(l['step'], l['split']) for l in _lines(workdir / 'metrics.jsonl')] == [
       (4, 'train'), (8, 'train')]
-  # A line that is not a metrics object (a damaged file) goes as well.
+  # Lines that are not metrics lines (a damaged file, a note, a line cut short) are moved to
+  # metrics.jsonl.unparsed, with a warning: nothing goes unsaid.
   with open(workdir / 'metrics.jsonl', 'a', encoding='utf-8') as f:
-    f.write('[1, 2]\n{"split": "train"}\n')
-  # A resume from step 4 drops everything after it; 'test' is not special.
-  writers.MetricWriter(str(workdir), resume_step=4).close()
+    f.write('[1, 2]\n{"split": "train"}\nmy note: lr looked high\n{"step": 8, "spl')
+  with mock.patch.object(writers.logging, 'warning') as warning:
+    # A resume from step 4 drops everything after it; 'test' is not special.
+    writers.MetricWriter(str(workdir), resume_step=4).close()
   assert [(l['step'], l['split']) for l in _lines(workdir / 'metrics.jsonl')] == [(4, 'train')]
+  assert (workdir / 'metrics.jsonl.unparsed').read_text() == (
+      '[1, 2]\n{"split": "train"}\nmy note: lr looked high\n{"step": 8, "spl\n')
+  [(args, _)] = warning.call_args_list
+  assert args[2] == 4 and 'not metrics lines' in args[0]
 
 
 def test_tensorboard_tags():
