@@ -136,43 +136,44 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if init_from:
     state = transfer.init_from_checkpoint(config, state, mesh)
   workdirs.make(workdir)
-  mngr = checkpoint.manager(ckpt_dir, config.max_checkpoints_to_keep)
-  best = None
-  try:
-    best = selection.BestState(workdir, *selected) if selected else None
-    restored = checkpoint.restore_latest(mngr, checkpoint.abstract(state))
-    pending = []
-    if restored is not None:
-      start_step, state, data = restored
-      position, pending = _unpack_data_state(data)
-      train_iter.set_state(position)
-      for newer in [s for s in mngr.all_steps() if s > start_step]:
-        logging.warning('deleting checkpoint %d in %s, which does not restore; this run saves it '
-                        'again', newer, ckpt_dir)
-        mngr.delete(newer)
-      writers.log('resumed from step %d', start_step)
-    else:
-      start_step = 0
-      train_iter.set_state(initial_position)
-    workdirs.write_config(workdir, config, dataset_versions)
-    # Evaluators that run again at the step the run resumes from replace their earlier lines.
-    rerun = tuple(evals) if start_step >= config.num_train_steps else ()
-    writer = writers.MetricWriter(workdir, resume_step=start_step, rerun_splits=rerun)
+  with workdirs.exclusive(workdir):
+    mngr = checkpoint.manager(ckpt_dir, config.max_checkpoints_to_keep)
+    best = None
     try:
-      state = _train_loop(config, model, objective, tx, mesh, mngr, writer, evals, best, state,
-                          start_step, pending, train_iter, compile_start, workdir)
-      if state is None:
-        return {}
-      results = _final_evaluation(config, state, writer, evals, best)
-      _warn_if_unhealthy(config, results)
-      _log_compiles(compiles)
-      return results
+      best = selection.BestState(workdir, *selected) if selected else None
+      restored = checkpoint.restore_latest(mngr, checkpoint.abstract(state))
+      pending = []
+      if restored is not None:
+        start_step, state, data = restored
+        position, pending = _unpack_data_state(data)
+        train_iter.set_state(position)
+        for newer in [s for s in mngr.all_steps() if s > start_step]:
+          logging.warning('deleting checkpoint %d in %s, which does not restore; this run saves it '
+                          'again', newer, ckpt_dir)
+          mngr.delete(newer)
+        writers.log('resumed from step %d', start_step)
+      else:
+        start_step = 0
+        train_iter.set_state(initial_position)
+      workdirs.write_config(workdir, config, dataset_versions)
+      # Evaluators that run again at the step the run resumes from replace their earlier lines.
+      rerun = tuple(evals) if start_step >= config.num_train_steps else ()
+      writer = writers.MetricWriter(workdir, resume_step=start_step, rerun_splits=rerun)
+      try:
+        state = _train_loop(config, model, objective, tx, mesh, mngr, writer, evals, best, state,
+                            start_step, pending, train_iter, compile_start, workdir)
+        if state is None:
+          return {}
+        results = _final_evaluation(config, state, writer, evals, best)
+        _warn_if_unhealthy(config, results)
+        _log_compiles(compiles)
+        return results
+      finally:
+        writer.close()
     finally:
-      writer.close()
-  finally:
-    mngr.close()
-    if best is not None:
-      best.close()
+      mngr.close()
+      if best is not None:
+        best.close()
 
 
 def _log_compiles(compiles: compilation.CompileLog) -> None:

@@ -7,10 +7,15 @@ and library later sees the same folder; a URL is left as it is (`os.path.abspath
 would turn it into a local folder `<cwd>/gs:/b/run`).
 """
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
+import time
 import uuid
 
+from absl import logging
 from etils import epath
 import jax
 
@@ -142,3 +147,44 @@ def version_change(workdir, dataset_versions: dict[str, str]) -> str:
   return '; '.join(f'{name} {saved[name]}, which is now {version}'
                    for name, version in sorted(dataset_versions.items())
                    if name in saved and saved[name] != version)
+
+
+LOCK_FILE = 'lock'
+
+
+@contextlib.contextmanager
+def exclusive(workdir):
+  """Process 0 holds `<workdir>/lock` for the run's life: a second run on the same workdir stops
+  at once with one line naming the holder. The kernel releases the lock when its process ends,
+  however it ends, so a lock file left by a crash is taken over (with a warning naming it).
+  Local workdirs only: an object store (gs://) has no such lock; give each run its own there."""
+  if jax.process_index() != 0 or is_remote(workdir):
+    yield
+    return
+  path = resolve(workdir) / LOCK_FILE
+  f = open(path, 'a+', encoding='utf-8')  # pylint: disable=consider-using-with
+  try:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.seek(0)
+      holder = f.read().strip() or 'another process'
+      raise UserError(f'workdir {workdir} is in use by {holder}; wait for that run to end, or '
+                      'use another --workdir') from None
+    f.seek(0)
+    previous = f.read().strip()
+    if previous:
+      logging.warning('workdir %s: taking over the lock of %s, which no longer runs', workdir,
+                      previous)
+    f.seek(0)
+    f.truncate()
+    f.write(f'the run of pid {os.getpid()} on {socket.gethostname()}, started '
+            f'{time.strftime("%Y-%m-%d %H:%M:%S")}\n')
+    f.flush()
+    try:
+      yield
+    finally:
+      f.seek(0)
+      f.truncate()  # a clean end leaves no holder to name
+  finally:
+    f.close()  # releases the flock

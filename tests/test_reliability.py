@@ -10,8 +10,10 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +25,8 @@ import pytest
 from experiments import runs as runs_lib
 from mmjax import checkpoint
 from mmjax import steps
+from mmjax import train
+from mmjax import workdir as workdirs
 from tests.conftest import REPO, run_python, start_python, tiny_config
 
 TINY = 'tests/scripts/tiny_config.py'
@@ -370,3 +374,35 @@ def test_init_from_copies_every_matching_array(reference, caplog):
   assert int(state.step) == 0
   jax.tree.map(np.testing.assert_array_equal, _final_state(reference)[1]['params'],
                jax.device_get(state.params))
+
+
+# ------------------------------------------------------------------------------------------------
+# One run per workdir
+
+
+def test_a_second_run_on_a_workdir_in_use_stops_at_once_naming_the_holder(tmp_path, cli_env):
+  """Two runs on one workdir used to end with a raw Orbax traceback and duplicate metrics lines."""
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  with workdirs.exclusive(str(workdir)):
+    proc = run_python(_cli(workdir), cli_env)
+    holder = (workdir / workdirs.LOCK_FILE).read_text().strip()
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert holder.startswith(f'the run of pid {os.getpid()} on {socket.gethostname()}, started ')
+  assert proc.stderr.strip().splitlines()[-1] == (
+      f'mmjax: error: workdir {workdir} is in use by {holder}; wait for that run to end, or use '
+      'another --workdir')
+  assert os.listdir(workdir) == [workdirs.LOCK_FILE]  # the second run wrote nothing
+  assert (workdir / workdirs.LOCK_FILE).read_text() == ''  # released: no holder to name
+
+
+def test_a_lock_left_by_a_crashed_run_is_taken_over_with_a_warning(tmp_path):
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  (workdir / workdirs.LOCK_FILE).write_text('the run of pid 999999 on elsewhere, started then\n')
+  with mock.patch.object(workdirs.logging, 'warning') as warning:
+    train.train_and_evaluate(tiny_config(num_train_steps=2, checkpoint_every_steps=2,
+                                         log_every_steps=1), str(workdir))
+  assert warning.call_args_list[0].args[1:] == (
+      str(workdir), 'the run of pid 999999 on elsewhere, started then')
+  assert (workdir / workdirs.LOCK_FILE).read_text() == ''
