@@ -210,12 +210,16 @@ def mean_std(values: list[float]) -> tuple[float, float]:
   return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
+HEADLINE = 'test/accuracy'  # the first column, where a run has it: min and per seed read it
+
+
 def metric_columns(rows: list[dict], pattern: re.Pattern = ACCURACY) -> list[str]:
-  """The columns a table shows: those matching `pattern` (an experiment's `metrics`)."""
+  """The columns a table shows: those matching `pattern` (an experiment's `metrics`), the
+  headline first."""
   columns = []
   for row in rows:
     columns += [k for k in row if pattern.match(k) and k not in columns]
-  return columns
+  return sorted(columns, key=lambda k: k != HEADLINE)
 
 
 def groups(rows: list[dict], keys: list[str]) -> dict[tuple, list[dict]]:

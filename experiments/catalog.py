@@ -80,8 +80,10 @@ def _budget(steps: int, evals: dict) -> dict:
           'checkpoint_every_steps': max(1, steps // 2), 'evals': evals, 'select_best': ''}
 
 
-_TINY = {'image': {'name': 'cnn', 'features': (4,), 'kernel_sizes': (3,), 'pool': (True,)},
-         'audio': {'name': 'cnn', 'features': (4,), 'kernel_sizes': (3,), 'pool': (True,)},
+# The fields an experiment's overrides may set (e.g. the recipe ablation's batch_norm) are there.
+_TINY_CNN = {'name': 'cnn', 'features': (4,), 'kernel_sizes': (3,), 'pool': (True,),
+             'batch_norm': False, 'input_mean': 0.0, 'input_std': 1.0}
+_TINY = {'image': _TINY_CNN, 'audio': _TINY_CNN,
          'text': {'name': 'lstm', 'vocab_size': 64, 'hidden': (8,)}}
 
 
@@ -308,7 +310,8 @@ def zoo(variant: str, quick: bool = False, seeds: int | None = None,
 
 
 # The main job, and the main job with one of its departures from MultiBench's recipe undone:
-# (label, overrides, seeds[, config: late_fusion by default]). The warm-up, which decides
+# (label, overrides or a function of the main job's config giving them, seeds[, config:
+# late_fusion by default]). The warm-up, which decides
 # whether a seed's audio branch learns at all, gets ten seeds a side, for the main job and for
 # the audio-only model on its recipe; the rest three.
 RECIPE_STEPS = (
@@ -320,17 +323,21 @@ RECIPE_STEPS = (
      {'model.encoders.image.batch_norm': True, 'model.encoders.audio.batch_norm': True}, 3),
     ("gradient norm clipped at 8 (MultiBench's)", {'optimizer.grad_clip_norm': 8.0}, 3),
     ("parameters evaluated, no moving average (MultiBench's)", {'ema_decay': 0.0}, 3),
-    ('one standardisation for all clips', {'model.frontends.audio.per_example_norm': False,
-                                           'model.encoders.audio.input_mean': -3.21,
-                                           'model.encoders.audio.input_std': 2.14}, 3),
+    ('one standardisation for all clips', lambda main: {
+        'model.frontends.audio.per_example_norm': False,
+        # The training set's log-mel mean and std (docs/datasets.md), as the encoder's input
+        # standardisation; the main job's encoder config does not list these fields.
+        'model.encoders.audio': {**main.model.encoders.audio.to_dict(), 'input_mean': -3.21,
+                                 'input_std': 2.14}}, 3),
 )
 
 
 def recipe_ablation(quick: bool = False, seeds: int | None = None,
                     steps: int | None = None) -> Experiment:
   """The main job and its recipe's departures, each on the main job's own budget and selection."""
-  specs = [(f'configs/{method}.py', overrides, method, {'recipe': label},
-            seeds or (1 if quick else n)) for label, overrides, n, method in
+  main = runs_lib.load_config(runs_lib.Run('configs/late_fusion.py'), with_values=False)
+  specs = [(f'configs/{method}.py', overrides(main) if callable(overrides) else overrides, method,
+            {'recipe': label}, seeds or (1 if quick else n)) for label, overrides, n, method in
            (step if len(step) > 3 else (*step, 'late_fusion') for step in RECIPE_STEPS)]
   settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
   return _grid('recipe_ablation', "The main job's recipe, one change at a time", budget, specs,

@@ -221,6 +221,21 @@ def _saved(config: dict, key: str):
   return node
 
 
+def _with_later_fields(key: str, value, values: dict):
+  """`value` as the run resolves it: a dict setting (e.g. quick mode's `model.encoders`) with the
+  fields that later values set inside it (`model.encoders.image.batch_norm`) applied."""
+  resolved = _normal(value)
+  keys = list(values)
+  for other in keys[keys.index(key) + 1:]:
+    if other.startswith(key + '.') and isinstance(resolved, dict):
+      node = resolved
+      *parents, leaf = other[len(key) + 1:].split('.')
+      for part in parents:
+        node = node.setdefault(part, {})
+      node[leaf] = _normal(values[other])
+  return resolved
+
+
 def dataset_versions(run: Run) -> dict[str, str]:
   """The version of each dataset the run reads now (mmjax.data.input_pipeline.dataset_versions).
   It does not depend on the seed, so it is computed once per config, settings and overrides: a
@@ -249,12 +264,14 @@ def progress(run: Run, workdir) -> Progress:
   config = read_config(workdir)
   if config is None:
     return Progress('not started')
-  for key, value in run.values().items():
+  values = run.values()
+  for key, value in values.items():
     saved = _saved(config, key)
-    if saved is KeyError or _normal(saved) != _normal(value):
+    wanted = _with_later_fields(key, value, values)
+    if saved is KeyError or _normal(saved) != wanted:
       shown = '(absent)' if saved is KeyError else json.dumps(saved)
       return Progress('conflict', detail=(
-          f'{workdir} holds a run with {key}={shown}, not {json.dumps(_normal(value))}; '
+          f'{workdir} holds a run with {key}={shown}, not {json.dumps(wanted)}; '
           'use another --results_dir or move that workdir away'))
   changed = _dataset_change(run, workdir)
   if changed:

@@ -8,6 +8,7 @@ import pathlib
 import re
 import shlex
 import shutil
+import sys
 import threading
 import time
 
@@ -98,6 +99,42 @@ def test_fusions_train_at_the_learning_rate_their_search_chose(tmp_path, monkeyp
   assert len(robust.runs) == (2 + 3 * 2) * 5
   assert {r.overrides.get('optimizer.learning_rate') for r in robust.runs
           if r.label == 'gated_fusion'} == {chosen['gated_fusion']['optimizer.learning_rate']}
+
+
+def test_every_run_of_every_experiment_parses_as_the_cli_parses_it(monkeypatch):
+  """Each run's --config.* flags name fields its config has (an override of a field the
+  config lacks stops the run at once: the recipe ablation's input standardisation once did)."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  monkeypatch.chdir(REPO)
+  seen = set()
+  for name in catalog.EXPERIMENTS:
+    for quick in (False, True):
+      for run in catalog.get(name, quick=quick).runs:
+        args = [a for a in runs_lib.main_args(run, 'wd')[2:] if not a.startswith('--workdir')
+                and not a.startswith('--config.seed=')]
+        if tuple(args) in seen:
+          continue
+        seen.add(tuple(args))
+        values = flags.FlagValues()
+        monkeypatch.setattr(sys, 'argv', ['sweep', *args])  # where config_flags finds overrides
+        config_flags.DEFINE_config_file('config', None, '', flag_values=values, lock_config=True)
+        values(['sweep', *args])
+        assert values.config.get('seed') is not None, args
+  assert len(seen) > 40
+
+
+def test_progress_reads_a_dict_setting_with_the_fields_later_values_set_in_it(tmp_path):
+  """Quick mode's tiny encoders (a dict setting) plus an override inside them, as the CLI
+  resolves them: the run is finished, not a conflict with its own config.json."""
+  tiny = {'image': {'name': 'cnn', 'batch_norm': False}}
+  run = runs_lib.Run(TINY, {'model.encoders.image.batch_norm': True}, 0,
+                     {'num_train_steps': 8, 'model.encoders': tiny})
+  _fake_run(tmp_path / 'run', 0.5, config={'model': {'encoders': {
+      'image': {'name': 'cnn', 'batch_norm': True}}}})
+  assert runs_lib.progress(run, tmp_path / 'run').state == 'finished'
+  _fake_run(tmp_path / 'other', 0.5, config={'model': {'encoders': tiny}})
+  assert runs_lib.progress(run, tmp_path / 'other').state == 'conflict'
 
 
 def test_print_commands_cli():
