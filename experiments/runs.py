@@ -221,6 +221,33 @@ def _saved(config: dict, key: str):
   return node
 
 
+def _first_difference(saved, now, path: str = '') -> str:
+  """'' when equal, else the first dotted field where they differ, with both values."""
+  if isinstance(saved, dict) and isinstance(now, dict):
+    for key in sorted(set(saved) | set(now)):
+      where = f'{path}.{key}' if path else key
+      if key not in saved or key not in now:
+        return f'{where} is {"absent" if key not in saved else json.dumps(saved[key])} there, ' \
+               f'{"absent" if key not in now else json.dumps(now[key])} now'
+      found = _first_difference(saved[key], now[key], where)
+      if found:
+        return found
+    return ''
+  return '' if saved == now else f'{path}={json.dumps(saved)} there, {json.dumps(now)} now'
+
+
+def _config_change(run: Run, saved: dict) -> str:
+  """Where the run's config.json differs from the config its file and values resolve to now:
+  a config file edited after the run trained makes it another run."""
+  key = json.dumps([run.config, _normal(run.values())], sort_keys=True)
+  if key not in _RESOLVED:
+    _RESOLVED[key] = json.loads(load_config(run).to_json_best_effort())
+  return _first_difference(saved, _RESOLVED[key])
+
+
+_RESOLVED: dict[str, dict] = {}
+
+
 def _with_later_fields(key: str, value, values: dict):
   """`value` as the run resolves it: a dict setting (e.g. quick mode's `model.encoders`) with the
   fields that later values set inside it (`model.encoders.image.batch_norm`) applied."""
@@ -273,6 +300,11 @@ def progress(run: Run, workdir) -> Progress:
       return Progress('conflict', detail=(
           f'{workdir} holds a run with {key}={shown}, not {json.dumps(wanted)}; '
           'use another --results_dir or move that workdir away'))
+  differs = _config_change(run, config)
+  if differs:
+    return Progress('conflict', detail=(
+        f'{workdir} holds a run of another config: {differs} (the config file changed since); '
+        'use another --results_dir or move that workdir away'))
   changed = _dataset_change(run, workdir)
   if changed:
     return Progress('conflict', detail=(

@@ -20,6 +20,12 @@ HEALTHY = {'all': 0.83, 'missing=audio': 0.64, 'missing=image': 0.52,
 AV = ('image', 'audio')
 
 
+@pytest.fixture(autouse=True)
+def _partial_config_json(monkeypatch):
+  """Hand-made workdirs hold a few fields of config.json (see tests/test_sweep.py)."""
+  monkeypatch.setattr(runs_lib, '_config_change', lambda run, saved: '')
+
+
 def test_a_healthy_run_is_not_flagged():
   found = health.check(HEALTHY, AV, 0.1)
   assert found.healthy and found == health.Health()

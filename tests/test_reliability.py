@@ -297,8 +297,10 @@ def test_nonfinite_stop_is_one_line_naming_the_step_and_last_good_checkpoint(
   # Recorded for a sweep, which counts the run as diverged rather than unfinished.
   last = runs_lib.read_metrics(workdir)[-1]
   assert last == {'step': 201, 'split': 'train', 'stopped_nonfinite': True}
-  assert runs_lib.progress(runs_lib.Run(TINY, settings={'num_train_steps': 208}),
-                           workdir).state == 'diverged'
+  run = runs_lib.Run(TINY, {'dataset.modalities.image.std': 0.0}, 0, {
+      'num_train_steps': 208, 'log_every_steps': 4, 'evals.validation.every_steps': 100,
+      'checkpoint_every_steps': 8})  # the command's values
+  assert runs_lib.progress(run, workdir).state == 'diverged'
 
 
 def test_nonfinite_skip_completes_and_counts(tmp_path, reference, cli_env):

@@ -24,6 +24,14 @@ from mmjax.errors import UserError
 from tests.conftest import REPO, run_python
 
 TINY = 'tests/scripts/tiny_config.py'
+CONFIG_CHANGE = runs_lib._config_change  # pylint: disable=protected-access
+
+
+@pytest.fixture(autouse=True)
+def _partial_config_json(monkeypatch):
+  """The hand-made workdirs here hold a few fields of config.json, not a whole resolved config:
+  their runs are not compared with their config files (test_a_run_of_an_edited_config_...)."""
+  monkeypatch.setattr(runs_lib, '_config_change', lambda run, saved: '')
 
 
 # ------------------------------------------------------------------------------------------------
@@ -135,6 +143,25 @@ def test_progress_reads_a_dict_setting_with_the_fields_later_values_set_in_it(tm
   assert runs_lib.progress(run, tmp_path / 'run').state == 'finished'
   _fake_run(tmp_path / 'other', 0.5, config={'model': {'encoders': tiny}})
   assert runs_lib.progress(run, tmp_path / 'other').state == 'conflict'
+
+
+def test_a_run_of_an_edited_config_is_not_finished(tmp_path, monkeypatch):
+  """A run counts as finished only while its config.json is what its config file and values
+  resolve to now: a config file edited since (a new recipe default) makes it another run."""
+  run = runs_lib.Run(TINY, {'batch_size': 4}, 3, {'num_train_steps': 8})
+  saved = json.loads(runs_lib.load_config(run).to_json_best_effort())
+  assert CONFIG_CHANGE(run, saved) == ''
+  saved['optimizer']['warmup_steps'] += 1
+  assert CONFIG_CHANGE(run, saved) == (
+      f'optimizer.warmup_steps={saved["optimizer"]["warmup_steps"]} there, '
+      f'{saved["optimizer"]["warmup_steps"] - 1} now')
+  del saved['optimizer']['warmup_steps']
+  assert CONFIG_CHANGE(run, saved).startswith('optimizer.warmup_steps is absent there, ')
+  monkeypatch.setattr(runs_lib, '_config_change', CONFIG_CHANGE)
+  _fake_run(tmp_path / 'run', 0.5, config=saved)
+  state = runs_lib.progress(run, tmp_path / 'run')
+  assert state.state == 'conflict' and 'holds a run of another config: optimizer.warmup_steps' \
+      in state.detail
 
 
 def test_print_commands_cli():
@@ -381,7 +408,7 @@ def test_quick_sweep_end_to_end_skips_finished_runs_and_resumes_an_interrupted_o
   assert [r['dataset'] for r in rows] == ['redundant_noisy', 'unique', 'synergy']
   assert all(r['test/num_examples'] == 1000 and r['step'] == 4 and r['wall_s'] > 0 for r in rows)
   table = (root / 'table.md').read_text()
-  assert '| method | redundant_noisy | unique | synergy | n |' in table
+  assert '| method | redundant_noisy | unique | synergy | healthy | n |' in table
   assert 'All 3 runs finished.' in table
   assert (root / 'accuracy.png').stat().st_size > 0
   # The three runs train one program: the 2nd and 3rd load it from the persistent cache.
