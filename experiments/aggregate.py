@@ -125,10 +125,13 @@ class Results:
   elapsed_s: float = 0.0           # wall time of the finished runs' attempts (`elapsed`)
   jobs: int = 1                    # the most runs the sweep ran at a time
   metrics: re.Pattern = ACCURACY   # the columns tables and plots show
+  # {run name: {series: [(step, value), ...]}}: the selecting evaluator's accuracy and each
+  # encoder's gradient norm over training (`curves`), for the training-curves plot
+  curves: dict = dataclasses.field(default_factory=dict)
 
 
 def collect(experiment, root) -> Results:
-  rows, missing, facets = [], [], []
+  rows, missing, facets, curves = [], [], [], {}
   times = wall_times(root)
   for run in experiment.runs:
     facets += [f for f in run.facets if f not in facets]
@@ -137,7 +140,9 @@ def collect(experiment, root) -> Results:
     if state.state not in ('finished', 'diverged'):
       missing.append((run, state))
       continue
-    metrics = run_metrics(runs_lib.read_metrics(wd), state.total)
+    lines = runs_lib.read_metrics(wd)
+    metrics = run_metrics(lines, state.total)
+    curves[run.name] = run_curves(lines)
     row = {'experiment': experiment.name, 'method': run.label, **run.facets,
            'seed': run.seed, 'run': run.name, 'config': run.config,
            'overrides': json.dumps(run.overrides, sort_keys=True), 'step': state.step,
@@ -146,7 +151,22 @@ def collect(experiment, root) -> Results:
                                          state.state == 'diverged')})
   return Results(rows, missing, facets,
                  *elapsed(root, {r['run'] for r in rows if 'wall_s' in r}),
-                 re.compile(experiment.metrics) if experiment.metrics else ACCURACY)
+                 re.compile(experiment.metrics) if experiment.metrics else ACCURACY, curves)
+
+
+def run_curves(lines: list[dict]) -> dict:
+  """{'validation': [(step, accuracy)], 'grad_norm/<modality>': [(step, mean norm)]} of one
+  run's metrics.jsonl lines: the validation evaluator's accuracy during training and each
+  encoder's gradient norm per logged interval."""
+  out = {}
+  for line in lines:
+    if line.get('split') == 'validation' and isinstance(line.get('accuracy'), (int, float)):
+      out.setdefault('validation', []).append((line['step'], line['accuracy']))
+    elif line.get('split') == 'train':
+      for key, value in line.items():
+        if key.startswith('grad_norm/') and isinstance(value, (int, float)):
+          out.setdefault(key, []).append((line['step'], value))
+  return out
 
 
 def health_columns(row: dict, config: dict, nonfinite: bool) -> dict:

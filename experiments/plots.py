@@ -4,7 +4,9 @@
   the other facets) and a point per seed; inert and diverged runs drawn as crosses;
 - `robustness_snr.png`: accuracy vs the SNR of noise added to the audio, from healthy runs only;
 - `robustness_missing.png`: accuracy with all modalities and with each one missing, healthy runs
-  only.
+  only;
+- `training_curves.png`: each seed's validation accuracy and encoder gradient norms through
+  training.
 
 Each draws chance and, where the sweep has unimodal runs, the best unimodal model as lines, keeps
 the axis within 0-100% and labels its axes in words. Each function returns a `Plot`: the file
@@ -252,10 +254,48 @@ def _missing_plot(evaluator, shown, drawn, series, keys, lines, left_out, out_di
   return plot
 
 
+def curves_plot(results, out_dir) -> Plot | None:
+  """`training_curves.png`: a column per series (method and facets), each seed a line: the
+  validation accuracy through training (top) and each encoder's gradient norm (bottom), so that
+  a branch that waits, or a run that falls back late, shows per seed."""
+  keys = ['method', *results.facets]
+  series = {k: [r for r in v if results.curves.get(r['run'], {}).get('validation')]
+            for k, v in aggregate.groups(results.rows, keys).items()}
+  series = {k: v for k, v in series.items() if v}
+  if not series:
+    return None
+  plot = Plot('training_curves.png')
+  fig, axes = plt.subplots(2, len(series), figsize=(3.2 * len(series) + 1, 6.5), squeeze=False,
+                           sharex='col')
+  for column, (key, members) in enumerate(series.items()):
+    label = _series_label(key)
+    top, bottom = axes[0][column], axes[1][column]
+    for row in sorted(members, key=lambda r: r.get('seed', 0)):
+      curves = results.curves[row['run']]
+      steps, values = zip(*curves['validation'])
+      line = top.plot(steps, [100 * v for v in values], lw=1,
+                      ls='-' if row.get('healthy', 1) else ':')[0]
+      plot.curves.setdefault(label, {})[row.get('seed', 0)] = dict(curves['validation'])
+      for name, style in zip(sorted(k for k in curves if k.startswith('grad_norm/')),
+                             ('-', '--', ':')):
+        steps, values = zip(*curves[name])
+        bottom.plot(steps, values, lw=0.8, ls=style, color=line.get_color())
+    top.set_title(label, fontsize=8)
+    top.set_ylim(0, 100)
+    top.grid(alpha=0.3)
+    bottom.grid(alpha=0.3)
+    bottom.set_xlabel('training step')
+  axes[0][0].set_ylabel('validation accuracy (%)\n(dotted: inert or diverged run)')
+  names = sorted({k.split('/')[1] for c in results.curves.values() for k in c
+                  if k.startswith('grad_norm/')})
+  styles = ', '.join(f'{n} {s}' for n, s in zip(names, ('solid', 'dashed', 'dotted')))
+  axes[1][0].set_ylabel(f'encoder gradient norm\n({styles})')
+  fig.suptitle('Each seed through training', fontsize=10)
+  _save(fig, pathlib.Path(out_dir) / plot.name)
+  return plot
+
+
 def write_all(results, out_dir) -> list[Plot]:
   """Every plot the results support."""
-  written = []
-  plot = accuracy_plot(results, out_dir)
-  if plot:
-    written.append(plot)
+  written = [p for p in (accuracy_plot(results, out_dir), curves_plot(results, out_dir)) if p]
   return written + robustness_plots(results, out_dir)

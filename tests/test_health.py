@@ -165,3 +165,20 @@ def test_plots_show_every_seed_chance_and_the_best_unimodal_model(tmp_path):
                                          'missing=audio': pytest.approx(64.0),
                                          'missing=image': pytest.approx(52.0)}
   assert all(0 <= p[2] <= 100 for plot in (accuracy, snr, missing) for p in plot.points)
+
+
+def test_training_curves_show_each_seeds_validation_and_gradient_norms(tmp_path):
+  lines = lambda acc: [
+      {'step': 50, 'split': 'train', 'loss': 2.0, 'grad_norm/audio': 0.3, 'grad_norm/image': 1.0},
+      {'step': 100, 'split': 'validation', 'accuracy': acc[0]},
+      {'step': 100, 'split': 'train', 'loss': 1.0, 'grad_norm/audio': 1.5, 'grad_norm/image': 0.8},
+      {'step': 200, 'split': 'validation', 'accuracy': acc[1]}]
+  curves = {f'lf{s}': aggregate.run_curves(lines(acc))
+            for s, acc in enumerate([(0.6, 0.8), (0.3, 0.85)])}
+  assert curves['lf1'] == {'grad_norm/audio': [(50, 0.3), (100, 1.5)],
+                           'grad_norm/image': [(50, 1.0), (100, 0.8)],
+                           'validation': [(100, 0.3), (200, 0.85)]}
+  rows = [{'method': 'late_fusion', 'seed': s, 'run': f'lf{s}', 'healthy': 1} for s in (0, 1)]
+  plot = plots.curves_plot(aggregate.Results(rows, [], [], curves=curves), tmp_path)
+  assert plot.name == 'training_curves.png' and (tmp_path / plot.name).stat().st_size > 0
+  assert plot.curves == {'late_fusion': {0: {100: 0.6, 200: 0.8}, 1: {100: 0.3, 200: 0.85}}}
