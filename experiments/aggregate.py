@@ -354,10 +354,15 @@ def health_note(results: Results) -> str:
 
 
 def missing_note(results: Results, total: int) -> str:
+  """All finished, or how many are not: those begun named with their state, the rest counted."""
   if not results.missing:
     return f'All {total} runs finished.'
-  items = '; '.join(f'`{run.name}` ({state.describe()})' for run, state in results.missing)
-  return f'{len(results.missing)} of {total} runs not finished: {items}.'
+  begun = [(run, state) for run, state in results.missing if state.state != 'not started']
+  items = [f'`{run.name}` ({state.describe()})' for run, state in begun]
+  waiting = len(results.missing) - len(begun)
+  if waiting:
+    items.append(f'{waiting} not started')
+  return f'{len(results.missing)} of {total} runs not finished: {"; ".join(items)}.'
 
 
 def markdown(results: Results, experiment) -> str:

@@ -292,7 +292,11 @@ def test_mean_std_and_n_over_seeds_and_missing_runs(tmp_path):
   table = aggregate.markdown(results, experiment)
   assert '| late_fusion | 60.0 ± 10.0 | 50.0 | 50.0 60.0 70.0 | 3/3 | 3 |' in table
   assert '| early_fusion | 25.0 | 25.0 | 25.0 | 1/1 | 1 |' in table
-  assert '1 of 5 runs not finished: `early_fusion__seed1` (not started).' in table
+  assert '1 of 5 runs not finished: 1 not started.' in table
+  begun = aggregate.Results([], [(missing, runs_lib.Progress('partial', 4, 8)), (missing, state)],
+                            [])
+  assert aggregate.missing_note(begun, 9) == (
+      '2 of 9 runs not finished: `early_fusion__seed1` (partial: step 4 of 8); 1 not started.')
 
   aggregate.write_csv(results, tmp_path / 'results.csv')
   rows = aggregate.read_csv(tmp_path / 'results.csv')
