@@ -27,9 +27,10 @@ def validate(config) -> None:
   lr = config.optimizer.learning_rate
   if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
     raise UserError(f'optimizer.learning_rate={lr} must be positive and finite')
-  if int(config.get('max_checkpoints_to_keep', 1)) < 1:
-    raise UserError(f'max_checkpoints_to_keep={config.max_checkpoints_to_keep} must be at least '
-                    '1: a run keeps its latest checkpoint to resume from')
+  keep = config.get('max_checkpoints_to_keep', 1)  # None keeps every checkpoint
+  if keep is not None and int(keep) < 1:
+    raise UserError(f'max_checkpoints_to_keep={keep} must be at least 1 (or None, every '
+                    'checkpoint): a run keeps its latest checkpoint to resume from')
   if not 0 <= float(config.get('ema_decay', 0.0)) < 1:
     raise UserError(f'ema_decay={config.ema_decay} must be in [0, 1) (0: no moving average)')
   if config.on_nonfinite not in ('stop', 'skip'):

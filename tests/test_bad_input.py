@@ -140,8 +140,8 @@ def test_cli_wrong_checksum(existing, tmp_path):
     ({'optimizer.learning_rate': 0.0}, 'optimizer.learning_rate=0.0 must be positive'),
     ({'optimizer.learning_rate': float('inf')},
      'optimizer.learning_rate=inf must be positive and finite'),
-    ({'max_checkpoints_to_keep': 0}, 'max_checkpoints_to_keep=0 must be at least 1: a run keeps '
-     'its latest checkpoint to resume from'),
+    ({'max_checkpoints_to_keep': 0}, 'max_checkpoints_to_keep=0 must be at least 1 (or None, '
+     'every checkpoint): a run keeps its latest checkpoint to resume from'),
     ({'max_checkpoints_to_keep': -1}, 'max_checkpoints_to_keep=-1 must be at least 1'),
     ({'on_nonfinite': 'ignore'}, "on_nonfinite='ignore'; valid values: stop, skip"),
     ({'model.encoders.video': {'name': 'cnn'}},
