@@ -175,6 +175,9 @@ def main(argv):
     train.train_and_evaluate(config, FLAGS.workdir)
   except UserError as e:
     _fail(_gist(e))
+  except train.Interrupted as e:
+    logging.info('%s', e)
+    sys.exit(130)  # the shell's status for a process ended by Ctrl-C
 
 
 if __name__ == '__main__':

@@ -10,7 +10,11 @@ one installed after `jax.distributed.initialize` replaces JAX's notifier (Python
 takes over the C-level handler), and the sync point is never reached.
 
 A single process without jax.distributed uses a plain Python SIGTERM handler, restored by
-`close()`.
+`close()`. There Ctrl-C (SIGINT) is a preemption too: the run finishes its step, saves it and
+stops (`interrupted` says so, and the CLI then exits with status 130); a second Ctrl-C ends the
+process at once, which cannot damage a saved checkpoint (Orbax renames a save into place only
+when it is complete). Before the first step and after the last, Ctrl-C is Python's
+KeyboardInterrupt.
 """
 
 import signal
@@ -35,6 +39,8 @@ class Preemption:
     self._requested = False
     self._installed = False
     self._previous = None
+    self._previous_sigint = None
+    self.interrupted = False  # stopped by Ctrl-C (SIGINT) rather than a preemption notice
     self.uses_jax = _jax_preemption_service()
     if self.uses_jax:
       return
@@ -45,13 +51,19 @@ class Preemption:
       return
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
+      self._previous_sigint = signal.signal(signal.SIGINT, self._handle)
       self._installed = True
     except ValueError:  # not the main thread (e.g. inside a test runner's worker)
       pass
 
   def _handle(self, signum, frame):
-    del signum, frame
+    del frame
     self._requested = True
+    if signum == signal.SIGINT:
+      self.interrupted = True
+      signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C ends the process at once
+      logging.warning('Ctrl-C: finishing this step and saving a checkpoint; Ctrl-C again to stop '
+                      'at once (the last saved checkpoint stays good)')
 
   def reached(self, step: int) -> bool:
     """Call after every step with that step's number; True means: save this step and stop."""
@@ -64,9 +76,12 @@ class Preemption:
     return reached
 
   def close(self) -> None:
-    """Puts back the previous SIGTERM handler (the caller, e.g. a test runner, may rely on it)."""
+    """Puts back the previous SIGTERM and SIGINT handlers (the caller, e.g. a test runner, may
+    rely on them)."""
     if self._installed:
       # None: the previous handler was not set from Python; the default is the best stand-in.
       signal.signal(signal.SIGTERM,
                     signal.SIG_DFL if self._previous is None else self._previous)
+      signal.signal(signal.SIGINT, signal.default_int_handler if self._previous_sigint is None
+                    else self._previous_sigint)
       self._installed = False

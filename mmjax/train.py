@@ -38,6 +38,15 @@ class NonFiniteError(UserError):
   """The loss or gradient stopped being finite and `on_nonfinite='stop'`."""
 
 
+class Interrupted(Exception):
+  """Ctrl-C stopped the run after saving a checkpoint at `step` (mmjax.preemption)."""
+
+  def __init__(self, step: int):
+    super().__init__(f'interrupted: saved a checkpoint at step {step}; rerun the same command to '
+                     'resume')
+    self.step = step
+
+
 def _data_state(train_iter, host_pending: list) -> dict:
   """The input position plus the sums of steps since the last log line, so that a resume from a
   checkpoint between log steps still logs the same means."""
@@ -103,7 +112,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   Every config value is checked before the workdir is written to (a UserError leaves it as it
   was), except the metric `select_best` names, which its evaluator's first lines reveal.
-  Returns {} when stopped by SIGTERM (after saving a checkpoint to resume from).
+  Returns {} when stopped by SIGTERM (after saving a checkpoint to resume from); raises
+  Interrupted when stopped by Ctrl-C, after saving likewise.
   """
   config_checks.validate(config)
   selected = selection.parse(config)
@@ -302,6 +312,8 @@ def _train_loop(config, model, objective, tx, mesh, mngr, writer, evals, best, s
         checkpoint.save(mngr, step, state, _data_state(batches, host))
       if stop:
         mngr.wait_until_finished()
+        if preemption.interrupted:
+          raise Interrupted(step)
         writers.log('preempted: saved a checkpoint at step %d; rerun the same command to resume',
                     step)
         return None

@@ -109,6 +109,48 @@ def _stop(proc):
 
 
 @pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_exits_130_and_the_rerun_ends_identical(
+    tmp_path, reference, cli_env):
+  """Ctrl-C behaves as a preemption: the step ends, its checkpoint is saved, the run exits 130
+  (it was swallowed by XLA's callbacks, or ended in a traceback with nothing saved)."""
+  workdir, log_path = tmp_path / 'run', tmp_path / 'stderr.log'
+  with open(log_path, 'w', encoding='utf-8') as log:
+    proc = _start(_cli(workdir), cli_env, log)
+    try:
+      _wait_for_training(proc, workdir).send_signal(signal.SIGINT)
+      assert proc.wait(timeout=120) == 130, log_path.read_text()[-3000:]
+    finally:
+      _stop(proc)
+  text = log_path.read_text()
+  step = int(re.search(r'interrupted: saved a checkpoint at step (\d+); rerun the same command '
+                       'to resume', text)[1])
+  assert 0 < step < 200 and step in checkpoint.steps_on_disk(workdir / 'checkpoints')
+  assert 'Traceback' not in text and 'KeyboardInterrupt' not in text, text[-3000:]
+  proc = run_python(_cli(workdir), cli_env)
+  assert proc.returncode == 0 and f'resumed from step {step}' in proc.stderr, proc.stderr[-3000:]
+  _assert_same_run(reference, workdir)
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once_and_the_rerun_ends_identical(tmp_path, reference,
+                                                                   cli_env):
+  workdir, log_path = tmp_path / 'run', tmp_path / 'stderr.log'
+  with open(log_path, 'w', encoding='utf-8') as log:
+    proc = _start(_cli(workdir), cli_env, log)
+    try:
+      trainer = _wait_for_training(proc, workdir)
+      trainer.send_signal(signal.SIGINT)
+      time.sleep(0.05)
+      trainer.send_signal(signal.SIGINT)
+      assert proc.wait(timeout=60) != 0, log_path.read_text()[-3000:]
+    finally:
+      _stop(proc)
+  proc = run_python(_cli(workdir), cli_env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  _assert_same_run(reference, workdir)
+
+
+@pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path, cli_env):
   """2 processes x 2 CPU devices train exactly like 1 process x 4: same batches, same numbers."""
   tiny_cnn = "{'name': 'cnn', 'features': (4,), 'kernel_sizes': (3,), 'pool': (True,)}"
