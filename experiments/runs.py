@@ -221,28 +221,18 @@ def _saved(config: dict, key: str):
   return node
 
 
-def _first_difference(saved, now, path: str = '') -> str:
-  """'' when equal, else the first dotted field where they differ, with both values."""
-  if isinstance(saved, dict) and isinstance(now, dict):
-    for key in sorted(set(saved) | set(now)):
-      where = f'{path}.{key}' if path else key
-      if key not in saved or key not in now:
-        return f'{where} is {"absent" if key not in saved else json.dumps(saved[key])} there, ' \
-               f'{"absent" if key not in now else json.dumps(now[key])} now'
-      found = _first_difference(saved[key], now[key], where)
-      if found:
-        return found
-    return ''
-  return '' if saved == now else f'{path}={json.dumps(saved)} there, {json.dumps(now)} now'
-
-
 def _config_change(run: Run, saved: dict) -> str:
   """Where the run's config.json differs from the config its file and values resolve to now:
   a config file edited after the run trained makes it another run."""
   key = json.dumps([run.config, _normal(run.values())], sort_keys=True)
   if key not in _RESOLVED:
     _RESOLVED[key] = json.loads(load_config(run).to_json_best_effort())
-  return _first_difference(saved, _RESOLVED[key])
+  from mmjax import workdir as workdirs  # pylint: disable=import-outside-toplevel
+  differences = workdirs.config_differences(saved, _RESOLVED[key])
+  if not differences:
+    return ''
+  field, there, now = differences[0]
+  return f'{field}={json.dumps(there)} there, {json.dumps(now)} now'
 
 
 _RESOLVED: dict[str, dict] = {}

@@ -32,6 +32,10 @@ flags.DEFINE_enum('distributed', 'auto', parallel.DISTRIBUTED_MODES,
 flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0, for multi-process runs.')
 flags.DEFINE_integer('num_processes', None, 'Number of processes in a multi-process run.')
 flags.DEFINE_integer('process_id', None, 'This process\'s index in a multi-process run.')
+flags.DEFINE_bool('accept_config_changes', False,
+                  'Resume a workdir whose config.json has other settings than this command '
+                  '(beyond training length, evaluators and logging), going on with the new '
+                  'values; the changes are recorded in <workdir>/config_changes.jsonl.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -172,7 +176,7 @@ def main(argv):
     logging.info('JAX %s: process %d/%d, %d local / %d global devices (%s)', jax.__version__,
                  jax.process_index(), jax.process_count(), jax.local_device_count(),
                  jax.device_count(), jax.devices()[0].platform)
-    train.train_and_evaluate(config, FLAGS.workdir)
+    train.train_and_evaluate(config, FLAGS.workdir, FLAGS.accept_config_changes)
   except UserError as e:
     _fail(_gist(e))
   except train.Interrupted as e:

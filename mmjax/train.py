@@ -106,14 +106,16 @@ def _accuracies(metrics: dict) -> str:
   return '  '.join(f'{k} {v:.4f}' for k, v in metrics.items() if k.endswith('/accuracy'))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       accept_config_changes: bool = False) -> dict:
   """Trains (resuming from workdir's latest checkpoint), runs the evaluators at the end, and
   returns {evaluator name: its metrics lines}.
 
   Every config value is checked before the workdir is written to (a UserError leaves it as it
   was), except the metric `select_best` names, which its evaluator's first lines reveal.
   Returns {} when stopped by SIGTERM (after saving a checkpoint to resume from); raises
-  Interrupted when stopped by Ctrl-C, after saving likewise.
+  Interrupted when stopped by Ctrl-C, after saving likewise. A resume that changes settings
+  other than workdirs.RESUMABLE_FIELDS is refused unless `accept_config_changes`.
   """
   config_checks.validate(config)
   selected = selection.parse(config)
@@ -141,7 +143,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   state = steps.init_state(config, model, objective, tx, first_batch, mesh)
   transfer.check_freeze(config, state)
   dataset_versions = input_pipeline.dataset_versions(config)
-  workdirs.check_resume_config(workdir, config, dataset_versions)
+  changes = workdirs.check_resume_config(workdir, config, dataset_versions,
+                                         accept_config_changes)
 
   if init_from:
     state = transfer.init_from_checkpoint(config, state, mesh)
@@ -165,6 +168,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       else:
         start_step = 0
         train_iter.set_state(initial_position)
+      workdirs.record_changes(workdir, changes, start_step)
       workdirs.write_config(workdir, config, dataset_versions)
       # Evaluators that run again at the step the run resumes from replace their earlier lines.
       rerun = tuple(evals) if start_step >= config.num_train_steps else ()

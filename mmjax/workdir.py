@@ -118,14 +118,46 @@ def write_config(workdir, config, dataset_versions: dict[str, str]) -> None:
   _write_json(datasets_path(workdir), json.dumps(dataset_versions, indent=2, sort_keys=True))
 
 
-def check_resume_config(workdir, config, dataset_versions: dict[str, str]) -> None:
-  """A workdir holds one model: resuming it with another model config is an error, and so is
-  another objective or freeze pattern (they change what the checkpointed state holds), or
-  another version of a dataset it trained on (the run would mix two datasets)."""
+# Fields a resumed run may change: how long it trains, what is measured and logged, where data
+# and caches live. Any other change makes the resumed run another run than the one recorded.
+RESUMABLE_FIELDS = ('num_train_steps', 'evals', 'log_every_steps', 'checkpoint_every_steps',
+                    'max_checkpoints_to_keep', 'compilation_cache', 'profile', 'on_nonfinite',
+                    'init_from', 'init_from_pattern', 'dataset.data_dir', 'dataset.raw_data_dir',
+                    'dataset.num_workers', 'dataset.read_threads')
+CHANGES_FILE = 'config_changes.jsonl'
+
+
+def config_differences(saved, now, path: str = '') -> list[tuple[str, object, object]]:
+  """(dotted field, saved value, current value) of every leaf where two JSON configs differ
+  ('(absent)' for a field one lacks)."""
+  if isinstance(saved, dict) and isinstance(now, dict):
+    out = []
+    for key in sorted(set(saved) | set(now)):
+      where = f'{path}.{key}' if path else key
+      out += config_differences(saved.get(key, '(absent)'), now.get(key, '(absent)'), where)
+    return out
+  return [] if saved == now else [(path, saved, now)]
+
+
+def _resumable(field: str) -> bool:
+  return any(field == f or field.startswith(f + '.') for f in RESUMABLE_FIELDS)
+
+
+def check_resume_config(workdir, config, dataset_versions: dict[str, str],
+                        accept_changes: bool = False) -> list[tuple[str, object, object]]:
+  """A workdir holds one run: resuming it with another model, tasks, objective or freeze
+  pattern is an error (they change what the checkpointed state holds), and so is another
+  version of a dataset it trained on (the run would mix two datasets). Any other change outside
+  RESUMABLE_FIELDS is an error naming each field with its old and new value, unless
+  `accept_changes`; returns the accepted changes, for `record_changes`."""
   path = config_path(workdir)
   if not path.exists():
-    return
-  saved = json.loads(path.read_text(encoding='utf-8'))
+    return []
+  try:
+    saved = json.loads(path.read_text(encoding='utf-8'))
+  except json.JSONDecodeError as e:
+    raise UserError(f'{path} is not valid JSON ({e.msg} at line {e.lineno}); restore it, or use '
+                    'a new --workdir') from None
   current = json.loads(config.to_json_best_effort())
   for key in ('model', 'tasks', 'objective', 'freeze'):
     if saved.get(key) != current.get(key):
@@ -135,6 +167,26 @@ def check_resume_config(workdir, config, dataset_versions: dict[str, str]) -> No
   if changed:
     raise UserError(f'{workdir} holds a run trained on {changed}; train on the new data in a '
                     'new --workdir')
+  changes = [d for d in config_differences(saved, current) if not _resumable(d[0])]
+  if changes and not accept_changes:
+    listed = '; '.join(f'{f}={json.dumps(old)} there, {json.dumps(new)} now'
+                       for f, old, new in changes)
+    raise UserError(f'{workdir} holds a run with other settings: {listed}; resume it with the '
+                    'same config, use a new --workdir, or pass --accept_config_changes to go on '
+                    f'with the new values (recorded in {CHANGES_FILE})')
+  return changes
+
+
+def record_changes(workdir, changes, step: int) -> None:
+  """Appends the config changes a resumed run accepted, with the step it resumed from."""
+  if not changes or jax.process_index() != 0:
+    return
+  logging.warning('resuming %s at step %d with changed settings: %s', workdir, step,
+                  '; '.join(f'{f}: {json.dumps(old)} -> {json.dumps(new)}' for f, old, new in changes))
+  path = resolve(workdir) / CHANGES_FILE
+  earlier = path.read_text(encoding='utf-8') if path.exists() else ''
+  line = json.dumps({'step': step, 'changes': {f: [old, new] for f, old, new in changes}})
+  _write_json(path, earlier + line + '\n')
 
 
 def version_change(workdir, dataset_versions: dict[str, str]) -> str:
@@ -143,7 +195,11 @@ def version_change(workdir, dataset_versions: dict[str, str]) -> str:
   path = datasets_path(workdir)
   if not path.exists():
     return ''
-  saved = json.loads(path.read_text(encoding='utf-8'))
+  try:
+    saved = json.loads(path.read_text(encoding='utf-8'))
+  except json.JSONDecodeError as e:
+    raise UserError(f'{path} is not valid JSON ({e.msg} at line {e.lineno}); restore it, or use '
+                    'a new --workdir') from None
   return '; '.join(f'{name} {saved[name]}, which is now {version}'
                    for name, version in sorted(dataset_versions.items())
                    if name in saved and saved[name] != version)

@@ -167,6 +167,37 @@ def test_bad_config_value(existing, overrides, message):
   _rejects(tiny_config(**overrides), existing, message)
 
 
+def test_a_resume_that_changes_a_setting_is_refused_naming_it(existing, tmp_path):
+  """Rerunning a workdir with --config.batch_size=32 used to rewrite config.json and go on at
+  batch 32 without a word. Training length, evaluators and logging may change."""
+  old = tiny_config(num_train_steps=4)
+  _rejects(tiny_config(num_train_steps=8, batch_size=old.batch_size // 2, seed=3), existing,
+           f'{existing} holds a run with other settings: batch_size={old.batch_size} there, '
+           f'{old.batch_size // 2} now; seed=0 there, 3 now; resume it with the same config, use '
+           'a new --workdir, or pass --accept_config_changes to go on with the new values '
+           '(recorded in config_changes.jsonl)')
+  # Accepted knowingly: the run goes on and the change is recorded with its step.
+  workdir = tmp_path / 'copy'
+  shutil.copytree(existing, workdir)
+  train.train_and_evaluate(tiny_config(num_train_steps=6, seed=3), str(workdir),
+                           accept_config_changes=True)
+  assert [json.loads(l) for l in (workdir / 'config_changes.jsonl').read_text().splitlines()] == [
+      {'step': 4, 'changes': {'seed': [0, 3]}}]
+  assert json.loads((workdir / 'config.json').read_text())['seed'] == 3
+
+
+def test_config_or_datasets_json_that_is_not_json_is_one_line(existing, tmp_path):
+  workdir = tmp_path / 'copy'
+  shutil.copytree(existing, workdir)
+  for name in ('config.json', 'datasets.json'):
+    good = (workdir / name).read_text()
+    (workdir / name).write_text('{"seed": 0,')
+    _rejects(tiny_config(num_train_steps=4), workdir,
+             f'{workdir / name} is not valid JSON (Expecting property name enclosed in '
+             'double quotes at line 1); restore it, or use a new --workdir')
+    (workdir / name).write_text(good)
+
+
 def test_labels_past_num_classes(existing):
   """Blamed on the learning rate before (a non-finite loss at step 1)."""
   _rejects(tiny_config(**{'tasks.label.num_classes': 5}), existing,

@@ -322,7 +322,8 @@ def _all_finite(tree) -> bool:
 
 
 # Resumed with an image std of 0, every input is infinite: steps 201-208 are all non-finite.
-NONFINITE = ['--config.num_train_steps=208', '--config.dataset.modalities.image.std=0.0']
+NONFINITE = ['--config.num_train_steps=208', '--config.dataset.modalities.image.std=0.0',
+             '--accept_config_changes']
 
 
 def test_nonfinite_stop_is_one_line_naming_the_step_and_last_good_checkpoint(
