@@ -2,7 +2,7 @@
 `late_fusion.py`) teaches an audio-only student (mmjax.distill).
 
 The student is `unimodal_audio.py`'s model with its recipe and budget: LeNet(1,6,5) on 97x64
-log-mel spectrograms, an MLP head, SGD with a warm-up, batch 128, 1,300 steps; so the two compare at the
+log-mel spectrograms, an MLP head, plain SGD, batch 128, 1,300 steps; so the two compare at the
 same budget. It minimises 0.5 · the label cross-entropy + 0.5 · T²·KL to the teacher's
 predictions, T = 1: the gradient on the student's logits is then p − (y + p_teacher)/2, the
 cross-entropy's toward a mixture of label and teacher, bounded as the label loss's alone is, so

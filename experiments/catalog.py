@@ -315,12 +315,12 @@ def zoo(variant: str, quick: bool = False, seeds: int | None = None,
 # whether a seed's audio branch learns at all, gets ten seeds a side, for the main job and for
 # the audio-only model on its recipe; the rest three.
 RECIPE_STEPS = (
-    ('no warm-up', {'optimizer.warmup_steps': 0}, 10),
     ('main job', {}, 10),
-    ('no warm-up', {'optimizer.warmup_steps': 0}, 10, 'unimodal_audio'),
+    ('linear warm-up over 100 steps', {'optimizer.warmup_steps': 100}, 10),
     ('main job', {}, 10, 'unimodal_audio'),
+    ('linear warm-up over 100 steps', {'optimizer.warmup_steps': 100}, 10, 'unimodal_audio'),
     # At a constant rate the validation accuracy of most seeds peaks and falls back by the end.
-    ('cosine decay to 0 after the warm-up', {'optimizer.schedule': 'cosine'}, 10),
+    ('cosine decay to 0', {'optimizer.schedule': 'cosine'}, 10),
     ("BatchNorm after every convolution (MultiBench's)",
      {'model.encoders.image.batch_norm': True, 'model.encoders.audio.batch_norm': True}, 3),
     ("gradient norm clipped at 8 (MultiBench's)", {'optimizer.grad_clip_norm': 8.0}, 3),

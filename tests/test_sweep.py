@@ -65,7 +65,8 @@ def test_every_experiment_has_distinct_workdirs_and_runnable_commands(tmp_path):
   assert len(catalog.get('synthetic_interactions').runs) == 90  # 10 methods x 3 datasets x 3
   ablation = catalog.get('recipe_ablation')
   assert len(ablation.runs) == sum(step[2] for step in catalog.RECIPE_STEPS)
-  assert [r.facets['recipe'] for r in ablation.runs[:2]] == ['no warm-up', 'main job']
+  assert [r.facets['recipe'] for r in ablation.runs[:2]] == ['main job',
+                                                              'linear warm-up over 100 steps']
   assert sum(r.facets['recipe'] == 'main job' and r.label == 'late_fusion'
              for r in ablation.runs) == 10
   assert sum(r.label == 'unimodal_audio' for r in ablation.runs) == 20
