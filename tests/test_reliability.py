@@ -99,6 +99,24 @@ def _wait_for_training(proc, workdir, timeout=240) -> psutil.Process:
   return psutil.Process(proc.pid).children()[0]
 
 
+def _signalled_run(workdir, env, *signals) -> tuple[int, str]:
+  """(exit status, stderr) of the CLI run in `workdir`, sent `signals` 50 ms apart once it
+  trains."""
+  log_path = pathlib.Path(workdir).parent / f'{pathlib.Path(workdir).name}.stderr'
+  with open(log_path, 'w', encoding='utf-8') as log:
+    proc = _start(_cli(workdir), env, log)
+    try:
+      trainer = _wait_for_training(proc, workdir)
+      for i, sig in enumerate(signals):
+        if i:
+          time.sleep(0.05)
+        trainer.send_signal(sig)
+      status = proc.wait(timeout=120)
+    finally:
+      _stop(proc)
+  return status, log_path.read_text()
+
+
 def _stop(proc):
   """Kills a run still going (after a failed assertion); SIGKILL does not pass through `timeout`."""
   if proc.poll() is None:
@@ -113,15 +131,9 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_the_rerun_ends_identical(
     tmp_path, reference, cli_env):
   """Ctrl-C behaves as a preemption: the step ends, its checkpoint is saved, the run exits 130
   (it was swallowed by XLA's callbacks, or ended in a traceback with nothing saved)."""
-  workdir, log_path = tmp_path / 'run', tmp_path / 'stderr.log'
-  with open(log_path, 'w', encoding='utf-8') as log:
-    proc = _start(_cli(workdir), cli_env, log)
-    try:
-      _wait_for_training(proc, workdir).send_signal(signal.SIGINT)
-      assert proc.wait(timeout=120) == 130, log_path.read_text()[-3000:]
-    finally:
-      _stop(proc)
-  text = log_path.read_text()
+  workdir = tmp_path / 'run'
+  status, text = _signalled_run(workdir, cli_env, signal.SIGINT)
+  assert status == 130, text[-3000:]
   step = int(re.search(r'interrupted: saved a checkpoint at step (\d+); rerun the same command '
                        'to resume', text)[1])
   assert 0 < step < 200 and step in checkpoint.steps_on_disk(workdir / 'checkpoints')
@@ -134,17 +146,9 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_the_rerun_ends_identical(
 @pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once_and_the_rerun_ends_identical(tmp_path, reference,
                                                                    cli_env):
-  workdir, log_path = tmp_path / 'run', tmp_path / 'stderr.log'
-  with open(log_path, 'w', encoding='utf-8') as log:
-    proc = _start(_cli(workdir), cli_env, log)
-    try:
-      trainer = _wait_for_training(proc, workdir)
-      trainer.send_signal(signal.SIGINT)
-      time.sleep(0.05)
-      trainer.send_signal(signal.SIGINT)
-      assert proc.wait(timeout=60) != 0, log_path.read_text()[-3000:]
-    finally:
-      _stop(proc)
+  workdir = tmp_path / 'run'
+  status, text = _signalled_run(workdir, cli_env, signal.SIGINT, signal.SIGINT)
+  assert status != 0, text[-3000:]
   proc = run_python(_cli(workdir), cli_env)
   assert proc.returncode == 0, proc.stderr[-3000:]
   _assert_same_run(reference, workdir)
@@ -202,15 +206,10 @@ def test_two_processes_match_one_process(tmp_path, cli_env):
 
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_the_rerun_ends_identical(tmp_path, reference, cli_env):
-  workdir, log_path = tmp_path / 'run', tmp_path / 'stderr.log'
-  with open(log_path, 'w', encoding='utf-8') as log:
-    proc = _start(_cli(workdir), cli_env, log)
-    try:
-      _wait_for_training(proc, workdir).send_signal(signal.SIGTERM)
-      assert proc.wait(timeout=120) == 0, log_path.read_text()[-3000:]
-    finally:
-      _stop(proc)
-  step = int(re.search(r'preempted: saved a checkpoint at step (\d+)', log_path.read_text())[1])
+  workdir = tmp_path / 'run'
+  status, text = _signalled_run(workdir, cli_env, signal.SIGTERM)
+  assert status == 0, text[-3000:]
+  step = int(re.search(r'preempted: saved a checkpoint at step (\d+)', text)[1])
   assert 0 < step < 200 and step in checkpoint.steps_on_disk(workdir / 'checkpoints')
   assert not any(e['split'] == 'test' for e in _metrics(workdir))
 
