@@ -127,6 +127,15 @@ RESUMABLE_FIELDS = ('num_train_steps', 'evals', 'log_every_steps', 'checkpoint_e
 CHANGES_FILE = 'config_changes.jsonl'
 
 
+def _read_json(path: epath.Path):
+  """A workdir's JSON file; one that is not JSON (damaged, edited) is one line."""
+  try:
+    return json.loads(path.read_text(encoding='utf-8'))
+  except json.JSONDecodeError as e:
+    raise UserError(f'{path} is not valid JSON ({e.msg} at line {e.lineno}); restore it, or use '
+                    'a new --workdir') from None
+
+
 def config_differences(saved, now, path: str = '') -> list[tuple[str, object, object]]:
   """(dotted field, saved value, current value) of every leaf where two JSON configs differ
   ('(absent)' for a field one lacks)."""
@@ -153,11 +162,7 @@ def check_resume_config(workdir, config, dataset_versions: dict[str, str],
   path = config_path(workdir)
   if not path.exists():
     return []
-  try:
-    saved = json.loads(path.read_text(encoding='utf-8'))
-  except json.JSONDecodeError as e:
-    raise UserError(f'{path} is not valid JSON ({e.msg} at line {e.lineno}); restore it, or use '
-                    'a new --workdir') from None
+  saved = _read_json(path)
   current = json.loads(config.to_json_best_effort())
   for key in ('model', 'tasks', 'objective', 'freeze'):
     if saved.get(key) != current.get(key):
@@ -195,11 +200,7 @@ def version_change(workdir, dataset_versions: dict[str, str]) -> str:
   path = datasets_path(workdir)
   if not path.exists():
     return ''
-  try:
-    saved = json.loads(path.read_text(encoding='utf-8'))
-  except json.JSONDecodeError as e:
-    raise UserError(f'{path} is not valid JSON ({e.msg} at line {e.lineno}); restore it, or use '
-                    'a new --workdir') from None
+  saved = _read_json(path)
   return '; '.join(f'{name} {saved[name]}, which is now {version}'
                    for name, version in sorted(dataset_versions.items())
                    if name in saved and saved[name] != version)
