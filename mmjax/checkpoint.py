@@ -12,7 +12,11 @@ and `restore_arrays` restores whichever top-level fields it is asked for; `resto
 for the model's (params, ema_params, batch_stats).
 """
 
+import contextlib
 import dataclasses
+import os
+import re
+import shutil
 
 from absl import logging
 import jax
@@ -63,15 +67,113 @@ def steps_on_disk(directory) -> list[int]:
   return sorted(m.step for m in ocp.path.step.standard_name_format().find_all(path))
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state, data_state: dict) -> None:
-  mngr.save(step, args=ocp.args.Composite(**{STATE: ocp.args.StandardSave(state),
-                                             DATA: ocp.args.JsonSave(data_state)}), force=True)
+class Saver:
+  """Saves through `mngr`; a save that fails (a full disk, a lost permission, a bucket error)
+  stops the run with one UserError naming the step, the directory and the cause, and the
+  checkpoints saved before it stay valid for the next run to resume from.
+
+  Orbax writes in a background thread, so a failure surfaces at the next `check` after that
+  save has ended (the train loop checks at every log line), at the next save, or at `wait`.
+  """
+
+  def __init__(self, mngr: ocp.CheckpointManager):
+    self.mngr = mngr
+    self._step = None  # the save that may still be running or has not been checked
+
+  def save(self, step: int, state, data_state: dict) -> None:
+    self.wait()
+    _check_free_space(self.mngr.directory, state, step)
+    self._step = step
+    with self._failure_as_user_error():
+      self.mngr.save(step, args=ocp.args.Composite(**{
+          STATE: ocp.args.StandardSave(state), DATA: ocp.args.JsonSave(data_state)}), force=True)
+
+  def check(self) -> None:
+    """Raises if the last save has ended in failure; never waits for one still running."""
+    if self._step is not None and not self.mngr.is_saving_in_progress():
+      self.wait()
+
+  def wait(self) -> None:
+    """Waits for the last save to end; raises if it failed."""
+    if self._step is not None:
+      with self._failure_as_user_error():
+        self.mngr.wait_until_finished()
+      self._step = None
+
+  def close(self) -> None:
+    """Closes the manager; after a failure already raised, without raising it again."""
+    try:
+      self.mngr.close()
+    except Exception:  # pylint: disable=broad-except  (already reported as a UserError)
+      if self._step is None:
+        raise
+
+  @contextlib.contextmanager
+  def _failure_as_user_error(self):
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except  (any storage failure: one line)
+      raise UserError(
+          f'saving the checkpoint of step {self._step} in {self.mngr.directory} failed: '
+          f'{_cause(e)}; {_kept(self.mngr.directory)}: fix the cause and rerun the same command '
+          'to resume') from e
+
+
+def _cause(e: Exception) -> str:
+  """The reason in a storage error, e.g. 'No space left on device' for TensorStore's errno 28."""
+  text = str(e)
+  code = re.search(r"os_error_code='?(\d+)", text)
+  if code:
+    return os.strerror(int(code.group(1)))
+  return f'{type(e).__name__}: {(text.splitlines() or [""])[0][:200]}'
+
+
+def _check_free_space(directory, state, step: int) -> None:
+  """Refuses a save that cannot fit on a local disk, before anything is written (a write that
+  runs out of space fails in a background thread, after training has gone on). Checkpoints hold
+  the state's arrays uncompressed, so their size is the state's bytes."""
+  if workdirs.is_remote(directory):
+    return
+  needed = sum(getattr(x, 'nbytes', 0) for x in jax.tree.leaves(state)) + (1 << 20)
+  free = shutil.disk_usage(os.fspath(directory)).free
+  if free < needed:
+    raise UserError(
+        f'cannot save the checkpoint of step {step} in {directory}: {free / 2**20:.1f} MiB free, '
+        f'it needs {needed / 2**20:.1f} MiB; {_kept(directory)}: free space and rerun the same '
+        'command to resume')
+
+
+def _kept(directory) -> str:
+  kept = steps_on_disk(directory)
+  return ('the checkpoints saved before it are intact (steps ' + ', '.join(map(str, kept)) + ')'
+          if kept else 'no checkpoint was saved before it')
 
 
 def _warn_skipped(mngr, step, e):
   logging.warning('checkpoint at step %d in %s does not restore (%s: %s); trying the previous '
                   'one', step, mngr.directory, type(e).__name__,
                   (str(e).splitlines() or [''])[0][:200])
+
+
+class OtherModel(UserError):
+  """The checkpoint is whole but holds arrays this config's state lacks or shapes differently."""
+
+
+def _differences(saved, target) -> list[str]:
+  """Where two states differ in which arrays they hold or their shapes, one line each."""
+  def shapes(tree):
+    return {jax.tree_util.keystr(path, simple=True, separator='/'): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  a, b = shapes(saved), shapes(target)
+  out = []
+  for name in sorted(a.keys() | b.keys(), key=lambda n: (not n.startswith('params'), n)):
+    if name not in a:
+      out.append(f'{name} is not in the checkpoint')
+    elif name not in b:
+      out.append(f'{name} is only in the checkpoint')
+    elif a[name] != b[name]:
+      out.append(f'{name} has shape {a[name]} there but {b[name]} in this config')
+  return out
 
 
 def _newest_that_restores(mngr: ocp.CheckpointManager, restore, hint: str = ''):
@@ -81,6 +183,8 @@ def _newest_that_restores(mngr: ocp.CheckpointManager, restore, hint: str = ''):
   for step in steps:
     try:
       return step, restore(step)
+    except OtherModel:
+      raise  # not damage: an older checkpoint of the same run holds the same model
     except Exception as e:  # pylint: disable=broad-except  (any damage: fall back, say so)
       _warn_skipped(mngr, step, e)
   if steps:
@@ -100,6 +204,12 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
     fields = {f.name: getattr(abstract_state, f.name) for f in dataclasses.fields(abstract_state)}
     absent = {k for k, v in fields.items() if k not in saved and not jax.tree.leaves(v)}
     target = {k: v for k, v in fields.items() if k not in absent} if absent else abstract_state
+    differences = _differences({k: v for k, v in saved.items() if k not in absent}, target)
+    if differences:
+      raise OtherModel(
+          f'the checkpoint at step {step} in {mngr.directory} holds another model or optimizer '
+          f'than this config builds ({len(differences)} differences, e.g. {differences[0]}); '
+          'rerun with the config that wrote it, or use a new --workdir')
     out = mngr.restore(step, args=ocp.args.Composite(**{
         STATE: ocp.args.StandardRestore(target), DATA: ocp.args.JsonRestore()}))
     state = abstract_state.replace(**out[STATE]) if absent else out[STATE]

@@ -149,11 +149,19 @@ class Retrieval(evaluators.Evaluator):
       raise RuntimeError(f'{self.name}: embedded {metrics["num_examples"]} examples, expected '
                          f'{self.data.num_examples}; every example needs both '
                          f'{" and ".join(self.modalities)}')
-    a, b = self.modalities
-    for query, gallery in ((a, b), (b, a)):
+    for query, gallery in self._directions():
       for key, value in recall_at_k(z[query], z[gallery], labels, labels, self.ks).items():
         metrics[f'{query}_to_{gallery}/{key}'] = value
     return [metrics]
+
+  def _directions(self):
+    a, b = self.modalities
+    return (a, b), (b, a)
+
+  def metric_names(self, state) -> set[str]:
+    return super().metric_names(state) | {
+        f'{query}_to_{gallery}/{match}/R@{k}' for query, gallery in self._directions()
+        for match in ('class', 'pair') for k in self.ks}
 
 
 def _standardize(fit, *others):
@@ -265,3 +273,6 @@ class LinearProbe(evaluators.Evaluator):
                     'fit_accuracy': fit_accuracy, 'fit_examples': len(fit_y),
                     'num_examples': len(eval_y)})
     return lines
+
+  def metric_names(self, state) -> set[str]:
+    return {'loss', 'accuracy', 'fit_accuracy', 'fit_examples', 'num_examples'}

@@ -44,6 +44,13 @@ class Evaluator:
     """Metrics lines (one dict each) for the model in `state`."""
     raise NotImplementedError
 
+  def metric_names(self, state) -> set[str]:
+    """The metrics `run` gives, found by tracing the eval step on one batch of the split (no
+    compile, no scoring), so that select_best can be checked before training."""
+    batch = parallel.global_batch(next(iter(self.data)), self.mesh)
+    sums = jax.eval_shape(self.eval_step, state, batch)
+    return {k for k in sums if k != 'count'} | {'num_examples'}
+
   def _pass(self, state, host_fn=None, device_fn=None) -> dict:
     """Metrics over every example once; `host_fn(batch)` / `device_fn(batch, batch_index)` may
     alter each batch before it is scored."""

@@ -5,6 +5,7 @@ data) end with one line `mmjax: error: ...` on stderr and exit status 1.
 """
 
 import logging as std_logging
+import pathlib
 import re
 import sys
 
@@ -37,6 +38,12 @@ flags.DEFINE_bool('accept_config_changes', False,
                   '(beyond training length, evaluators and logging), going on with the new '
                   'values; the changes are recorded in <workdir>/config_changes.jsonl.')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+# Config files import their neighbours as `configs.<name>`; the repository's configs package is
+# importable from any working directory, after the caller's own paths (a local `configs` wins).
+_REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
+if (_REPOSITORY / 'configs' / '__init__.py').exists() and str(_REPOSITORY) not in sys.path:
+  sys.path.append(str(_REPOSITORY))
 
 
 def _fail(message: str):
@@ -139,6 +146,8 @@ def parse_flags(argv):
     _fail(_unknown_field(argv, e))
   except (TypeError, ValueError) as e:  # an override value the field cannot take
     _fail(f'{_gist(e)}; give a value of the type the config file uses')
+  except (OSError, ImportError, SyntaxError) as e:  # an override loads the file, which fails
+    _fail(_cannot_load(e, _config_arg(argv)))
 
 
 def _load_config():
@@ -148,9 +157,13 @@ def _load_config():
     config.get('seed')  # a file that failed to load raises on first attribute access
     return config
   except (OSError, ImportError, SyntaxError) as e:
-    detail = [l.strip() for l in str(e).splitlines() if l.strip()][-1]
-    _fail(f'--config={FLAGS["config"].config_filename}: cannot load it ({detail}); check the path '
-          'and that it defines get_config()')
+    _fail(_cannot_load(e, FLAGS['config'].config_filename))
+
+
+def _cannot_load(e: Exception, filename) -> str:
+  detail = [l.strip() for l in str(e).splitlines() if l.strip()][-1]
+  return (f'--config={filename}: cannot load it ({detail}); check the path and that it defines '
+          'get_config()')
 
 
 class _QuietOrbax(std_logging.Filter):

@@ -31,6 +31,17 @@ def parse(config) -> tuple[str, str] | None:
   return name, metric
 
 
+def check_metric(selected: tuple[str, str] | None, evals: dict, state) -> None:
+  """A select_best metric its evaluator does not give fails before training, not at the end."""
+  if selected is None:
+    return
+  name, metric = selected
+  names = evals[name].metric_names(state)
+  if metric not in names:
+    raise UserError(f'select_best={name}/{metric}: evaluator {name!r} gives no {metric!r}; it '
+                    f'gives {", ".join(sorted(names))}')
+
+
 class BestState:
   """The best state so far by one evaluator's metric, kept on disk in `<workdir>/best`."""
 
@@ -38,6 +49,7 @@ class BestState:
     self.evaluator, self.metric = evaluator, metric
     self._sign = -1.0 if metric.endswith('loss') else 1.0
     self._mngr = checkpoint.manager(workdirs.best_dir(workdir), max_to_keep=1)
+    self._saver = checkpoint.Saver(self._mngr)
     self.step, self.value = None, None
     latest = self._mngr.latest_step()
     if latest is not None:
@@ -57,9 +69,9 @@ class BestState:
     if self.value is not None and self._sign * value <= self._sign * self.value:
       return
     self.step, self.value = step, value
-    checkpoint.save(self._mngr, step, state, {'evaluator': self.evaluator, 'metric': self.metric,
-                                              'value': value})
-    self._mngr.wait_until_finished()
+    self._saver.save(step, state, {'evaluator': self.evaluator, 'metric': self.metric,
+                                   'value': value})
+    self._saver.wait()
 
   def restore(self, state):
     """The best state, in the layout of `state`."""
@@ -69,4 +81,4 @@ class BestState:
     return restored
 
   def close(self) -> None:
-    self._mngr.close()
+    self._saver.close()

@@ -112,7 +112,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   returns {evaluator name: its metrics lines}.
 
   Every config value is checked before the workdir is written to (a UserError leaves it as it
-  was), except the metric `select_best` names, which its evaluator's first lines reveal.
+  was).
   Returns {} when stopped by SIGTERM (after saving a checkpoint to resume from); raises
   Interrupted when stopped by Ctrl-C, after saving likewise. A resume that changes settings
   other than workdirs.RESUMABLE_FIELDS is refused unless `accept_config_changes`.
@@ -142,6 +142,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   compile_start = time.time()
   state = steps.init_state(config, model, objective, tx, first_batch, mesh)
   transfer.check_freeze(config, state)
+  selection.check_metric(selected, evals, state)
   dataset_versions = input_pipeline.dataset_versions(config)
   changes = workdirs.check_resume_config(workdir, config, dataset_versions,
                                          accept_config_changes)
@@ -151,6 +152,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   workdirs.make(workdir)
   with workdirs.exclusive(workdir):
     mngr = checkpoint.manager(ckpt_dir, config.max_checkpoints_to_keep)
+    saver = checkpoint.Saver(mngr)
     best = None
     try:
       best = selection.BestState(workdir, *selected) if selected else None
@@ -174,7 +176,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       rerun = tuple(evals) if start_step >= config.num_train_steps else ()
       writer = writers.MetricWriter(workdir, resume_step=start_step, rerun_splits=rerun)
       try:
-        state = _train_loop(config, model, objective, tx, mesh, mngr, writer, evals, best, state,
+        state = _train_loop(config, model, objective, tx, mesh, saver, writer, evals, best, state,
                             start_step, pending, train_iter, compile_start, workdir)
         if state is None:
           return {}
@@ -185,7 +187,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       finally:
         writer.close()
     finally:
-      mngr.close()
+      saver.close()
       if best is not None:
         best.close()
 
@@ -246,17 +248,18 @@ def _run_evaluator(evaluator, state, writer, step, extra=None) -> list[dict]:
   return lines
 
 
-def _train_loop(config, model, objective, tx, mesh, mngr, writer, evals, best, state,
+def _train_loop(config, model, objective, tx, mesh, saver, writer, evals, best, state,
                 start_step, pending, train_iter, compile_start, workdir):
   """Trains from `start_step` to config.num_train_steps; the final state, or None if preempted."""
   train_step = steps.make_train_step(config, model, objective, tx, mesh)
+  mngr = saver.mngr
   preemption = Preemption(mngr)
   stop_on_nonfinite = config.on_nonfinite == 'stop'
 
   def stop_if_nonfinite(host_pending, step):
     bad = _first_nonfinite(host_pending, step)
     if bad is not None:
-      mngr.wait_until_finished()
+      saver.wait()
       last = mngr.latest_step()
       where = f'step {last} in {mngr.directory}' if last is not None else 'none'
       # Recorded, so that a sweep counts the run as diverged rather than unfinished.
@@ -297,6 +300,7 @@ def _train_loop(config, model, objective, tx, mesh, mngr, writer, evals, best, s
         metrics['examples_per_sec'] = steps_per_sec * config.batch_size
         metrics['steps_per_sec'] = steps_per_sec
         writer.write(step, 'train', metrics)
+        saver.check()
         eta = (total - step) / max(steps_per_sec, 1e-9)
         writers.log('step %d/%d  loss %.4f  %s  %.0f ex/s  ETA %s', step, total, metrics['loss'],
                     _accuracies(metrics), metrics['examples_per_sec'],
@@ -313,15 +317,15 @@ def _train_loop(config, model, objective, tx, mesh, mngr, writer, evals, best, s
         host = jax.device_get(pending)
         if stop_on_nonfinite:
           stop_if_nonfinite(host, step)
-        checkpoint.save(mngr, step, state, _data_state(batches, host))
+        saver.save(step, state, _data_state(batches, host))
       if stop:
-        mngr.wait_until_finished()
+        saver.wait()
         if preemption.interrupted:
           raise Interrupted(step)
         writers.log('preempted: saved a checkpoint at step %d; rerun the same command to resume',
                     step)
         return None
-    mngr.wait_until_finished()
+    saver.wait()
     return state
   finally:
     tracer.stop()  # an interrupted trace still ends and is written

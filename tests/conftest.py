@@ -149,3 +149,27 @@ def tiny_config(**overrides):
   from tests.scripts import tiny_config as tiny  # pylint: disable=import-outside-toplevel
   config = tiny.get_config()
   return override(config, **overrides)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """mount(size) → a fresh tmpfs of `size` (e.g. '2m') under tmp_path; grow(path, size) enlarges
+  it. Unmounted afterwards; the test is skipped where mounting is not permitted."""
+  mounted = []
+
+  def mount(size: str) -> pathlib.Path:
+    path = tmp_path / f'disk{len(mounted)}'
+    path.mkdir()
+    proc = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(path)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode:
+      pytest.skip(f'cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode})')
+    mounted.append(path)
+    return path
+
+  def grow(path, size: str) -> None:
+    subprocess.run(['mount', '-o', f'remount,size={size}', str(path)], check=True)
+
+  yield mount, grow
+  for path in mounted:
+    subprocess.run(['umount', '-l', str(path)], check=False)

@@ -10,6 +10,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
 
 import jax
 import pytest
@@ -18,7 +19,7 @@ from configs import default
 from mmjax import train
 from mmjax.data import input_pipeline
 from mmjax.errors import UserError
-from tests.conftest import RAW_DATA_DIR, run_python, small_config, tiny_config, tree_digest
+from tests.conftest import RAW_DATA_DIR, REPO, run_python, small_config, tiny_config, tree_digest
 
 TINY = 'tests/scripts/tiny_config.py'
 
@@ -90,6 +91,26 @@ def test_cli_missing_config_file_and_workdir_flag(existing):
                    '--workdir=<value>'), error
 
 
+def test_cli_missing_config_file_with_an_override(existing):
+  """An override makes absl load the file while parsing flags; that failure is one line too."""
+  error = _cli_error(['--config=configs/nope.py', f'--workdir={existing}', '--config.seed=1'],
+                     workdir=existing)
+  assert error.startswith("--config=configs/nope.py: cannot load it ([Errno 2] No such file or "
+                          "directory: 'configs/nope.py'); check the path"), error
+
+
+def test_cli_config_given_by_path_from_another_directory(tmp_path):
+  """A config imports `configs.default`: it loads from any working directory (a value check
+  fails afterwards, so nothing trains)."""
+  proc = subprocess.run(
+      [sys.executable, '-m', 'mmjax.main', f'--config={REPO / "configs" / "late_fusion.py"}',
+       f'--workdir={tmp_path / "run"}', '--config.num_train_steps=-1'],
+      cwd=tmp_path, capture_output=True, text=True, timeout=180,
+      env={**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': ''})
+  assert proc.stderr.strip().splitlines()[-1] == (
+      'mmjax: error: num_train_steps=-1 must be >= 0 (0 only evaluates)'), proc.stderr[-2000:]
+
+
 def test_cli_batch_not_divisible_by_devices(existing):
   error = _cli_error([f'--config={TINY}', f'--workdir={existing}', '--config.batch_size=10'],
                      {'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}, workdir=existing)
@@ -158,11 +179,16 @@ def test_cli_wrong_checksum(existing, tmp_path):
     ({'model.head.hidden': (32,)},
      'holds a run with a different model config; resume it with the same config or use a new '
      '--workdir'),
+    # Found before training, not when the selecting evaluator first runs.
+    ({'select_best': 'validation/accurcy'},
+     "select_best=validation/accurcy: evaluator 'validation' gives no 'accurcy'; it gives "
+     'accuracy, '),
 ], ids=['dataset', 'removed_dataset_config', 'encoder', 'fusion', 'frontend', 'optimizer',
         'schedule', 'steps',
         'checkpoint_every', 'learning_rate', 'learning_rate_inf', 'keep_no_checkpoint',
         'keep_negative_checkpoints', 'on_nonfinite', 'modality_not_in_dataset',
-        'dropout_drops_all', 'dropout_range', 'dropout_unknown_modality', 'resume_other_model'])
+        'dropout_drops_all', 'dropout_range', 'dropout_unknown_modality', 'resume_other_model',
+        'select_best_metric'])
 def test_bad_config_value(existing, overrides, message):
   _rejects(tiny_config(**overrides), existing, message)
 
@@ -289,6 +315,20 @@ def test_init_from_with_another_shape(existing, tmp_path):
            f'init_from={existing}: heads/label/Dense_0/bias has shape (16,) there but (32,) in '
            'this model; make the model match', untouched=[existing])
   assert not target.exists()
+
+
+def test_resume_without_config_json_of_another_model(existing, tmp_path):
+  """Without config.json to compare, the checkpoint's own shapes say it holds another model
+  (it used to be called damaged)."""
+  workdir = tmp_path / 'no_config'
+  shutil.copytree(existing, workdir)
+  (workdir / 'config.json').unlink()
+  _rejects(tiny_config(num_train_steps=8, **{'model.head.hidden': (32,)}), workdir,
+           f'the checkpoint at step 4 in {workdir / "checkpoints"} holds another model or '
+           'optimizer than this config builds (')
+  _rejects(tiny_config(num_train_steps=8, **{'model.head.hidden': (32,)}), workdir,
+           'e.g. params/heads/label/Dense_0/bias has shape (16,) there but (32,) in this config); '
+           'rerun with the config that wrote it, or use a new --workdir')
 
 
 def test_all_checkpoints_damaged(existing, tmp_path):

@@ -1,5 +1,6 @@
 """mmjax.checkpoint on Orbax's current API: keep-the-newest, read-only readers, partial restores."""
 
+import time
 from typing import Any
 
 import flax
@@ -27,14 +28,14 @@ def _state(scale=1.0, width=3):
 
 
 def _save(directory, steps, max_to_keep=None, **kwargs):
-  mngr = checkpoint.manager(directory, max_to_keep)
+  saver = checkpoint.Saver(checkpoint.manager(directory, max_to_keep))
   try:
     for step in steps:
-      checkpoint.save(mngr, step, _state(float(step), **kwargs),
-                      {'input': {'position': step}, 'pending_metrics': []})
-    mngr.wait_until_finished()
+      saver.save(step, _state(float(step), **kwargs),
+                 {'input': {'position': step}, 'pending_metrics': []})
+    saver.wait()
   finally:
-    mngr.close()
+    saver.close()
 
 
 def test_keeps_the_newest_and_lists_finished_steps(tmp_path):
@@ -110,7 +111,7 @@ def test_a_state_field_added_since_the_checkpoint_restores_empty(tmp_path):
     step, state, _ = checkpoint.restore_latest(mngr, checkpoint.abstract(without))
     assert step == 2 and isinstance(state, StateWithAverage) and state.ema_params == {}
     np.testing.assert_array_equal(state.params['dense']['kernel'], 2 * np.ones((2, 3)))
-    with pytest.raises(UserError, match='restores'):
+    with pytest.raises(UserError, match='ema_params/dense/kernel is not in the checkpoint'):
       checkpoint.restore_latest(mngr, checkpoint.abstract(without.replace(
           ema_params=fresh.params)))
   finally:
@@ -119,13 +120,13 @@ def test_a_state_field_added_since_the_checkpoint_restores_empty(tmp_path):
 
 def test_restore_model_gives_the_moving_average_where_there_is_one(tmp_path):
   _save(tmp_path / 'plain', [1])
-  mngr = checkpoint.manager(tmp_path / 'averaged', None)
+  saver = checkpoint.Saver(checkpoint.manager(tmp_path / 'averaged', None))
   try:
     plain = _state(1.0)
-    checkpoint.save(mngr, 1, StateWithAverage(**vars(plain), ema_params=_state(5.0).params), {})
-    mngr.wait_until_finished()
+    saver.save(1, StateWithAverage(**vars(plain), ema_params=_state(5.0).params), {})
+    saver.wait()
   finally:
-    mngr.close()
+    saver.close()
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   for name, value in (('plain', 1.0), ('averaged', 5.0)):
     mngr = checkpoint.manager(tmp_path / name, None, create=False)
@@ -148,3 +149,53 @@ def test_no_checkpoint_restores(tmp_path):
       checkpoint.restore_latest(mngr, checkpoint.abstract(_state()))
   finally:
     mngr.close()
+
+
+def test_a_save_that_fails_in_the_background_is_one_line_and_keeps_the_earlier_one(
+    tmp_path, small_disk, monkeypatch):
+  """A write that runs out of space (past the free-space check, as when another process fills
+  the disk) fails in Orbax's background thread: `check` turns it into one UserError naming the
+  step, the directory and the cause, and the checkpoint before it stays whole."""
+  mount, _ = small_disk
+  directory = mount('2m') / 'checkpoints'
+  monkeypatch.setattr(checkpoint, '_check_free_space', lambda *args: None)
+  saver = checkpoint.Saver(checkpoint.manager(directory, None))
+  try:
+    saver.save(1, {'w': jnp.ones((100,))}, {'position': 1})
+    saver.wait()
+    # Random values do not compress: 4 MiB cannot fit in what is left of 2 MiB.
+    saver.save(2, {'w': jax.random.normal(jax.random.key(0), (1024, 1024))}, {'position': 2})
+    deadline, error = time.time() + 120, None
+    while error is None and time.time() < deadline:
+      try:
+        saver.check()
+      except UserError as e:
+        error = str(e)
+      time.sleep(0.05)
+  finally:
+    saver.close()
+  assert error == (f'saving the checkpoint of step 2 in {directory} failed: No space left on '
+                   'device; the checkpoints saved before it are intact (steps 1): fix the cause '
+                   'and rerun the same command to resume'), error
+  reader = checkpoint.manager(directory, None, create=False)
+  try:
+    assert checkpoint.steps_on_disk(directory) == [1]
+    assert checkpoint.restore_data(reader, 1) == {'position': 1}
+  finally:
+    reader.close()
+
+
+def test_a_save_that_cannot_fit_is_refused_before_writing(tmp_path, small_disk):
+  mount, _ = small_disk
+  directory = mount('1m')
+  saver = checkpoint.Saver(checkpoint.manager(directory / 'checkpoints', None))
+  try:
+    with pytest.raises(UserError) as e:
+      saver.save(3, {'w': jnp.ones((1024, 1024))}, {})
+  finally:
+    saver.close()
+  assert str(e.value).startswith(
+      f'cannot save the checkpoint of step 3 in {directory / "checkpoints"}: '), e.value
+  assert str(e.value).endswith('MiB; no checkpoint was saved before it: free space and rerun the '
+                               'same command to resume'), e.value
+  assert not list((directory / 'checkpoints').iterdir())

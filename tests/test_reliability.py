@@ -450,3 +450,36 @@ def test_a_lock_left_by_a_crashed_run_is_taken_over_with_a_warning(tmp_path):
   assert warning.call_args_list[0].args[1:] == (
       str(workdir), 'the run of pid 999999 on elsewhere, started then')
   assert (workdir / workdirs.LOCK_FILE).read_text() == ''
+
+
+# ------------------------------------------------------------------------------------------------
+# A full disk
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_the_run_in_one_line_and_the_rerun_resumes(small_disk, cli_env):
+  """On a full disk a run used to print ~70 tracebacks, train on for another interval and exit
+  without an `mmjax: error:` line. The synthetic model's checkpoint (~6 MiB on disk, 8.1 MiB
+  asked for) fits once in 12 MiB, not twice."""
+  mount, grow = small_disk
+  disk = mount('12m')
+  workdir = disk / 'run'
+  command = ['-m', 'mmjax.main', '--config=configs/late_fusion.py:synthetic',
+             f'--workdir={workdir}', '--config.num_train_steps=20',
+             '--config.checkpoint_every_steps=10', '--config.log_every_steps=5']
+  proc = run_python(command, cli_env)
+  assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert re.fullmatch(
+      rf'mmjax: error: cannot save the checkpoint of step 20 in {re.escape(str(workdir))}/'
+      r'checkpoints: [\d.]+ MiB free, it needs [\d.]+ MiB; the checkpoints saved before it are '
+      r'intact \(steps 10\): free space and rerun the same command to resume', last), last
+  before = _metrics(workdir)
+  assert [(m['step'], m['split']) for m in before] == [(5, 'train'), (10, 'train'), (15, 'train'),
+                                                     (20, 'train')]
+  grow(disk, '64m')
+  proc = run_python(command, cli_env)
+  assert proc.returncode == 0 and 'resumed from step 10' in proc.stderr, proc.stderr[-3000:]
+  after = _metrics(workdir)
+  assert after[:2] == before[:2]  # nothing saved before the failure is lost
+  assert {(m['step'], m['split']) for m in after} >= {(20, 'validation'), (20, 'test')}
