@@ -167,10 +167,16 @@ def _cannot_load(e: Exception, filename) -> str:
 
 
 class _QuietOrbax(std_logging.Filter):
-  """Orbax logs each save's internals at INFO; keep its warnings, drop the rest."""
+  """Orbax logs each save's internals at INFO; keep its warnings, drop the rest. A failed save
+  is logged by each of its background threads with a traceback; mmjax reports it in one line
+  (checkpoint.Saver), so those records keep their first line only."""
 
   def filter(self, record):
-    return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
+    if '/orbax/' not in record.pathname:
+      return True
+    if record.exc_info:
+      record.exc_info, record.exc_text = None, None
+    return record.levelno >= std_logging.WARNING
 
 
 def main(argv):
