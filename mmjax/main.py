@@ -166,12 +166,22 @@ def _cannot_load(e: Exception, filename) -> str:
           'get_config()')
 
 
-class _QuietOrbax(std_logging.Filter):
-  """Orbax logs each save's internals at INFO; keep its warnings, drop the rest. A failed save
-  is logged by each of its background threads with a traceback; mmjax reports it in one line
-  (checkpoint.Saver), so those records keep their first line only."""
+# Library notices that do not apply to mmjax's runs: TFDS recommends OpenCV for decoding large
+# images (mmjax's are 28x28 PNGs, which PIL decodes as fast), and JAX says at INFO that it found
+# no TPU on every machine without one (a TPU run names its devices in mmjax's own first line).
+_NOT_APPLICABLE = (('image_feature.py', 'OpenCV is not installed'),
+                   ('xla_bridge.py', "Unable to initialize backend 'tpu'"))
+
+
+class _QuietLibraries(std_logging.Filter):
+  """Orbax logs each save's internals at INFO: its warnings are kept, the rest dropped. A failed
+  save is logged by each of Orbax's background threads with a traceback; mmjax reports it in one
+  line (checkpoint.Saver), so those records keep their first line only."""
 
   def filter(self, record):
+    if any(record.pathname.endswith(f) and str(record.msg).startswith(m)
+           for f, m in _NOT_APPLICABLE):
+      return False
     if '/orbax/' not in record.pathname:
       return True
     if record.exc_info:
@@ -180,7 +190,7 @@ class _QuietOrbax(std_logging.Filter):
 
 
 def main(argv):
-  logging.get_absl_handler().addFilter(_QuietOrbax())
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
     _fail(f'unexpected arguments {argv[1:]}; flags take the form --name=value')
   config = _load_config()

@@ -270,7 +270,9 @@ def _train_loop(config, model, objective, tx, mesh, saver, writer, evals, best, 
           'set on_nonfinite=skip to skip such steps')
 
   total = config.num_train_steps
-  last_time, last_step = time.time(), start_step
+  train_examples = input_pipeline.num_examples(config, config.dataset.train_split)
+  started = last_time = time.time()
+  last_step = start_step
   step = start_step
   batches = _DeviceBatches(train_iter, mesh)
   tracer = profiling.Tracer(config, workdir)
@@ -299,12 +301,15 @@ def _train_loop(config, model, objective, tx, mesh, saver, writer, evals, best, 
         steps_per_sec = (step - last_step) / max(now - last_time, 1e-9)
         metrics['examples_per_sec'] = steps_per_sec * config.batch_size
         metrics['steps_per_sec'] = steps_per_sec
+        metrics['examples_seen'] = step * config.batch_size
+        metrics['epoch'] = metrics['examples_seen'] / train_examples
+        metrics['wall_s'] = now - started  # since this process started training
         writer.write(step, 'train', metrics)
         saver.check()
         eta = (total - step) / max(steps_per_sec, 1e-9)
         writers.log('step %d/%d  loss %.4f  %s  %.0f ex/s  ETA %s', step, total, metrics['loss'],
                     _accuracies(metrics), metrics['examples_per_sec'],
-                    time.strftime('%H:%M:%S', time.gmtime(eta)))
+                    writers.duration(eta))
         last_time, last_step = now, step
       if not at_end:  # at the end every evaluator runs once, after the loop
         for evaluator in evals.values():

@@ -20,6 +20,9 @@ from mmjax import workdir as workdirs
 
 METRICS_FILE = 'metrics.jsonl'
 
+# Metrics that depend on the machine and the moment, not on what was computed.
+TIMING_KEYS = ('examples_per_sec', 'steps_per_sec', 'wall_s')
+
 
 def _json_default(value):
   if isinstance(value, (np.generic, np.ndarray)):
@@ -119,8 +122,20 @@ def _summary_writer(root, purge_step: int):
 
 
 def log(msg: str, *args) -> None:
+  """An INFO line from process 0, attributed to the caller (not to this function)."""
   if jax.process_index() == 0:
     logging.info(msg, *args)
+
+
+logging.ABSLLogger.register_frame_to_skip(__file__, log.__name__)
+
+
+def duration(seconds: float) -> str:
+  """'05:04:03', or '2d 05:04:03' past a day."""
+  seconds = int(round(seconds))
+  days, rest = divmod(seconds, 86400)
+  clock = f'{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}'
+  return f'{days}d {clock}' if days else clock
 
 
 def _entry(line: str) -> dict | None:

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from configs import multitask
-from mmjax import corrupt, parallel, steps, train
+from mmjax import corrupt, parallel, steps, train, writers
 from mmjax.data import input_pipeline
 from mmjax.errors import UserError
 from tests.conftest import override, run_python, tiny_config
 
-TIMING = ('examples_per_sec', 'steps_per_sec')
+TIMING = writers.TIMING_KEYS
 
 
 def _lines(workdir, drop=TIMING):

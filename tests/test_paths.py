@@ -17,9 +17,11 @@ and credentials to test.
 import contextlib
 import importlib.util
 import json
+import logging
 import os
 import pathlib
 import struct
+import sys
 from unittest import mock
 
 import ml_collections
@@ -289,7 +291,7 @@ def test_missing_tensorboard_extra_on_gcs_warns_and_keeps_metrics(gcs, monkeypat
 
 
 def _metrics(path):
-  return [{k: v for k, v in l.items() if k not in ('examples_per_sec', 'steps_per_sec')}
+  return [{k: v for k, v in l.items() if k not in writers.TIMING_KEYS}
           for l in _lines(path)]
 
 
@@ -315,3 +317,32 @@ def test_training_on_gcs_writes_and_resumes_like_a_local_run(gcs, tmp_path, monk
   assert (gcs / 'run' / 'config.json').read_text() == \
       (tmp_path / 'local' / 'config.json').read_text()
   assert len(list((gcs / 'run').glob('events.out.tfevents.*'))) == 2
+
+
+def test_duration_counts_days_past_a_day():
+  """The ETA used to wrap after 24 h: 30 h showed 06:00:00."""
+  assert writers.duration(59.6) == '00:01:00'
+  assert writers.duration(5 * 3600 + 4 * 60 + 3) == '05:04:03'
+  assert writers.duration(30 * 3600) == '1d 06:00:00'
+  assert writers.duration(2 * 86400 + 1) == '2d 00:00:01'
+
+
+def test_console_filter_drops_notices_that_do_not_apply_and_orbax_tracebacks():
+  from mmjax import main  # pylint: disable=import-outside-toplevel
+  quiet = main._QuietLibraries()  # pylint: disable=protected-access
+
+  def record(path, msg, level=logging.INFO, exc_info=None):
+    return logging.LogRecord('absl', level, path, 1, msg, (), exc_info)
+
+  assert not quiet.filter(record('/x/tensorflow_datasets/core/features/image_feature.py',
+                                 'OpenCV is not installed. We recommend ...', logging.WARNING))
+  assert not quiet.filter(record('/x/jax/_src/xla_bridge.py',
+                                 "Unable to initialize backend 'tpu': INTERNAL: ..."))
+  assert quiet.filter(record('/x/jax/_src/xla_bridge.py', 'An NVIDIA GPU may be present'))
+  assert not quiet.filter(record('/x/orbax/checkpoint/checkpoint_manager.py', 'saving step 4'))
+  try:
+    raise ValueError('RESOURCE_EXHAUSTED')
+  except ValueError:
+    failed = record('/x/orbax/checkpoint/future.py', 'raised an exception', logging.ERROR,
+                    sys.exc_info())
+  assert quiet.filter(failed) and failed.exc_info is None

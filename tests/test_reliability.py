@@ -27,10 +27,11 @@ from mmjax import checkpoint
 from mmjax import steps
 from mmjax import train
 from mmjax import workdir as workdirs
+from mmjax import writers
 from tests.conftest import REPO, run_python, start_python, tiny_config
 
 TINY = 'tests/scripts/tiny_config.py'
-TIMING = ('examples_per_sec', 'steps_per_sec')
+TIMING = writers.TIMING_KEYS
 # Long enough that a signal sent once the first metrics line appears lands mid-run; checkpoints
 # every 8 steps make a kill during an (asynchronous) save likely.
 LONG = ['--config.num_train_steps=200', '--config.log_every_steps=4',

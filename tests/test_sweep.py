@@ -20,6 +20,7 @@ from experiments import plots
 from experiments import readme_results
 from experiments import runner
 from experiments import runs as runs_lib
+from mmjax import writers
 from mmjax.errors import UserError
 from tests.conftest import REPO, run_python
 
@@ -395,7 +396,7 @@ def test_facet_columns_and_robustness_plots(tmp_path):
 
 
 def _without_timing(workdir):
-  return [{k: v for k, v in line.items() if k not in ('examples_per_sec', 'steps_per_sec')}
+  return [{k: v for k, v in line.items() if k not in writers.TIMING_KEYS}
           for line in runs_lib.read_metrics(workdir)]
 
 

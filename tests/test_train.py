@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 
 import jax
@@ -10,6 +11,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from mmjax import train
+from mmjax import writers
 from mmjax.errors import UserError
 from tests.conftest import run_python, small_config
 
@@ -101,7 +103,7 @@ def test_interrupted_run_resumes_to_identical_result(tmp_path):
   results = train.train_and_evaluate(config, cut)
   jax.tree.map(np.testing.assert_array_equal, _final_state(full, 8), _final_state(cut, 8))
   lines = lambda w: [json.loads(l) for l in open(os.path.join(w, 'metrics.jsonl'))]
-  strip = lambda e: {k: v for k, v in e.items() if k not in ('examples_per_sec', 'steps_per_sec')}
+  strip = lambda e: {k: v for k, v in e.items() if k not in writers.TIMING_KEYS}
   assert [strip(e) for e in lines(full)] == [strip(e) for e in lines(cut)]
   assert [e for e in lines(cut) if e['split'] == 'test'] == [
       {'step': 8, 'split': 'test', **results['test'][0]}]
@@ -132,6 +134,16 @@ def test_cli_end_to_end(tmp_path):
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['12', '24']
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
   assert 'test: loss' in proc.stderr
+  # Progress in examples and epochs (synthetic/redundant trains on 3,000 examples), and time.
+  assert [(e['examples_seen'], e['epoch']) for e in train_entries] == [
+      (128, 128 / 3000), (256, 256 / 3000), (384, 384 / 3000)]
+  walls = [e['wall_s'] for e in train_entries]
+  assert walls == sorted(walls) and walls[0] >= 0
+  # Console lines name their caller, not the logging helper; notices that do not apply to
+  # mmjax's runs (TFDS's OpenCV advice, JAX's TPU probe) are not printed.
+  assert re.search(r'train\.py:\d+\] step 8/24 ', proc.stderr), proc.stderr[-3000:]
+  assert 'writers.py' not in proc.stderr
+  assert 'OpenCV' not in proc.stderr and "backend 'tpu'" not in proc.stderr
 
 
 @pytest.mark.parametrize('overrides, message', [

@@ -295,5 +295,10 @@ class EvalData:
       it.close()  # stops grain worker processes now, not at interpreter exit
 
 
+def num_examples(config, split: str) -> int:
+  """Examples in `split` of config.dataset (for epochs in the training metrics)."""
+  return len(Examples(config, split))
+
+
 def eval_data(config, split: str) -> EvalData:
   return EvalData(Examples(config, split), config)
