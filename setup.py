@@ -41,10 +41,14 @@ setup(
         'importlib_resources>=6',            # TFDS imports it to build datasets defined in a
                                              # package (mmjax's) but does not declare it
         'tensorboardX>=2.6.2.2,<3',
+        'matplotlib>=3.8',                   # curves.png of every run (mmjax.plot), sweep plots
+        'psutil>=5.9',                       # experiments/bench_memory.py
     ],
     extras_require={
-        'test': ['pytest>=8,<10', 'pytest-xdist>=3.5,<4', 'portpicker>=1.6,<2', 'psutil>=5.9',
-                 'librosa>=0.10,<0.12', 'matplotlib>=3.8'],
+        'test': ['pytest>=8,<10', 'pytest-xdist>=3.5,<4', 'portpicker>=1.6,<2',
+                 'librosa>=0.10,<0.12'],
+        # `tensorboard --logdir runs` on the event files every run writes.
+        'tensorboard': ['tensorboard>=2.16'],
         'cuda': [f'jax[cuda12]{JAX}'],
         'tpu': [f'jax[tpu]{JAX}'],
         # gs:// workdirs and data dirs: etils.epath and TFDS through gcsfs; TensorBoard event files

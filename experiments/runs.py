@@ -18,8 +18,9 @@ import subprocess
 import sys
 from typing import Any, Mapping
 
+from mmjax import writers
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-METRICS = 'metrics.jsonl'
 CONFIG = 'config.json'
 _MAX_NAME = 180
 
@@ -151,7 +152,7 @@ def execute(run: Run, workdir, log_path, timeout_s: int, env_extra=None) -> int:
 
 def read_metrics(workdir) -> list[dict]:
   """The metrics.jsonl lines of `workdir` ([] if none); a line cut short is left out."""
-  return read_jsonl(pathlib.Path(workdir) / METRICS)
+  return writers.read_metrics(workdir)
 
 
 def read_jsonl(path) -> list[dict]:

@@ -21,6 +21,7 @@ from mmjax import health
 from mmjax import objectives
 from mmjax import optim
 from mmjax import parallel
+from mmjax import plot
 from mmjax import profiling
 from mmjax import selection
 from mmjax import steps
@@ -181,6 +182,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         if state is None:
           return {}
         results = _final_evaluation(config, state, writer, evals, best)
+        if jax.process_index() == 0:
+          writers.log('training curves: %s', plot.write([workdir]).path)
         _warn_if_unhealthy(config, results)
         _log_compiles(compiles)
         return results

@@ -151,6 +151,16 @@ def _entry(line: str) -> dict | None:
   return entry
 
 
+def read_metrics(workdir) -> list[dict]:
+  """The metrics lines of `workdir`'s metrics.jsonl ([] if none); lines that are not the
+  trainer's (cut short, not JSON) are left out."""
+  path = workdirs.resolve(workdir) / METRICS_FILE
+  if not path.exists():
+    return []
+  lines = path.read_text(encoding='utf-8').splitlines(keepends=True)
+  return [entry for entry in map(_entry, lines) if entry is not None]
+
+
 def drop_rewritten_lines(path, step: int, rerun_splits=()) -> list[str]:
   """Drops from `path` the lines a run resumed at `step` writes again (see MetricWriter) and
   returns the lines kept. Lines that are not the trainer's (cut short by a killed process, a

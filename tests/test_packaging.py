@@ -16,7 +16,7 @@ from tests.conftest import REPO
 DISTRIBUTION = {'PIL': 'pillow', 'absl': 'absl-py', 'tensorflow_datasets': 'tensorflow-datasets',
                 'orbax': 'orbax-checkpoint', 'ml_collections': 'ml-collections'}
 # pytest-xdist is not imported: pytest.ini's addopts load it (-n auto).
-TEST_ONLY = {'pytest', 'pytest-xdist', 'portpicker', 'psutil', 'librosa', 'matplotlib'}
+TEST_ONLY = {'pytest', 'pytest-xdist', 'portpicker', 'librosa'}
 # Not imported by mmjax: TFDS imports it to build a dataset defined in a package, undeclared.
 FOR_TFDS = {'importlib-resources'}
 # Not imported by mmjax: jax's dependency, capped below a release slow to import (setup.py).
@@ -60,10 +60,12 @@ def _distributions(modules) -> set[str]:
   return {DISTRIBUTION.get(m, m).lower().replace('_', '-') for m in modules}
 
 
-def test_install_requires_is_what_mmjax_imports(setup_kwargs):
+def test_install_requires_is_what_mmjax_and_its_scripts_import(setup_kwargs):
+  """mmjax, its configs and the experiments/ scripts run on `pip install -e .` alone (the sweep
+  and benchmark scripts once needed matplotlib and psutil from the test extra)."""
   required = {_name(r) for r in setup_kwargs['install_requires']}
-  imported = _distributions(_third_party_imports('mmjax'))
-  assert required == imported | FOR_TFDS | CAPPED
+  imported = _distributions(_third_party_imports('mmjax', 'experiments', 'configs'))
+  assert required == imported | FOR_TFDS | CAPPED, (required ^ (imported | FOR_TFDS | CAPPED))
   assert 'array-record' not in required
 
 
@@ -79,9 +81,9 @@ def test_test_only_packages_are_in_the_test_extra(setup_kwargs):
   test_extra = {_name(r) for r in setup_kwargs['extras_require']['test']}
   required = {_name(r) for r in setup_kwargs['install_requires']}
   assert test_extra == TEST_ONLY and not test_extra & required
-  # Everything the tests and experiments import (librosa only through importorskip) is installed
-  # by `pip install -e '.[test]'`.
-  used = _distributions(_third_party_imports('tests', 'experiments', 'configs'))
+  # Everything the tests import (librosa only through importorskip) is installed by
+  # `pip install -e '.[test]'`.
+  used = _distributions(_third_party_imports('tests'))
   assert used <= required | test_extra, used - required - test_extra
 
 
@@ -92,6 +94,8 @@ def test_lower_bounds_are_not_only_the_newest_release(setup_kwargs):
     assert '>=' in bounds[name], bounds[name]
   assert {_name(r) for r in setup_kwargs['extras_require']['gcs']} == {
       'gcsfs', 'google-cloud-storage'}
+  # The README's `tensorboard --logdir runs` needs TensorBoard, which nothing else installs.
+  assert {_name(r) for r in setup_kwargs['extras_require']['tensorboard']} == {'tensorboard'}
 
 
 def test_deprecations_from_mmjax_fail_and_others_stay_hidden():

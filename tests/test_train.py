@@ -134,6 +134,7 @@ def test_cli_end_to_end(tmp_path):
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['12', '24']
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
   assert 'test: loss' in proc.stderr
+  assert (workdir / 'curves.png').stat().st_size > 10_000  # drawn at the end of every run
   # Progress in examples and epochs (synthetic/redundant trains on 3,000 examples), and time.
   assert [(e['examples_seen'], e['epoch']) for e in train_entries] == [
       (128, 128 / 3000), (256, 256 / 3000), (384, 384 / 3000)]
