@@ -4,6 +4,8 @@ Flags only; the work is in `mmjax.train`. Mistakes a user can fix (bad flags, co
 data) end with one line `mmjax: error: ...` on stderr and exit status 1.
 """
 
+import ast
+import importlib
 import logging as std_logging
 import pathlib
 import re
@@ -91,6 +93,9 @@ def _unknown_field(argv, error) -> str:
       return f'--{".".join(path)}: no such config field; did you mean {hint.group(1)}?'
     parent = '.'.join(path[1:path.index(name)])
     node = _file_value(argv, parent)
+    if not node.keys():  # e.g. modality_dropout, {} by default: set the dict whole
+      return (f'--{".".join(path)}: no such config field; config.{parent} is empty in this '
+              f"config: set it whole, e.g. '--config.{parent}={{\"{name}\": VALUE}}'")
     return (f'--{".".join(path)}: no such config field; fields there: '
             f'{", ".join(sorted(node.keys()))}')
   return f'--config={_config_arg(argv)}: cannot load it ({type(error).__name__}: {name})'
@@ -213,5 +218,40 @@ def main(argv):
     sys.exit(130)  # the shell's status for a process ended by Ctrl-C
 
 
+def _variants(path: pathlib.Path) -> str:
+  """The variants a config file accepts, from the error its get_config gives an unknown one."""
+  try:
+    module = importlib.import_module(f'configs.{path.stem}')
+    module.get_config('?')
+  except ValueError as e:
+    found = re.search(r'valid: (.+)$', str(e))
+    if found:
+      return found.group(1)
+  except Exception:  # pylint: disable=broad-except  (help text only: leave the variants out)
+    pass
+  return ''
+
+
+def usage() -> str:
+  """--help's text: how to run, the shipped configs with their variants, the override syntax."""
+  lines = [__doc__.strip(), '',
+           'usage: python -m mmjax.main --config=configs/NAME.py[:VARIANT] --workdir=DIR '
+           '[--config.FIELD=VALUE ...]', '', 'Configs (the first variant is the default):']
+  for path in sorted((_REPOSITORY / 'configs').glob('*.py')):
+    if path.stem in ('__init__', 'default'):
+      continue
+    doc = (ast.get_docstring(ast.parse(path.read_text(encoding='utf-8'))) or '').splitlines()
+    summary = doc[0] + (' …' if len(doc) > 1 and doc[1] else '') if doc else ''
+    lines.append(f'  {path.name:24}{summary}')
+    variants = _variants(path)
+    if variants:
+      lines.append(f'  {"":24}variants: {variants}')
+  lines += ['', 'Override any field with --config.FIELD=VALUE, dotted for nested fields',
+            '(--config.optimizer.learning_rate=0.01), tuples as (32,), dicts as JSON',
+            '(\'--config.modality_dropout={"image": 0.3}\'). Every field: configs/default.py.', '']
+  return '\n'.join(lines)
+
+
 if __name__ == '__main__':
+  sys.modules['__main__'].__doc__ = usage()  # what absl prints for --help
   app.run(main, flags_parser=parse_flags)

@@ -8,6 +8,7 @@ raw data); the rest calls `train.train_and_evaluate`, whose UserError `mmjax.mai
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -76,7 +77,12 @@ def _cli_error(args, env_extra=None, workdir=None):
     (['--config.model.encoders.audio.features=abc'],
      "--config.model.encoders.audio.features=('abc',): expected a tuple of int like (4,)"),
     (['--num_processes=2'], '--num_processes and --process_id need --coordinator_address'),
-], ids=['unknown_key', 'misspelt_key', 'renamed_key', 'wrong_type', 'wrong_tuple_type', 'num_processes_alone'])
+    # A field inside a dict the config leaves empty: it used to list "fields there: " and nothing.
+    (['--config.modality_dropout.image=0.3'],
+     "--config.modality_dropout.image: no such config field; config.modality_dropout is empty in "
+     """this config: set it whole, e.g. '--config.modality_dropout={"image": VALUE}'"""),
+], ids=['unknown_key', 'misspelt_key', 'renamed_key', 'wrong_type', 'wrong_tuple_type', 'num_processes_alone',
+        'field_of_an_empty_dict'])
 def test_cli_bad_flags(existing, args, message):
   error = _cli_error([f'--config={TINY}', f'--workdir={existing}', *args], workdir=existing)
   assert error.startswith(message), error
@@ -89,6 +95,21 @@ def test_cli_missing_config_file_and_workdir_flag(existing):
   error = _cli_error([f'--config={TINY}'])
   assert error == ('flag --workdir=None: Flag --workdir must have a value other than None; give '
                    '--workdir=<value>'), error
+
+
+def test_cli_help_lists_the_configs_their_variants_and_the_override_syntax(tmp_path):
+  """--help used to show six flags and `--config (default: 'None')` only."""
+  proc = subprocess.run([sys.executable, '-m', 'mmjax.main', '--help'], cwd=tmp_path,
+                        capture_output=True, text=True, timeout=180,
+                        env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  shipped = sorted(p.name for p in (REPO / 'configs').glob('*.py')
+                   if p.stem not in ('__init__', 'default'))
+  listed = re.findall(r'^  (\w+\.py) ', proc.stdout, re.M)
+  assert listed == shipped, proc.stdout[:3000]  # (absl ends --help with status 1)
+  assert re.search(r'late_fusion\.py .*\n +variants: avmnist, synthetic, modality_dropout\n',
+                   proc.stdout), proc.stdout[:3000]
+  assert 'variants: avmnist, siglip, synthetic, synthetic_siglip' in proc.stdout
+  assert 'Override any field with --config.FIELD=VALUE' in proc.stdout
 
 
 def test_cli_missing_config_file_with_an_override(existing):
