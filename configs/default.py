@@ -51,6 +51,9 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.batch_size = 64            # global: across all devices and hosts
+  # Each step's batch in this many micro-batches, their gradients averaged: the same update with
+  # 1/k of the activation memory (mmjax.steps.accumulated_gradients)
+  config.grad_accum_steps = 1
   config.num_train_steps = 300
   config.log_every_steps = 25       # also the host-sync interval (keep small on multi-device CPU)
   config.checkpoint_every_steps = 100

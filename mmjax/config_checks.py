@@ -4,6 +4,7 @@ anything is built or written."""
 import math
 import re
 
+import jax
 import numpy as np
 
 from mmjax import corrupt
@@ -55,6 +56,25 @@ def validate(config) -> None:
   if init_from is not None and not isinstance(init_from, str):
     raise UserError(f'init_from={init_from!r} must be a workdir path or ""')
   input_pipeline.local_batch_size(config.batch_size)
+  _validate_grad_accum(config)
+
+
+def _validate_grad_accum(config) -> None:
+  k = config.get('grad_accum_steps', 1)
+  if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    raise UserError(f'grad_accum_steps={k!r} must be a positive integer (1: no accumulation)')
+  if k == 1:
+    return
+  per_device = config.batch_size // jax.device_count()
+  if per_device % k:
+    raise UserError(f'grad_accum_steps={k} must divide the per-device batch ({config.batch_size} '
+                    f'over {jax.device_count()} devices = {per_device}); change batch_size or '
+                    'grad_accum_steps')
+  objective = (config.get('objective') or {}).get('name', 'classification')
+  if objective == 'contrastive':
+    raise UserError('grad_accum_steps>1 with objective contrastive: its loss compares the examples '
+                    'of a batch with each other, so micro-batches would change it; lower batch_size '
+                    'instead')
 
 
 def _validate_modality_dropout(config, modalities: set) -> None:

@@ -182,6 +182,45 @@ def encoder_grad_norms(grads: dict) -> dict:
           if key.startswith('encoders_')}
 
 
+def accumulated_gradients(grad_fn, k: int, mesh):
+  """`grad_fn` (trainable, state, batch, rngs) → ((loss, (sums, batch_stats)), grads) over the
+  batch as k micro-batches in a `lax.scan`: gradients and losses averaged, metric sums added,
+  BatchNorm statistics carried from one micro-batch to the next. For a loss that is a mean over
+  examples this is the whole batch's gradient (to float rounding) with the activations of 1/k
+  of it alive at once; BatchNorm normalises each micro-batch by its own statistics.
+
+  Micro-batch j takes every k-th example (j, j+k, ...), so each device keeps its own share of
+  every micro-batch and nothing moves between devices."""
+  along_data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, parallel.DATA_AXIS))
+
+  def split(x):
+    x = x.reshape(x.shape[0] // k, k, *x.shape[1:])
+    return jax.lax.with_sharding_constraint(jnp.swapaxes(x, 0, 1), along_data)
+
+  def accumulated(trainable, state, batch, rngs):
+    micro = jax.tree.map(split, batch)
+    first = jax.tree.map(lambda x: x[0], micro)
+    shapes = jax.eval_shape(grad_fn, trainable, state, first, rngs)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    (_, (zero_sums, _)), zero_grads = zeros
+
+    def body(carry, xs):
+      loss_total, sums_total, grads_total, batch_stats = carry
+      micro_batch, index = xs
+      micro_rngs = {name: jax.random.fold_in(key, index) for name, key in rngs.items()}
+      (loss, (sums, batch_stats)), grads = grad_fn(
+          trainable, state.replace(batch_stats=batch_stats), micro_batch, micro_rngs)
+      add = lambda a, b: jax.tree.map(jnp.add, a, b)
+      return (loss_total + loss, add(sums_total, sums), add(grads_total, grads),
+              batch_stats), None
+
+    init = (zeros[0][0], zero_sums, zero_grads, state.batch_stats)
+    (loss, sums, grads, batch_stats), _ = jax.lax.scan(body, init, (micro, jnp.arange(k)))
+    return (loss / k, (sums, batch_stats)), jax.tree.map(lambda g: g / k, grads)
+
+  return accumulated
+
+
 def make_train_step(config, model, objective, tx, mesh):
   del model  # the objective applies it
   schedule = optim.schedule(config)
@@ -192,10 +231,13 @@ def make_train_step(config, model, objective, tx, mesh):
     loss, sums = objective(trainable['objective'], outputs, batch)
     return loss, (sums, batch_stats)
 
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if config.get('grad_accum_steps', 1) > 1:
+    grad_fn = accumulated_gradients(grad_fn, config.grad_accum_steps, mesh)
+
   def train_step(state, batch):
     batch = {**batch, 'present': drop_modalities(config, batch['present'], state.step),
              'inputs': inject_noise(config, batch['inputs'], state.step)}
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     trainable = state.trainable()
     (loss, (sums, batch_stats)), grads = grad_fn(trainable, state, batch,
                                                  _rngs(config, state.step))

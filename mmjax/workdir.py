@@ -124,6 +124,9 @@ RESUMABLE_FIELDS = ('num_train_steps', 'evals', 'log_every_steps', 'checkpoint_e
                     'max_checkpoints_to_keep', 'compilation_cache', 'profile', 'on_nonfinite',
                     'init_from', 'init_from_pattern', 'dataset.data_dir', 'dataset.raw_data_dir',
                     'dataset.num_workers', 'dataset.read_threads')
+# Fields added to the config since a workdir may have been written, with the value that gives
+# what runs did before them: their absence from an older config.json is no change.
+ADDED_FIELDS = {'grad_accum_steps': 1}
 CHANGES_FILE = 'config_changes.jsonl'
 
 
@@ -145,6 +148,8 @@ def config_differences(saved, now, path: str = '') -> list[tuple[str, object, ob
       where = f'{path}.{key}' if path else key
       out += config_differences(saved.get(key, '(absent)'), now.get(key, '(absent)'), where)
     return out
+  if saved == '(absent)' and path in ADDED_FIELDS and now == ADDED_FIELDS[path]:
+    return []
   return [] if saved == now else [(path, saved, now)]
 
 

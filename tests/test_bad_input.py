@@ -200,6 +200,9 @@ def test_cli_wrong_checksum(existing, tmp_path):
     ({'model.head.hidden': (32,)},
      'holds a run with a different model config; resume it with the same config or use a new '
      '--workdir'),
+    ({'grad_accum_steps': 0}, 'grad_accum_steps=0 must be a positive integer (1: no '
+     'accumulation)'),
+    ({'grad_accum_steps': 3}, 'grad_accum_steps=3 must divide the per-device batch'),
     # Found before training, not when the selecting evaluator first runs.
     ({'select_best': 'validation/accurcy'},
      "select_best=validation/accurcy: evaluator 'validation' gives no 'accurcy'; it gives "
@@ -209,7 +212,7 @@ def test_cli_wrong_checksum(existing, tmp_path):
         'checkpoint_every', 'learning_rate', 'learning_rate_inf', 'keep_no_checkpoint',
         'keep_negative_checkpoints', 'on_nonfinite', 'modality_not_in_dataset',
         'dropout_drops_all', 'dropout_range', 'dropout_unknown_modality', 'resume_other_model',
-        'select_best_metric'])
+        'grad_accum_zero', 'grad_accum_not_dividing', 'select_best_metric'])
 def test_bad_config_value(existing, overrides, message):
   _rejects(tiny_config(**overrides), existing, message)
 
@@ -231,6 +234,21 @@ def test_a_resume_that_changes_a_setting_is_refused_naming_it(existing, tmp_path
   assert [json.loads(l) for l in (workdir / 'config_changes.jsonl').read_text().splitlines()] == [
       {'step': 4, 'changes': {'seed': [0, 3]}}]
   assert json.loads((workdir / 'config.json').read_text())['seed'] == 3
+
+
+def test_a_field_added_since_the_run_was_written_is_no_change(existing, tmp_path):
+  """A config.json from before a field existed resumes when the field has the value that gives
+  the old behaviour (workdir.ADDED_FIELDS), and not with another value."""
+  workdir = tmp_path / 'older'
+  shutil.copytree(existing, workdir)
+  saved = json.loads((workdir / 'config.json').read_text())
+  del saved['grad_accum_steps']
+  (workdir / 'config.json').write_text(json.dumps(saved))
+  train.train_and_evaluate(tiny_config(num_train_steps=6), str(workdir))
+  assert json.loads((workdir / 'config.json').read_text())['grad_accum_steps'] == 1
+  (workdir / 'config.json').write_text(json.dumps({**saved, 'num_train_steps': 6}))
+  _rejects(tiny_config(num_train_steps=8, grad_accum_steps=2), workdir,
+           'grad_accum_steps="(absent)" there, 2 now')
 
 
 def test_config_or_datasets_json_that_is_not_json_is_one_line(existing, tmp_path):

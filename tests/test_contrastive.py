@@ -256,3 +256,14 @@ def test_configs_name_the_evaluators_and_pretraining_path():
   assert finetune.init_from == 'runs/contrastive' and finetune.init_from_pattern == 'encoders_'
   assert finetune.model.encoders.to_dict() == config.model.encoders.to_dict()
   assert evaluators.EVALUATORS.get('retrieval') is embedding_evals.Retrieval
+
+
+def test_gradient_accumulation_is_refused_for_the_batch_wide_loss():
+  """Micro-batches would give each example fewer negatives: not the large batch's loss."""
+  from mmjax import config_checks  # pylint: disable=import-outside-toplevel
+  from mmjax.errors import UserError  # pylint: disable=import-outside-toplevel
+  config = small_config('synthetic')
+  config.grad_accum_steps = 2
+  with pytest.raises(UserError, match='grad_accum_steps>1 with objective contrastive: its loss '
+                                      'compares the examples of a batch with each other'):
+    config_checks.validate(config)

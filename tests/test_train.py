@@ -17,6 +17,7 @@ from tests.conftest import run_python, small_config
 
 
 def _train_steps(tmp_path, devices, variant=''):
+  tmp_path.mkdir(exist_ok=True)
   out = tmp_path / f'steps_{devices}.npz'
   proc = run_python(['tests/scripts/train_steps.py', str(out), variant],
               {'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
@@ -32,10 +33,25 @@ def test_one_and_four_devices_agree(tmp_path, variant):
   freezing, modality dropout, training noise and the robustness evaluator."""
   one, four = _train_steps(tmp_path, 1, variant), _train_steps(tmp_path, 4, variant)
   assert int(one.pop('devices')) == 1 and int(four.pop('devices')) == 4
+  one.pop('temp_bytes'), four.pop('temp_bytes')
   assert one['losses'][-1] < one['losses'][0]  # it trains
   assert set(one) == set(four)
   for name in one:
     np.testing.assert_allclose(one[name], four[name], rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.slow
+def test_gradient_accumulation_gives_the_large_batch_update_on_four_devices(tmp_path):
+  """batch 64 on 4 devices as 4 micro-batches of 16 (4 examples per device each): the same
+  losses and parameters after 4 steps as the whole batch at once."""
+  whole = _train_steps(tmp_path / 'whole', 4, 'accumulate=1')
+  micro = _train_steps(tmp_path / 'micro', 4, 'accumulate=4')
+  # A quarter of the batch's activations alive at once.
+  memory = {k: int(r.pop('temp_bytes')) for k, r in (('whole', whole), ('micro', micro))}
+  assert memory['micro'] < 0.6 * memory['whole'], memory
+  assert set(whole) == set(micro) and whole['losses'][-1] < whole['losses'][0]
+  for name in whole:
+    np.testing.assert_allclose(whole[name], micro[name], rtol=1e-5, atol=1e-5, err_msg=name)
 
 
 def _final_state(workdir, step):

@@ -1,10 +1,12 @@
 """Runs a few train steps on a fixed global batch and saves the loss curve and parameters.
 
 Run in a fresh process so XLA_FLAGS (the fake device count) takes effect:
-  python tests/scripts/train_steps.py OUT.npz [paradigms]
+  python tests/scripts/train_steps.py OUT.npz [paradigms | accumulate=K]
 
 `paradigms` trains two tasks with learned uncertainty weights, task-level heads, a frozen
 encoder, modality dropout and training noise, and runs the robustness evaluator at the end.
+`accumulate=K` trains the plain config with SGD and without dropout, its batch as K
+micro-batches (grad_accum_steps; K=1 is the same config without accumulation).
 """
 
 import sys
@@ -18,6 +20,12 @@ from tests.conftest import override, small_config, tiny_config
 
 
 def _config(variant):
+  if variant.startswith('accumulate='):
+    return small_config(batch_size=64, num_train_steps=4, grad_accum_steps=int(variant[11:]),
+                        # SGD: Adam's g/sqrt(v) turns float rounding in a near-zero gradient
+                        # into a visible step
+                        **{'model.head.dropout': 0.0, 'optimizer.name': 'sgd',
+                           'optimizer.learning_rate': 0.05})
   if variant != 'paradigms':
     return small_config(batch_size=8, num_train_steps=4)
   config = tiny_config()
@@ -41,6 +49,8 @@ def main(out, variant=''):
   batch = next(input_pipeline.train_iterator(config))
   model, objective, tx, state = steps.create(config, batch, mesh)
   step = steps.make_train_step(config, model, objective, tx, mesh)
+  # XLA's own account of the step's scratch memory (activations live at once), per device.
+  memory = step.lower(state, parallel.global_batch(batch, mesh)).compile().memory_analysis()
   losses = []
   for _ in range(config.num_train_steps):
     state, sums = step(state, parallel.global_batch(batch, mesh))
@@ -53,7 +63,8 @@ def main(out, variant=''):
     for line in evaluators.build(config, eval_step, mesh)['robustness'].run(state):
       results[f'robustness {line["condition"]}'] = np.array(
           [line['label/accuracy'], line['label_again/loss']])
-  np.savez(out, losses=np.array(losses), devices=jax.device_count(), **results)
+  np.savez(out, losses=np.array(losses), devices=jax.device_count(),
+           temp_bytes=memory.temp_size_in_bytes, **results)
 
 
 if __name__ == '__main__':
