@@ -6,6 +6,7 @@ run resumed from any checkpoint ends bitwise equal to an uninterrupted one. A ru
 already holds its final checkpoint (or with `num_train_steps=0`) only evaluates.
 """
 
+import json
 import time
 
 from absl import logging
@@ -176,6 +177,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       # Evaluators that run again at the step the run resumes from replace their earlier lines.
       rerun = tuple(evals) if start_step >= config.num_train_steps else ()
       writer = writers.MetricWriter(workdir, resume_step=start_step, rerun_splits=rerun)
+      writer.write_config(json.loads(config.to_json_best_effort()), evaluators=tuple(evals))
       try:
         state = _train_loop(config, model, objective, tx, mesh, saver, writer, evals, best, state,
                             start_step, pending, train_iter, compile_start, workdir)

@@ -95,6 +95,19 @@ class MetricWriter:
       if number is not None:
         self._tb.add_scalar(tensorboard_tag(split, name, condition), number, int(step))
 
+  def write_config(self, config: dict, evaluators=()) -> None:
+    """The resolved config (JSON) as TensorBoard text, and its scalar fields as hparams, so that
+    TensorBoard's HParams tab compares runs by their settings against each evaluator's
+    accuracy."""
+    if not self.active or self._tb is None:
+      return
+    from tensorboardX.summary import hparams  # pylint: disable=import-outside-toplevel
+    text = json.dumps(config, indent=2, default=str)
+    self._tb.add_text('config', '    ' + text.replace('\n', '\n    '), 0)  # indented: code
+    metrics = {tensorboard_tag(name, 'accuracy'): 0.0 for name in ('train', *evaluators)}
+    for summary in hparams(flat_fields(config), metrics):
+      self._tb.file_writer.add_summary(summary)
+
   def close(self) -> None:
     if not self.active:
       return
@@ -104,6 +117,21 @@ class MetricWriter:
     if self._tb is not None:
       self._tb.close()
       self._tb = None
+
+
+def flat_fields(config: dict, prefix: str = '') -> dict:
+  """{'optimizer.learning_rate': 0.1, ...}: a nested config's leaves as numbers, booleans or
+  strings (lists and empty dicts as their JSON text), the values TensorBoard's hparams take."""
+  out = {}
+  for key, value in config.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, dict) and value:
+      out.update(flat_fields(value, name + '.'))
+    elif isinstance(value, (bool, int, float, str)):
+      out[name] = value
+    else:
+      out[name] = json.dumps(value, default=str)
+  return out
 
 
 def _summary_writer(root, purge_step: int):

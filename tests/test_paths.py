@@ -346,3 +346,25 @@ def test_console_filter_drops_notices_that_do_not_apply_and_orbax_tracebacks():
     failed = record('/x/orbax/checkpoint/future.py', 'raised an exception', logging.ERROR,
                     sys.exc_info())
   assert quiet.filter(failed) and failed.exc_info is None
+
+
+def test_tensorboard_gets_the_config_as_text_and_its_fields_as_hparams(tmp_path):
+  config = {'seed': 3, 'optimizer': {'name': 'sgd', 'learning_rate': 0.1},
+            'model': {'head': {'hidden': [100]}}, 'modality_dropout': {}}
+  writer = writers.MetricWriter(str(tmp_path))
+  writer.write_config(config, evaluators=('validation', 'test'))
+  writer.close()
+  assert writers.flat_fields(config) == {'seed': 3, 'optimizer.name': 'sgd',
+                                         'optimizer.learning_rate': 0.1,
+                                         'model.head.hidden': '[100]', 'modality_dropout': '{}'}
+  [(_, events)] = _events(tmp_path)
+  values = [v for e in events for v in e.summary.value]
+  [text] = [v for v in values if v.tag.startswith('config')]
+  assert '"learning_rate": 0.1' in text.tensor.string_val[0].decode()
+  plugins = {v.metadata.plugin_data.plugin_name for v in values if v.metadata.plugin_data.plugin_name}
+  assert 'hparams' in plugins
+  experiment = [v for v in values if v.tag == '_hparams_/experiment'][0]
+  content = experiment.metadata.plugin_data.content
+  for field in (b'optimizer.learning_rate', b'model.head.hidden', b'validation/accuracy',
+                b'test/accuracy'):
+    assert field in content, content[:500]
