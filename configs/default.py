@@ -55,6 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
   # 1/k of the activation memory (mmjax.steps.accumulated_gradients)
   config.grad_accum_steps = 1
   config.num_train_steps = 300
+  config.num_train_epochs = 0.0     # > 0: train this many epochs instead (sets num_train_steps)
   config.log_every_steps = 25       # also the host-sync interval (keep small on multi-device CPU)
   config.checkpoint_every_steps = 100
   config.max_checkpoints_to_keep = 3

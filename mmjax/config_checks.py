@@ -25,6 +25,11 @@ def validate(config) -> None:
       raise UserError(f'{key}={config[key]} must be positive')
   if int(config.num_train_steps) < 0:
     raise UserError(f'num_train_steps={config.num_train_steps} must be >= 0 (0 only evaluates)')
+  epochs = config.get('num_train_epochs', 0.0)
+  if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not (
+      0 <= epochs < math.inf):
+    raise UserError(f'num_train_epochs={epochs!r} must be a finite number >= 0 (0: train '
+                    'num_train_steps steps)')
   lr = config.optimizer.learning_rate
   if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
     raise UserError(f'optimizer.learning_rate={lr} must be positive and finite')

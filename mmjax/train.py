@@ -7,6 +7,7 @@ already holds its final checkpoint (or with `num_train_steps=0`) only evaluates.
 """
 
 import json
+import math
 import time
 
 from absl import logging
@@ -120,6 +121,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   other than workdirs.RESUMABLE_FIELDS is refused unless `accept_config_changes`.
   """
   config_checks.validate(config)
+  _steps_from_epochs(config)
   selected = selection.parse(config)
   workdirs.check(workdir)
   compiles = compilation.CompileLog()
@@ -195,6 +197,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       saver.close()
       if best is not None:
         best.close()
+
+
+def _steps_from_epochs(config) -> None:
+  """config.num_train_epochs > 0 sets config.num_train_steps (rounded up to whole steps), which
+  config.json then records."""
+  epochs = config.get('num_train_epochs', 0.0)
+  if epochs > 0:
+    examples = input_pipeline.num_examples(config, config.dataset.train_split)
+    config.num_train_steps = max(1, math.ceil(epochs * examples / config.batch_size))
+    writers.log('num_train_epochs=%g: %d steps of %d examples (%d training examples)', epochs,
+                config.num_train_steps, config.batch_size, examples)
 
 
 def _log_compiles(compiles: compilation.CompileLog) -> None:

@@ -200,6 +200,7 @@ def test_cli_wrong_checksum(existing, tmp_path):
     ({'model.head.hidden': (32,)},
      'holds a run with a different model config; resume it with the same config or use a new '
      '--workdir'),
+    ({'num_train_epochs': -1.0}, 'num_train_epochs=-1.0 must be a finite number >= 0'),
     ({'grad_accum_steps': 0}, 'grad_accum_steps=0 must be a positive integer (1: no '
      'accumulation)'),
     ({'grad_accum_steps': 3}, 'grad_accum_steps=3 must divide the per-device batch'),
@@ -212,7 +213,7 @@ def test_cli_wrong_checksum(existing, tmp_path):
         'checkpoint_every', 'learning_rate', 'learning_rate_inf', 'keep_no_checkpoint',
         'keep_negative_checkpoints', 'on_nonfinite', 'modality_not_in_dataset',
         'dropout_drops_all', 'dropout_range', 'dropout_unknown_modality', 'resume_other_model',
-        'grad_accum_zero', 'grad_accum_not_dividing', 'select_best_metric'])
+        'epochs_negative', 'grad_accum_zero', 'grad_accum_not_dividing', 'select_best_metric'])
 def test_bad_config_value(existing, overrides, message):
   _rejects(tiny_config(**overrides), existing, message)
 

@@ -125,6 +125,19 @@ def test_interrupted_run_resumes_to_identical_result(tmp_path):
       {'step': 8, 'split': 'test', **results['test'][0]}]
 
 
+def test_a_budget_in_epochs_sets_the_steps(tmp_path):
+  from mmjax.data import input_pipeline  # pylint: disable=import-outside-toplevel
+  config = small_config(num_train_epochs=0.1, num_train_steps=1000, batch_size=16)
+  examples = input_pipeline.num_examples(config, config.dataset.train_split)
+  train.train_and_evaluate(config, str(tmp_path))
+  steps = -(-examples // 10 // 16)  # 0.1 epoch of 3,000 examples at batch 16: 19 steps
+  assert json.loads((tmp_path / 'config.json').read_text())['num_train_steps'] == steps == 19
+  lines = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert max(l['step'] for l in lines) == steps
+  assert [l['epoch'] for l in lines if l['split'] == 'train'][-1] == pytest.approx(
+      steps * 16 / examples)
+
+
 @pytest.mark.slow
 def test_cli_end_to_end(tmp_path):
   workdir = tmp_path / 'run'
