@@ -141,8 +141,32 @@ def _flag_error(argv, error) -> str:
   return f'{message}; see --helpfull'
 
 
+def _expand_config_arg(argv: list[str]) -> list[str]:
+  """`--config=FILE.py:VARIANT,a.b=1,c=2` (big_vision's `key=value` list after the file) as
+  `--config=FILE.py:VARIANT --config.a.b=1 --config.c=2`; the variant may be left out."""
+  out = []
+  for i, arg in enumerate(argv):
+    value = arg[len('--config='):] if arg.startswith('--config=') else None
+    if value is None and i > 0 and argv[i - 1] == '--config':
+      value, out = arg, out[:-1]
+    if value is None or ':' not in value:
+      out.append(arg if value is None else f'--config={value}')
+      continue
+    path, _, spec = value.partition(':')
+    items = [item for item in spec.split(',') if item]
+    variants = [item for item in items if '=' not in item]
+    if len(variants) > 1:
+      _fail(f'--config={value}: one variant at most before the key=value items, got '
+            f'{", ".join(variants)}')
+    out.append(f'--config={path}' + (f':{variants[0]}' if variants else ''))
+    out += [f'--config.{item}' for item in items if '=' in item]
+  return out
+
+
 def parse_flags(argv):
   """absl's parser, with every error as one `mmjax: error:` line instead of usage text."""
+  # ml_collections finds `--config.*` overrides in sys.argv itself, so the expansion goes there.
+  argv = sys.argv[:] = _expand_config_arg(argv)
   try:
     return FLAGS(argv)
   except flags.Error as e:
@@ -235,8 +259,9 @@ def _variants(path: pathlib.Path) -> str:
 def usage() -> str:
   """--help's text: how to run, the shipped configs with their variants, the override syntax."""
   lines = [__doc__.strip(), '',
-           'usage: python -m mmjax.main --config=configs/NAME.py[:VARIANT] --workdir=DIR '
-           '[--config.FIELD=VALUE ...]', '', 'Configs (the first variant is the default):']
+           'usage: python -m mmjax.main --config=configs/NAME.py[:VARIANT][,FIELD=VALUE,...] '
+           '--workdir=DIR [--config.FIELD=VALUE ...]', '',
+           'Configs (the first variant is the default):']
   for path in sorted((_REPOSITORY / 'configs').glob('*.py')):
     if path.stem in ('__init__', 'default'):
       continue

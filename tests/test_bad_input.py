@@ -112,6 +112,18 @@ def test_cli_help_lists_the_configs_their_variants_and_the_override_syntax(tmp_p
   assert 'Override any field with --config.FIELD=VALUE' in proc.stdout
 
 
+def test_cli_config_takes_key_value_items_after_the_file(existing):
+  """`FILE.py:VARIANT,a=1,b.c=2` as big_vision writes it: the items are overrides (a bad value
+  shows they reached the config)."""
+  error = _cli_error([f'--config={TINY}:seed=2,num_train_steps=-1', f'--workdir={existing}'],
+                     workdir=existing)
+  assert error == 'num_train_steps=-1 must be >= 0 (0 only evaluates)', error
+  error = _cli_error(['--config=configs/late_fusion.py:synthetic,avmnist,seed=1',
+                      f'--workdir={existing}'], workdir=existing)
+  assert error == ('--config=configs/late_fusion.py:synthetic,avmnist,seed=1: one variant at '
+                   'most before the key=value items, got synthetic, avmnist'), error
+
+
 def test_cli_missing_config_file_with_an_override(existing):
   """An override makes absl load the file while parsing flags; that failure is one line too."""
   error = _cli_error(['--config=configs/nope.py', f'--workdir={existing}', '--config.seed=1'],
