@@ -1,6 +1,6 @@
 """Host memory of a long training run: the RSS of `python -m mmjax.main`, sampled with psutil.
 
-  python experiments/bench_memory.py --steps 2000
+  python -m experiments.bench_memory --steps=2000
 
 Trains tests/scripts/tiny_config.py (a few seconds per 100 steps on a CPU) with frequent metrics,
 evaluations and checkpoints, and prints the RSS against the step and its growth from warm-up (30-40%
@@ -8,7 +8,6 @@ of the steps) to the end (90-100%). A flat line means no per-step host leak in t
 pipeline, the metric writers or the checkpointer.
 """
 
-import argparse
 import json
 import os
 import pathlib
@@ -18,6 +17,8 @@ import sys
 import tempfile
 import time
 
+from absl import app
+from absl import flags
 import psutil
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -82,11 +83,10 @@ def measure(steps: int, workdir, eval_every: int | None = None, env_extra=None,
           'seconds': time.time() - start}
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--steps', type=int, default=2000)
-  parser.add_argument('--eval_every', type=int, default=500)
-  args = parser.parse_args()
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments {argv[1:]}; flags take the form --name=value')
+  args = flags.FLAGS
   with tempfile.TemporaryDirectory() as tmp:
     result = measure(args.steps, pathlib.Path(tmp) / 'run', args.eval_every)
   samples = result['samples']
@@ -101,4 +101,6 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  flags.DEFINE_integer('steps', 2000, 'Training steps of the measured run.')
+  flags.DEFINE_integer('eval_every', 500, 'Steps between validation passes.')
+  app.run(main)

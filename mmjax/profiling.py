@@ -16,6 +16,9 @@ import os
 import re
 import sys
 
+from absl import app
+from absl import flags
+
 from mmjax import workdir as workdirs
 from mmjax.errors import UserError
 
@@ -134,7 +137,9 @@ def summarize(workdir, top: int = 25) -> dict:
 
 
 def main(argv) -> int:
-  workdir = next((a.split('=', 1)[1] for a in argv if a.startswith('--workdir=')), None)
+  if len(argv) > 1:
+    sys.exit(f'mmjax: error: unexpected arguments {argv[1:]}; flags take the form --name=value')
+  workdir = flags.FLAGS.workdir
   if not workdir:
     sys.exit('mmjax: error: give --workdir=DIR, a run trained with config.profile.num_steps > 0')
   try:
@@ -153,4 +158,6 @@ def main(argv) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main(sys.argv[1:]))
+  # Defined only when run as a program: the trainer imports this module beside mmjax.main's flags.
+  flags.DEFINE_string('workdir', None, 'A run trained with config.profile.num_steps > 0.')
+  app.run(main)
