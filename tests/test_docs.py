@@ -346,3 +346,31 @@ def test_the_readme_command_runs_the_slow_tests_and_not_slow_leaves_them_out():
           'tests/test_train.py::test_one_and_four_devices_agree'} <= slow, sorted(slow)
   assert 'tests/test_configs.py::test_the_issue_configs_exist' not in slow
   assert 'tests/test_avmnist.py::test_missing_raw_dir' not in slow
+
+
+def test_every_metric_docs_metrics_md_names_is_logged(tmp_path):
+  """docs/metrics.md's first column against the metrics.jsonl of a real (tiny) run."""
+  from mmjax import train  # pylint: disable=import-outside-toplevel
+  from tests.conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  table = [l for l in (REPO / 'docs' / 'metrics.md').read_text().splitlines()
+           if l.startswith('| ') and ': `' in l]
+  named = [(row.split('|')[1].split(':')[0].strip(), re.findall(r'`([^`]+)`', row.split('|')[1]))
+           for row in table]
+  train.train_and_evaluate(tiny_config(num_train_steps=2, log_every_steps=1), str(tmp_path))
+  lines = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  keys = {split: set().union(*(l for l in lines if l['split'] == split))
+          for split in {l['split'] for l in lines}}
+  checked = 0
+  for split, fields in named:
+    for field in fields:
+      if '<' in field:
+        pattern = re.compile(re.sub(r'<[^>]+>', r'[^/]+', re.escape(field).replace(
+            r'\<', '<').replace(r'\>', '>')) + '$')
+        targets = keys.values() if split == 'any' else [keys[split]]
+        assert any(any(pattern.match(k) for k in t) for t in targets), (split, field)
+      else:
+        targets = [k for s, k in keys.items() if s != 'train'] if split == 'any evaluator' else \
+            [keys[split]]
+        assert all(field in t for t in targets), (split, field, targets)
+      checked += 1
+  assert checked >= 15
