@@ -4,7 +4,8 @@ log-mel spectrograms) trained to align each image with its paired recording, no 
 uses SigLIP's sigmoid loss with a learned temperature and bias.
 
 The encoders' pooled 48 + 192 features (image, audio) each go through a linear projection to 64
-dimensions. The negatives of every pair are the rest of the global batch (256). AdamW at 1e-3 with
+dimensions. The negatives of every pair are the rest of the global batch (256), except the other
+images paired with the same recording, which are positives (`dataset.pair_id = 'audio_id'`). AdamW at 1e-3 with
 a cosine schedule, 1,000 steps (4.65 passes over the 55,000 training images).
 
 Evaluators: `validation` (the loss and in-batch pair accuracy), `retrieval` (test split: Recall@1,
@@ -56,6 +57,8 @@ def get_config(arg: str = 'avmnist'):
     config.evals.validation.every_steps = 100
     config.checkpoint_every_steps = 100
     return config
+  # Images paired with one recording are positives of each other (mmjax.contrastive: pairs).
+  config.dataset.pair_id = 'audio_id'
   config.batch_size = 256
   config.num_train_steps = 1000
   config.log_every_steps = 50

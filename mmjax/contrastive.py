@@ -18,11 +18,18 @@ loss on one device for the same batch. Labels are not used.
 Examples absent from the batch (evaluation padding) or missing either modality are neither
 anchors nor negatives.
 
+Pairs: with `config.dataset.pair_id` (a feature naming the pair an example belongs to), the
+examples of one pair are each other's positives, not negatives: AV-MNIST pairs each training image
+with one of ~20 times fewer recordings, so a batch of 256 holds several images with one recording,
+and single-positive InfoNCE would teach the audio tower to tell those copies apart. The loss is then
+multi-positive InfoNCE (-log of the positives' total probability), and SigLIP's targets are +1 for
+every positive pair. The id comes from the data's pairing, not from a label.
+
 config.objective: name='contrastive', loss ('clip' | 'siglip'), modalities (two, default the
 model's first two), embed_dim, projection_hidden (hidden sizes of the projection MLP; () linear),
 init_log_scale and init_bias (None: the paper's values).
-Metrics: `loss`, `logit_scale`, `bias` (siglip), and the in-batch exact-pair top-1 accuracy in each
-direction, `in_batch/<a>_to_<b>/accuracy`.
+Metrics: `loss`, `logit_scale`, `bias` (siglip), and the in-batch top-1 accuracy in each direction
+(the top candidate is a positive), `in_batch/<a>_to_<b>/accuracy`.
 """
 
 import math
@@ -57,36 +64,54 @@ def _normalize(x):
   return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-12))
 
 
-def clip_loss(logits, valid):
-  """Symmetric InfoNCE over the valid rows and columns of `logits` [B, B] (pairs on the
-  diagonal); (sum over valid examples of the mean of both directions' losses, per-direction
-  correct counts)."""
+def positives(batch, size: int):
+  """[B, B] bool: which examples are pairs of each other. With a `pair_id` in the batch
+  (config.dataset.pair_id), every two examples of one pair (AV-MNIST: images paired with the
+  same recording); otherwise each example with itself only."""
+  if 'pair_id' not in batch:
+    return jnp.eye(size, dtype=bool)
+  ids = batch['pair_id']
+  return ids[:, None] == ids[None, :]
+
+
+def _correct(rows, cols, positive, valid):
+  """Per direction, whether the top candidate is one of the anchor's positives."""
+  a2b = jnp.take_along_axis(positive, jnp.argmax(rows, axis=1)[:, None], axis=1)[:, 0]
+  b2a = jnp.take_along_axis(positive, jnp.argmax(cols, axis=0)[None, :], axis=0)[0]
+  return (a2b & valid).sum(), (b2a & valid).sum()
+
+
+def clip_loss(logits, valid, positive=None):
+  """Symmetric InfoNCE over the valid rows and columns of `logits` [B, B]; the positives of
+  anchor i are `positive[i]` (default: the diagonal), and its loss is -log of their total
+  probability (multi-positive InfoNCE: several examples of one pair are not each other's
+  negatives). (Sum over valid examples of the mean of both directions' losses, per-direction
+  correct counts.)"""
+  positive = jnp.eye(logits.shape[0], dtype=bool) if positive is None else positive
   neg_inf = jnp.finfo(jnp.float32).min
-  diag = jnp.diagonal(logits)
   rows = jnp.where(valid[None, :], logits, neg_inf)   # a→b: candidates are the valid b's
   cols = jnp.where(valid[:, None], logits, neg_inf)   # b→a: candidates are the valid a's
-  a2b = jax.nn.logsumexp(rows, axis=1) - diag
-  b2a = jax.nn.logsumexp(cols, axis=0) - diag
-  index = jnp.arange(logits.shape[0])
-  correct_a2b = (jnp.argmax(rows, axis=1) == index) & valid
-  correct_b2a = (jnp.argmax(cols, axis=0) == index) & valid
-  return (0.5 * (a2b + b2a) * valid).sum(), correct_a2b.sum(), correct_b2a.sum()
+  a2b = jax.nn.logsumexp(rows, axis=1) - jax.nn.logsumexp(
+      jnp.where(positive, rows, neg_inf), axis=1)
+  b2a = jax.nn.logsumexp(cols, axis=0) - jax.nn.logsumexp(
+      jnp.where(positive, cols, neg_inf), axis=0)
+  correct_a2b, correct_b2a = _correct(rows, cols, positive, valid)
+  return (0.5 * (a2b + b2a) * valid).sum(), correct_a2b, correct_b2a
 
 
-def siglip_loss(logits, valid):
-  """SigLIP's sigmoid loss: -Σ_ij log σ(z_ij · logits_ij), z = +1 on the diagonal and -1 off
-  it, over valid pairs; (sum over valid anchors, per-direction correct counts)."""
-  b = logits.shape[0]
-  z = 2.0 * jnp.eye(b, dtype=jnp.float32) - 1.0
+def siglip_loss(logits, valid, positive=None):
+  """SigLIP's sigmoid loss: -Σ_ij log σ(z_ij · logits_ij), z = +1 for positive pairs (default:
+  the diagonal) and -1 otherwise, over valid pairs; (sum over valid anchors, per-direction
+  correct counts)."""
+  positive = jnp.eye(logits.shape[0], dtype=bool) if positive is None else positive
+  z = 2.0 * positive.astype(jnp.float32) - 1.0
   pair = (valid[:, None] & valid[None, :]).astype(jnp.float32)
   nll = -(jax.nn.log_sigmoid(z * logits) * pair).sum()
   neg_inf = jnp.finfo(jnp.float32).min
-  index = jnp.arange(b)
   rows = jnp.where(valid[None, :], logits, neg_inf)
   cols = jnp.where(valid[:, None], logits, neg_inf)
-  correct_a2b = (jnp.argmax(rows, axis=1) == index) & valid
-  correct_b2a = (jnp.argmax(cols, axis=0) == index) & valid
-  return nll, correct_a2b.sum(), correct_b2a.sum()
+  correct_a2b, correct_b2a = _correct(rows, cols, positive, valid)
+  return nll, correct_a2b, correct_b2a
 
 
 @objectives.OBJECTIVES.register('contrastive')
@@ -156,11 +181,12 @@ class Contrastive(objectives.Objective):
     count = valid.astype(jnp.float32).sum()
     scale = self.logit_scale(params)
     logits = scale * (z[a] @ z[b].T)
+    positive = positives(batch, logits.shape[0])
     if self.loss == 'clip':
-      total, correct_a2b, correct_b2a = clip_loss(logits, valid)
+      total, correct_a2b, correct_b2a = clip_loss(logits, valid, positive)
     else:
       logits = logits + params['bias']
-      total, correct_a2b, correct_b2a = siglip_loss(logits, valid)
+      total, correct_a2b, correct_b2a = siglip_loss(logits, valid, positive)
     loss = total / jnp.maximum(count, 1.0)
     sums = {'count': count, 'loss': total, 'logit_scale': scale * count,
             f'in_batch/{a}_to_{b}/accuracy': correct_a2b.astype(jnp.float32),

@@ -50,6 +50,51 @@ def test_siglip_loss_is_the_pairwise_sigmoid_loss_over_valid_pairs():
   np.testing.assert_allclose(total, expected, rtol=1e-5)
 
 
+def test_examples_of_one_pair_are_positives_not_negatives():
+  """Rows 0 and 2 belong to one pair (AV-MNIST: two images of one recording): each is a positive
+  of the other, -log of the positives' total probability (multi-positive InfoNCE); SigLIP's
+  target is +1 for that pair too. Distinct ids give the single-positive losses."""
+  rng = np.random.default_rng(3)
+  logits = rng.normal(size=(4, 4)).astype(np.float32) * 2
+  valid = np.ones(4, bool)
+  ids = jnp.asarray([7, 1, 7, 2])
+  positive = contrastive.positives({'pair_id': ids}, 4)
+  assert np.array_equal(jax.device_get(positive), np.array(
+      [[1, 0, 1, 0], [0, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 1]], bool))
+  total, c_ab, c_ba = jax.device_get(contrastive.clip_loss(jnp.asarray(logits), jnp.asarray(valid),
+                                                           positive))
+  p = np.asarray(positive)
+  prob_rows = np.exp(_log_softmax(logits, 1))
+  prob_cols = np.exp(_log_softmax(logits, 0))
+  expected = 0.5 * (-np.log((prob_rows * p).sum(1)) - np.log((prob_cols * p).sum(0))).sum()
+  np.testing.assert_allclose(total, expected, rtol=1e-5)
+  assert c_ab == p[np.arange(4), logits.argmax(1)].sum()
+  assert c_ba == p[logits.argmax(0), np.arange(4)].sum()
+  siglip, _, _ = jax.device_get(contrastive.siglip_loss(jnp.asarray(logits), jnp.asarray(valid),
+                                                        positive))
+  np.testing.assert_allclose(siglip, np.sum(np.log1p(np.exp(-(2 * p - 1) * logits))), rtol=1e-5)
+  distinct = contrastive.positives({'pair_id': jnp.arange(4)}, 4)
+  np.testing.assert_allclose(
+      contrastive.clip_loss(jnp.asarray(logits), jnp.asarray(valid), distinct)[0],
+      contrastive.clip_loss(jnp.asarray(logits), jnp.asarray(valid))[0], rtol=1e-6)
+
+
+def test_avmnist_batches_carry_the_recording_as_pair_id():
+  """configs/contrastive.py names audio_id as the pair; the recording joined in is that one, so
+  examples with one pair_id have identical audio."""
+  from mmjax.data import input_pipeline  # pylint: disable=import-outside-toplevel
+  config = contrastive_config.get_config('avmnist')
+  assert config.dataset.pair_id == 'audio_id'
+  examples = input_pipeline.Examples(config, 'train')
+  batch = examples.batch(np.random.default_rng(0).choice(len(examples), 1024, replace=False))
+  ids, audio = batch['pair_id'], batch['inputs']['audio']
+  repeated = [i for i in set(ids.tolist()) if (ids == i).sum() > 1]
+  assert repeated  # ~20 times fewer recordings than images: 1,024 of them repeat some
+  for i in repeated[:5]:
+    rows = audio[ids == i]
+    assert all(np.array_equal(rows[0], r) for r in rows[1:])
+
+
 @pytest.mark.parametrize('loss', ['clip', 'siglip'])
 def test_padding_is_neither_anchor_nor_negative(loss):
   config = small_config('synthetic' if loss == 'clip' else 'synthetic_siglip')

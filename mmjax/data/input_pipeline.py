@@ -164,6 +164,9 @@ class Examples:
       key = self.config.joins[modality].key if modality in self.tables else None
       self._modalities[modality] = (fn, mcfg.to_dict(), mcfg.feature, key)
     self._labels = dict(self.config.labels)
+    # A feature naming the pair an example belongs to (AV-MNIST: `audio_id`, the recording its
+    # image is paired with), for losses whose positives are the examples of one pair.
+    self._pair_id = self.config.get('pair_id') or None
 
   def __len__(self):
     return len(self.source)
@@ -185,12 +188,15 @@ class Examples:
     for modality, (fn, mcfg, feature, key) in self._modalities.items():
       value = raw[feature] if key is None else self.tables[modality][int(raw[key])]
       inputs[modality] = fn(value, mcfg)
-    return {
+    example = {
         'inputs': inputs,
         'present': {m: np.bool_(True) for m in inputs},
         'labels': {t: np.int32(raw[feature]) for t, feature in self._labels.items()},
         'mask': np.bool_(mask),
     }
+    if self._pair_id:
+      example['pair_id'] = np.int32(raw[self._pair_id])
+    return example
 
 
 def join_table(sources: dict[str, Any], id_feature: str, feature: str) -> np.ndarray:
