@@ -25,7 +25,7 @@ from mmjax.errors import UserError
 from mmjax.models.base import modality_order
 from mmjax.registry import Registry
 
-EVALUATORS = Registry('evaluator type')
+EVALUATORS = Registry('evaluator type', providers=('mmjax.embedding_evals',))
 
 
 class Evaluator:
@@ -153,4 +153,3 @@ def build(config, eval_step, mesh) -> dict[str, Evaluator]:
     out[name] = EVALUATORS.get(kind, f'evals.{name}.type')(name, cfg, config, eval_step, mesh)
   return out
 
-from mmjax import embedding_evals  # noqa: E402,F401  (registers retrieval and linear_probe)

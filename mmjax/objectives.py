@@ -18,7 +18,8 @@ import optax
 from mmjax.errors import UserError
 from mmjax.registry import Registry
 
-OBJECTIVES = Registry('objective')
+OBJECTIVES = Registry('objective',
+                      providers=('mmjax.contrastive', 'mmjax.distill', 'mmjax.imbalance'))
 
 
 class Objective:
@@ -123,4 +124,3 @@ def finalize(sums: dict) -> dict:
 def add_sums(a: dict, b: dict) -> dict:
   return jax.tree.map(lambda x, y: x + y, a, b)
 
-from mmjax import contrastive, distill, imbalance  # noqa: E402,F401  (registers more objectives)
