@@ -8,7 +8,9 @@ Metric sums are sums over the batch's real examples plus `count`, so they add up
 steps, devices and padded evaluation batches; `finalize` divides on the host. Every objective
 reports `loss` (the total it minimises).
 
-Adding one: subclass `Objective`, register it, name it in the config.
+Adding one: subclass `Objective`, register it, name it in the config. What the trainer calls:
+`init_from_example` (its parameters; by default `init`), `apply_model` (the forward pass),
+`__call__` (loss and metric sums) and `transform_gradients` (by default none).
 """
 
 import jax
@@ -33,6 +35,18 @@ class Objective:
     """The objective's own trainable parameters ({} for none)."""
     del rng
     return {}
+
+  def init_from_example(self, rng, variables, batch) -> dict:
+    """What the trainer initialises the objective's parameters with: for an objective that sizes
+    them from the model's outputs (e.g. projection heads) on a batch; by default `init(rng)`."""
+    del variables, batch
+    return self.init(rng)
+
+  def transform_gradients(self, grads, sums, step, key):
+    """(grads, sums) between the backward pass and the optimizer, e.g. OGM-GE's per-encoder
+    modulation (mmjax.imbalance); by default unchanged."""
+    del step, key
+    return grads, sums
 
   def apply_model(self, variables, batch, *, train: bool, rngs=None):
     """(outputs, updated batch_stats); batch_stats are only updated in training."""

@@ -115,11 +115,7 @@ def init_state(config, model, objective, tx, example_batch, mesh) -> TrainState:
     objective_key = jax.random.fold_in(model_key, 1)
     variables = model.init(model_key, batch['inputs'], batch['present'])
     params = variables['params']
-    # An objective that sizes its parameters from the model's outputs (e.g. projection heads)
-    # defines init_from_example.
-    objective_params = (objective.init_from_example(objective_key, variables, batch)
-                        if hasattr(objective, 'init_from_example')
-                        else objective.init(objective_key))
+    objective_params = objective.init_from_example(objective_key, variables, batch)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       objective_params=objective_params,
                       batch_stats=variables.get('batch_stats', {}),
@@ -241,9 +237,8 @@ def make_train_step(config, model, objective, tx, mesh):
     trainable = state.trainable()
     (loss, (sums, batch_stats)), grads = grad_fn(trainable, state, batch,
                                                  _rngs(config, state.step))
-    if hasattr(objective, 'transform_gradients'):  # e.g. per-modality gradient modulation
-      grads, sums = objective.transform_gradients(
-          grads, sums, state.step, jax.random.fold_in(_step_key(config, state.step), 4))
+    grads, sums = objective.transform_gradients(
+        grads, sums, state.step, jax.random.fold_in(_step_key(config, state.step), 4))
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, trainable)
     new = optax.apply_updates(trainable, updates)
