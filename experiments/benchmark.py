@@ -59,7 +59,6 @@ import numpy as np
 from mmjax import compilation
 from mmjax import parallel
 from mmjax import steps
-from mmjax import train
 from mmjax.data import input_pipeline
 from mmjax.errors import UserError
 
@@ -266,7 +265,7 @@ def measure(config, *, num_steps: int = 20, warmup: int = 3, eval_steps: int = 1
     # The trainer's loop (mmjax.train), from a fresh iterator after two steps: the step
     # dispatched, then the next batch read and put on the devices; metrics left on the device.
     train_iter = input_pipeline.train_iterator(config)
-    batches = train._DeviceBatches(train_iter, mesh)  # pylint: disable=protected-access
+    batches = parallel.DeviceBatches(train_iter, mesh)
     pending = []
     for i in range(2 + num_steps):
       if i == 2:

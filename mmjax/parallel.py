@@ -76,3 +76,26 @@ def global_batch(local_batch, mesh: Mesh):
   """This process's rows → one global array per leaf, sharded over the data axis."""
   sharding = data_sharded(mesh)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
+
+
+class DeviceBatches:
+  """The training batches, put on the devices one step ahead: `prefetch()`, called once a step
+  is dispatched, reads and transfers the next batch while that step runs. `get_state()` is the
+  input position after the batches taken so far, which is what a checkpoint stores."""
+
+  def __init__(self, train_iter, mesh):
+    self._iter, self._mesh = train_iter, mesh
+    self._next = None  # (input position before it, global batch on the devices)
+
+  def prefetch(self):
+    if self._next is None:
+      position = self._iter.get_state()
+      self._next = (position, global_batch(next(self._iter), self._mesh))
+
+  def take(self):
+    self.prefetch()
+    batch, self._next = self._next[1], None
+    return batch
+
+  def get_state(self):
+    return self._iter.get_state() if self._next is None else self._next[0]

@@ -80,29 +80,6 @@ def _first_nonfinite(host_sums: list, step: int) -> int | None:
   return None
 
 
-class _DeviceBatches:
-  """The training batches, put on the devices one step ahead: `prefetch()`, called once a step
-  is dispatched, reads and transfers the next batch while that step runs. `get_state()` is the
-  input position after the batches taken so far, which is what a checkpoint stores."""
-
-  def __init__(self, train_iter, mesh):
-    self._iter, self._mesh = train_iter, mesh
-    self._next = None  # (input position before it, global batch on the devices)
-
-  def prefetch(self):
-    if self._next is None:
-      position = self._iter.get_state()
-      self._next = (position, parallel.global_batch(next(self._iter), self._mesh))
-
-  def take(self):
-    self.prefetch()
-    batch, self._next = self._next[1], None
-    return batch
-
-  def get_state(self):
-    return self._iter.get_state() if self._next is None else self._next[0]
-
-
 def _accuracies(metrics: dict) -> str:
   if 'accuracy' in metrics:
     return f'accuracy {metrics["accuracy"]:.4f}'
@@ -292,7 +269,7 @@ def _train_loop(config, model, objective, tx, mesh, saver, writer, evals, best, 
   started = last_time = time.time()
   last_step = start_step
   step = start_step
-  batches = _DeviceBatches(train_iter, mesh)
+  batches = parallel.DeviceBatches(train_iter, mesh)
   tracer = profiling.Tracer(config, workdir)
   try:
     while step < total:
