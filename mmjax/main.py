@@ -6,7 +6,6 @@ data) end with one line `mmjax: error: ...` on stderr and exit status 1.
 
 import ast
 import importlib
-import logging as std_logging
 import pathlib
 import re
 import sys
@@ -22,6 +21,7 @@ from mmjax import config_checks
 from mmjax import parallel
 from mmjax import profiling
 from mmjax import train
+from mmjax import writers
 from mmjax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -195,31 +195,8 @@ def _cannot_load(e: Exception, filename) -> str:
           'get_config()')
 
 
-# Library notices that do not apply to mmjax's runs: TFDS recommends OpenCV for decoding large
-# images (mmjax's are 28x28 PNGs, which PIL decodes as fast), and JAX says at INFO that it found
-# no TPU on every machine without one (a TPU run names its devices in mmjax's own first line).
-_NOT_APPLICABLE = (('image_feature.py', 'OpenCV is not installed'),
-                   ('xla_bridge.py', "Unable to initialize backend 'tpu'"))
-
-
-class _QuietLibraries(std_logging.Filter):
-  """Orbax logs each save's internals at INFO: its warnings are kept, the rest dropped. A failed
-  save is logged by each of Orbax's background threads with a traceback; mmjax reports it in one
-  line (checkpoint.Saver), so those records keep their first line only."""
-
-  def filter(self, record):
-    if any(record.pathname.endswith(f) and str(record.msg).startswith(m)
-           for f, m in _NOT_APPLICABLE):
-      return False
-    if '/orbax/' not in record.pathname:
-      return True
-    if record.exc_info:
-      record.exc_info, record.exc_text = None, None
-    return record.levelno >= std_logging.WARNING
-
-
 def main(argv):
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  logging.get_absl_handler().addFilter(writers.QuietLibraries())
   if len(argv) > 1:
     _fail(f'unexpected arguments {argv[1:]}; flags take the form --name=value')
   config = _load_config()

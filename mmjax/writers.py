@@ -8,6 +8,7 @@ only.
 """
 
 import json
+import logging as std_logging
 import numbers
 import re
 import uuid
@@ -217,3 +218,26 @@ def drop_rewritten_lines(path, step: int, rerun_splits=()) -> list[str]:
     tmp.write_text(''.join(kept), encoding='utf-8')
     tmp.replace(path)
   return kept
+
+
+# Library notices that do not apply to mmjax's runs: TFDS recommends OpenCV for decoding large
+# images (mmjax's are 28x28 PNGs, which PIL decodes as fast), and JAX says at INFO that it found
+# no TPU on every machine without one (a TPU run names its devices in mmjax's own first line).
+_NOT_APPLICABLE = (('image_feature.py', 'OpenCV is not installed'),
+                   ('xla_bridge.py', "Unable to initialize backend 'tpu'"))
+
+
+class QuietLibraries(std_logging.Filter):
+  """Orbax logs each save's internals at INFO: its warnings are kept, the rest dropped. A failed
+  save is logged by each of Orbax's background threads with a traceback; mmjax reports it in one
+  line (checkpoint.Saver), so those records keep their first line only."""
+
+  def filter(self, record):
+    if any(record.pathname.endswith(f) and str(record.msg).startswith(m)
+           for f, m in _NOT_APPLICABLE):
+      return False
+    if '/orbax/' not in record.pathname:
+      return True
+    if record.exc_info:
+      record.exc_info, record.exc_text = None, None
+    return record.levelno >= std_logging.WARNING

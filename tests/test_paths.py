@@ -328,8 +328,7 @@ def test_duration_counts_days_past_a_day():
 
 
 def test_console_filter_drops_notices_that_do_not_apply_and_orbax_tracebacks():
-  from mmjax import main  # pylint: disable=import-outside-toplevel
-  quiet = main._QuietLibraries()  # pylint: disable=protected-access
+  quiet = writers.QuietLibraries()
 
   def record(path, msg, level=logging.INFO, exc_info=None):
     return logging.LogRecord('absl', level, path, 1, msg, (), exc_info)
