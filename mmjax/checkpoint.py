@@ -130,8 +130,9 @@ def _cause(e: Exception) -> str:
 
 def _check_free_space(directory, state, step: int) -> None:
   """Refuses a save that cannot fit on a local disk, before anything is written (a write that
-  runs out of space fails in a background thread, after training has gone on). Checkpoints hold
-  the state's arrays uncompressed, so their size is the state's bytes."""
+  runs out of space fails in a background thread, after training has gone on). A checkpoint
+  takes at most the state's bytes (the synthetic model's 7.1 MB state wrote 5.6 MB), so this
+  asks for that plus 1 MiB."""
   if workdirs.is_remote(directory):
     return
   needed = sum(getattr(x, 'nbytes', 0) for x in jax.tree.leaves(state)) + (1 << 20)

@@ -12,6 +12,7 @@ order for any number of processes, and resuming is just restoring the iterator's
 
 import contextlib
 import dataclasses
+import functools
 import os
 import sys
 from typing import Any, Iterator
@@ -151,22 +152,27 @@ class Examples:
                         f'{base}[:1000] or {base}[10%:]') from None
     if len(self.source) == 0:
       raise UserError(f'split {split!r} of dataset {self.config.name!r} is empty')
-    # Modalities stored once and joined by id (e.g. AV-MNIST audio, one row per recording).
-    self.tables = {}
-    for modality, join in self.config.get('joins', {}).items():
-      self.tables[modality] = join_table(load_source(join.dataset, config), join.id, join.feature)
+    self._root_config = config
+    self._joins = dict(self.config.get('joins', {}))
     # Per modality: (preprocessing fn, its settings, the raw feature, the join key or None), read
     # once here: a ConfigDict lookup per example cost as much as decoding it.
     self._modalities = {}
     for modality, mcfg in self.config.modalities.items():
       fn = preprocess.PREPROCESSORS.get(mcfg.get('kind', modality),
                                         f'dataset.modalities.{modality}')
-      key = self.config.joins[modality].key if modality in self.tables else None
+      key = self._joins[modality].key if modality in self._joins else None
       self._modalities[modality] = (fn, mcfg.to_dict(), mcfg.feature, key)
     self._labels = dict(self.config.labels)
     # A feature naming the pair an example belongs to (AV-MNIST: `audio_id`, the recording its
     # image is paired with), for losses whose positives are the examples of one pair.
     self._pair_id = self.config.get('pair_id') or None
+
+  @functools.cached_property
+  def tables(self) -> dict[str, np.ndarray]:
+    """Modalities stored once and joined by id (e.g. AV-MNIST audio, one row per recording),
+    read on the first example: counting a split's examples does not read every recording."""
+    return {m: join_table(load_source(join.dataset, self._root_config), join.id, join.feature)
+            for m, join in self._joins.items()}
 
   def __len__(self):
     return len(self.source)
