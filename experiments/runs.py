@@ -18,8 +18,6 @@ import subprocess
 import sys
 from typing import Any, Mapping
 
-from mmjax import writers
-
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = 'config.json'
 _MAX_NAME = 180
@@ -152,6 +150,7 @@ def execute(run: Run, workdir, log_path, timeout_s: int, env_extra=None) -> int:
 
 def read_metrics(workdir) -> list[dict]:
   """The metrics.jsonl lines of `workdir` ([] if none); a line cut short is left out."""
+  from mmjax import writers  # pylint: disable=import-outside-toplevel  (JAX: see _dataset_change)
   return writers.read_metrics(workdir)
 
 

@@ -198,7 +198,7 @@ def accumulated_gradients(grad_fn, k: int, mesh):
     first = jax.tree.map(lambda x: x[0], micro)
     shapes = jax.eval_shape(grad_fn, trainable, state, first, rngs)
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    (_, (zero_sums, _)), zero_grads = zeros
+    (zero_loss, (zero_sums, _)), zero_grads = zeros
 
     def body(carry, xs):
       loss_total, sums_total, grads_total, batch_stats = carry
@@ -210,7 +210,7 @@ def accumulated_gradients(grad_fn, k: int, mesh):
       return (loss_total + loss, add(sums_total, sums), add(grads_total, grads),
               batch_stats), None
 
-    init = (zeros[0][0], zero_sums, zero_grads, state.batch_stats)
+    init = (zero_loss, zero_sums, zero_grads, state.batch_stats)
     (loss, sums, grads, batch_stats), _ = jax.lax.scan(body, init, (micro, jnp.arange(k)))
     return (loss / k, (sums, batch_stats)), jax.tree.map(lambda g: g / k, grads)
 
