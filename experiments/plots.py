@@ -1,4 +1,5 @@
-"""PNG plots of a sweep's results (matplotlib, Agg backend), every seed a point:
+"""Plots of a sweep's results (matplotlib, Agg backend), every seed a point, each as a PNG to
+read and an SVG beside it to scale or edit:
 
 - `accuracy.png`: the headline accuracy per method, a bar at the mean of every run (grouped by
   the other facets) and a point per seed; inert and diverged runs drawn as crosses;
@@ -22,6 +23,10 @@ import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
+
+# SVG element ids come from this salt instead of a random one, so an unchanged plot rewrites the
+# same bytes and a regenerated results folder shows no spurious changes.
+plt.rcParams['svg.hashsalt'] = 'mmjax'
 
 from experiments import aggregate  # pylint: disable=wrong-import-position
 
@@ -48,8 +53,10 @@ class Plot:
 
 
 def _save(fig, path) -> str:
+  """`path` (PNG) and the same figure as SVG beside it; no date or version inside either."""
   fig.tight_layout()
   fig.savefig(path, dpi=100, metadata={'Software': None})
+  fig.savefig(pathlib.Path(path).with_suffix('.svg'), metadata={'Date': None, 'Creator': None})
   plt.close(fig)
   return pathlib.Path(path).name
 

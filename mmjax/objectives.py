@@ -117,8 +117,8 @@ class Classification(Objective):
       else:
         loss += self.task_weights[t] * task_loss[t]
     sums['loss'] = loss * count
-    if len(self.tasks) == 1:
-      sums['accuracy'] = sums[f'{self.tasks[0]}/accuracy']
+    if len(self.tasks) == 1:  # one task: its accuracy is the run's, logged once
+      sums['accuracy'] = sums.pop(f'{self.tasks[0]}/accuracy')
     return loss, sums
 
 

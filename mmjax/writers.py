@@ -23,6 +23,9 @@ METRICS_FILE = 'metrics.jsonl'
 
 # Metrics that depend on the machine and the moment, not on what was computed.
 TIMING_KEYS = ('examples_per_sec', 'steps_per_sec', 'wall_s')
+# Fields of a metrics line that describe it rather than measure the model: kept in the jsonl line,
+# not drawn as a TensorBoard curve.
+NOT_CURVES = ('num_examples',)
 
 
 def _json_default(value):
@@ -92,7 +95,7 @@ class MetricWriter:
     condition = metrics.get('condition')
     condition = condition if isinstance(condition, str) else None
     for name, value in metrics.items():
-      number = _number(value)
+      number = None if name in NOT_CURVES else _number(value)
       if number is not None:
         self._tb.add_scalar(tensorboard_tag(split, name, condition), number, int(step))
 

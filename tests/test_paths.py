@@ -262,7 +262,8 @@ def test_tensorboard_numeric_fields_condition_tags_and_purge_on_resume(tmp_path)
   scalars = {(v.tag, e.step) for e in first for v in e.summary.value}
   assert ('robustness/missing_audio/accuracy', 8) in scalars
   assert ('robustness/all/accuracy', 8) in scalars
-  assert ('train/loss', 4) in scalars and ('test/num_examples', 8) in scalars
+  assert ('train/loss', 4) in scalars and ('test/accuracy', 8) in scalars
+  assert not [t for t, _ in scalars if t.endswith('/num_examples')]  # a count, not a curve
   assert not [t for t, _ in scalars if t.endswith('/condition')]  # strings stay in the jsonl
   assert json.loads((workdir / 'metrics.jsonl').read_text().splitlines()[-1])['condition'] == \
       'missing=audio'

@@ -305,6 +305,10 @@ def test_mean_std_and_n_over_seeds_and_missing_runs(tmp_path):
   assert len(rows) == 4 and rows[1]['test/accuracy'] == 0.6 and rows[1]['seed'] == 1
   assert rows[1]['train/accuracy'] == 0.5 and rows[1]['train/examples_per_sec'] == 30.0
   assert [p.name for p in plots.write_all(results, tmp_path)] == ['accuracy.png']
+  svg = (tmp_path / 'accuracy.svg').read_bytes()
+  assert svg.startswith(b'<?xml') and b'<svg' in svg
+  plots.write_all(results, tmp_path)  # drawn again: the same bytes, nothing for git to show
+  assert (tmp_path / 'accuracy.svg').read_bytes() == svg
 
 
 def test_an_evaluator_run_during_training_also_gives_its_best_accuracy():
