@@ -5,6 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def remat_block(block, enabled: bool):
+  """`block(module, *arrays)` as it is, or with its activations recomputed in the backward pass
+  instead of stored (`nn.remat`, per block) when `enabled`: the memory of a deep stack's
+  activations for about one more forward pass. Blocks create their layers inside `block` under
+  explicit names, so parameters, their paths and their initial values are the same either way."""
+  return nn.remat(block) if enabled else block
+
+
 def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
   """[length, dim] fixed sine/cosine position codes (Vaswani et al., 2017)."""
   pos = np.arange(length)[:, None]
@@ -64,12 +72,16 @@ class Transformer(nn.Module):
   num_heads: int = 4
   mlp_ratio: int = 4
   dropout: float = 0.0
+  remat: bool = False  # recompute each block's activations in the backward pass (remat_block)
 
   @nn.compact
   def __call__(self, x, token_mask, train: bool = False):
     mask = attention_mask(token_mask, token_mask)
-    for _ in range(self.num_layers):
-      x = TransformerBlock(self.num_heads, self.mlp_ratio, self.dropout)(x, mask, train=train)
+    for i in range(self.num_layers):
+      block = lambda module, x, mask, i=i: TransformerBlock(
+          self.num_heads, self.mlp_ratio, self.dropout, name=f'TransformerBlock_{i}')(
+              x, mask, train=train)
+      x = remat_block(block, self.remat)(self, x, mask)
     return nn.LayerNorm()(x)
 
 

@@ -7,8 +7,11 @@ Run in a fresh process so XLA_FLAGS (the fake device count) takes effect:
 encoder, modality dropout and training noise, and runs the robustness evaluator at the end.
 `accumulate=K` trains the plain config with SGD and without dropout, its batch as K
 micro-batches (grad_accum_steps; K=1 is the same config without accumulation).
+`remat=CONFIG,0|1` trains configs/CONFIG.py:synthetic without or with `remat` on every encoder
+and on the fusion.
 """
 
+import importlib
 import sys
 
 import jax
@@ -20,6 +23,17 @@ from tests.conftest import override, small_config, tiny_config
 
 
 def _config(variant):
+  if variant.startswith('remat='):
+    name, on = variant[6:].split(',')
+    config = importlib.import_module(f'configs.{name}').get_config('synthetic')
+    blocks = [e for e in config.model.encoders.values() if e.name != 'lstm']  # no blocks in an LSTM
+    if config.model.fusion.name in ('mult', 'bottleneck_fusion', 'early_fusion'):
+      blocks.append(config.model.fusion)
+    for part in blocks:
+      part.remat = on == '1'
+    # SGD, as for accumulate=K: Adam would magnify the float rounding of the recomputation
+    return override(config, batch_size=64, num_train_steps=4, log_every_steps=4,
+                    **{'optimizer.name': 'sgd', 'optimizer.learning_rate': 0.05})
   if variant.startswith('accumulate='):
     return small_config(batch_size=64, num_train_steps=4, grad_accum_steps=int(variant[11:]),
                         # SGD: Adam's g/sqrt(v) turns float rounding in a near-zero gradient
@@ -50,7 +64,10 @@ def main(out, variant=''):
   model, objective, tx, state = steps.create(config, batch, mesh)
   step = steps.make_train_step(config, model, objective, tx, mesh)
   # XLA's own account of the step's scratch memory (activations live at once), per device.
-  memory = step.lower(state, parallel.global_batch(batch, mesh)).compile().memory_analysis()
+  lowered = step.lower(state, parallel.global_batch(batch, mesh))
+  memory = lowered.compile().memory_analysis()
+  # jax.checkpoint marks each rematerialised block's recomputation with a barrier.
+  barriers = lowered.as_text().count('stablehlo.optimization_barrier')
   losses = []
   for _ in range(config.num_train_steps):
     state, sums = step(state, parallel.global_batch(batch, mesh))
@@ -64,7 +81,7 @@ def main(out, variant=''):
       results[f'robustness {line["condition"]}'] = np.array(
           [line['label/accuracy'], line['label_again/loss']])
   np.savez(out, losses=np.array(losses), devices=jax.device_count(),
-           temp_bytes=memory.temp_size_in_bytes, **results)
+           temp_bytes=memory.temp_size_in_bytes, barriers=barriers, **results)
 
 
 if __name__ == '__main__':

@@ -8,6 +8,7 @@ from jax import lax
 import jax.numpy as jnp
 
 from mmjax.errors import UserError
+from mmjax.models import layers
 from mmjax.models.base import ENCODERS, Encoding
 
 
@@ -134,6 +135,7 @@ class ConvNet(nn.Module):
   input_mean: float = 0.0   # a fixed standardisation of the input: (x - input_mean) / input_std
   input_std: float = 1.0
   conv_impl: str = 'auto'   # how 2D convolutions are computed (Conv2D); 1D ones use nn.Conv
+  remat: bool = False       # recompute each block's activations in the backward pass
 
   def _per_block(self, value, name):
     values = (value,) * len(self.features) if isinstance(value, (int, bool)) else tuple(value)
@@ -152,22 +154,29 @@ class ConvNet(nn.Module):
     blocks = zip(self.features, self._per_block(self.kernel_sizes, 'kernel_sizes'),
                  self._per_block(self.pool, 'pool'))
     for i, (feat, k, pool) in enumerate(blocks):
-      if self.spatial_dims == 2:  # named as nn.Conv would be: checkpoints and paths unchanged
-        x = Conv2D(feat, (k, k), use_bias=not self.batch_norm, impl=self.conv_impl,
-                   name=f'Conv_{i}', **init)(x)
-      else:
-        x = nn.Conv(feat, (k,), padding='SAME', use_bias=not self.batch_norm, **init)(x)
-      if self.batch_norm:
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
-      x = nn.relu(x)
-      if pool and self.spatial_dims == 1:
-        x = nn.max_pool(x, (2,), strides=(2,), padding='SAME')  # keeps a last odd frame
-      elif pool:
-        x = _max_pool_2x2(x)
+      block = lambda module, x, i=i, feat=feat, k=k, pool=pool: module._block(
+          x, i, feat, k, pool, init, train)
+      x = layers.remat_block(block, self.remat)(self, x)
     b, c = x.shape[0], x.shape[-1]
     tokens = x.reshape(b, -1, c)
     pooled = x.reshape(b, -1) if self.readout == 'flatten' else tokens.mean(axis=1)
     return Encoding(pooled, tokens, jnp.ones(tokens.shape[:2], bool))
+
+  def _block(self, x, i, feat, k, pool, init, train):
+    """Conv → (BatchNorm) → ReLU → (pool), its layers named as nn.compact would name them, so
+    checkpoints and parameter paths are the same with and without remat."""
+    if self.spatial_dims == 2:
+      x = Conv2D(feat, (k, k), use_bias=not self.batch_norm, impl=self.conv_impl,
+                 name=f'Conv_{i}', **init)(x)
+    else:
+      x = nn.Conv(feat, (k,), padding='SAME', use_bias=not self.batch_norm, name=f'Conv_{i}',
+                  **init)(x)
+    if self.batch_norm:
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f'BatchNorm_{i}')(x)
+    x = nn.relu(x)
+    if pool and self.spatial_dims == 1:
+      return nn.max_pool(x, (2,), strides=(2,), padding='SAME')  # keeps a last odd frame
+    return _max_pool_2x2(x) if pool else x
 
 
 ENCODERS.register('cnn')(ConvNet)
@@ -175,7 +184,8 @@ ENCODERS.register('cnn')(ConvNet)
 
 @ENCODERS.register('lenet')
 def lenet(channels: int = 6, additional_layers: int = 3, batch_norm: bool = True,
-          input_mean: float = 0.0, input_std: float = 1.0, conv_impl: str = 'auto') -> ConvNet:
+          input_mean: float = 0.0, input_std: float = 1.0, conv_impl: str = 'auto',
+          remat: bool = False) -> ConvNet:
   """MultiBench's LeNet(in_channels, channels, additional_layers) (unimodals/common_models.py).
 
   A 5x5 convolution (padding 2) to `channels`, then `additional_layers` 3x3 convolutions
@@ -193,11 +203,12 @@ def lenet(channels: int = 6, additional_layers: int = 3, batch_norm: bool = True
                  kernel_sizes=(5,) + (3,) * additional_layers, pool=True, batch_norm=batch_norm,
                  readout='flatten', input_mean=input_mean, input_std=input_std,
                  kernel_init=nn.initializers.variance_scaling(2.0, 'fan_in', 'uniform'),
-                 conv_impl=conv_impl)
+                 conv_impl=conv_impl, remat=remat)
 
 
 @ENCODERS.register('conv1d')
-def conv1d(features=(64, 64, 64), kernel_sizes=(5, 3, 3), pool=True, batch_norm=True) -> ConvNet:
+def conv1d(features=(64, 64, 64), kernel_sizes=(5, 3, 3), pool=True, batch_norm=True,
+           remat: bool = False) -> ConvNet:
   """Convolution along time over a spectrogram [B, T, F]; pooled = mean over remaining frames."""
   return ConvNet(features=tuple(features), kernel_sizes=kernel_sizes, pool=pool,
-                 batch_norm=batch_norm, readout='mean', spatial_dims=1)
+                 batch_norm=batch_norm, readout='mean', spatial_dims=1, remat=remat)

@@ -5,6 +5,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mmjax.models import layers
 from mmjax.models.base import ENCODERS, Encoding
 
 
@@ -35,6 +36,7 @@ class ResNet(nn.Module):
   clip, 97x64 log-mels with the main job's front end, 61x32 with the default one)."""
   stage_sizes: Sequence[int] = (2, 2, 2)
   widths: Sequence[int] = (16, 32, 64)
+  remat: bool = False  # recompute each block's activations in the backward pass
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -42,9 +44,13 @@ class ResNet(nn.Module):
       x = x[..., None]
     x = nn.Conv(self.widths[0], (3, 3), padding='SAME', use_bias=False)(x)
     x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+    n = 0
     for i, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
       for j in range(blocks):
-        x = BasicBlock(width, stride=2 if i > 0 and j == 0 else 1)(x, train=train)
+        block = lambda module, x, width=width, stride=2 if i > 0 and j == 0 else 1, n=n: \
+            BasicBlock(width, stride=stride, name=f'BasicBlock_{n}')(x, train=train)
+        x = layers.remat_block(block, self.remat)(self, x)
+        n += 1
     b, h, w, c = x.shape
     tokens = x.reshape(b, h * w, c)
     return Encoding(tokens.mean(axis=1), tokens, jnp.ones((b, h * w), bool))

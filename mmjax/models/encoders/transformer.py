@@ -34,6 +34,7 @@ class TransformerEncoder(nn.Module):
   cls_token: bool = False
   positions: str = 'learned'  # 'learned' or 'sinusoidal'
   max_length: int = 512       # learned positions: most tokens (CLS included) ever seen
+  remat: bool = False         # recompute each block's activations in the backward pass
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -49,7 +50,8 @@ class TransformerEncoder(nn.Module):
       mask = jnp.concatenate([jnp.ones((b, 1), bool), mask], axis=1)
     h = layers.AddPositions(self.positions, self.max_length)(h)
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    h = layers.Transformer(self.num_layers, self.num_heads, self.mlp_ratio, self.dropout)(
+    h = layers.Transformer(self.num_layers, self.num_heads, self.mlp_ratio, self.dropout,
+                           self.remat)(
         h, mask, train=train)
     h = h * mask[..., None]
     if self.cls_token:

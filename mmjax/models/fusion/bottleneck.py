@@ -30,6 +30,7 @@ class BottleneckFusion(nn.Module):
   dropout: float = 0.0
   positions: Optional[str] = 'learned'
   pool: str = 'concat'  # 'concat' or 'bottleneck'
+  remat: bool = False  # recompute each block's activations in the backward pass
 
   @nn.compact
   def __call__(self, encodings, present, train: bool = False):
@@ -48,14 +49,16 @@ class BottleneckFusion(nn.Module):
       fused = layer >= self.fusion_layer
       updates = []
       for i, m in enumerate(names):
-        block = layers.TransformerBlock(self.num_heads, self.mlp_ratio, self.dropout,
-                                        name=f'{m}_layer{layer}')
+        block = layers.remat_block(
+            lambda module, x, mask, name=f'{m}_layer{layer}': layers.TransformerBlock(
+                self.num_heads, self.mlp_ratio, self.dropout, name=name)(x, mask, train=train),
+            self.remat)
         if not fused:
-          xs[i] = block(xs[i], layers.attention_mask(masks[i], masks[i]), train=train)
+          xs[i] = block(self, xs[i], layers.attention_mask(masks[i], masks[i]))
           continue
         mask = jnp.concatenate([masks[i], jnp.ones((batch, self.num_bottlenecks), bool)], axis=1)
-        out = block(jnp.concatenate([xs[i], bottleneck], axis=1),
-                    layers.attention_mask(mask, mask), train=train)
+        out = block(self, jnp.concatenate([xs[i], bottleneck], axis=1),
+                    layers.attention_mask(mask, mask))
         length = xs[i].shape[1]
         xs[i] = out[:, :length]
         updates.append(out[:, length:])

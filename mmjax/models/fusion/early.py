@@ -23,6 +23,7 @@ class EarlyFusion(nn.Module):
   mlp_ratio: int = 4
   dropout: float = 0.0
   positions: Optional[str] = 'learned'  # per modality, before concatenation
+  remat: bool = False  # recompute each block's activations in the backward pass
 
   @nn.compact
   def __call__(self, encodings, present, train: bool = False):
@@ -33,6 +34,7 @@ class EarlyFusion(nn.Module):
       xs.append(x + self.param(f'{m}_embedding', nn.initializers.normal(0.02), (self.dim,)))
       masks.append(mask)
     x, mask = jnp.concatenate(xs, axis=1), jnp.concatenate(masks, axis=1)
-    x = layers.Transformer(self.num_layers, self.num_heads, self.mlp_ratio, self.dropout)(
+    x = layers.Transformer(self.num_layers, self.num_heads, self.mlp_ratio, self.dropout,
+                           self.remat)(
         x, mask, train=train)
     return layers.masked_mean(x, mask)

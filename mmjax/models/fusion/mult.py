@@ -26,6 +26,7 @@ class MulT(nn.Module):
   mlp_ratio: int = 4
   dropout: float = 0.0
   positions: Optional[str] = 'sinusoidal'
+  remat: bool = False  # recompute each block's activations in the backward pass
 
   @nn.compact
   def __call__(self, encodings, present, train: bool = False):
@@ -46,12 +47,13 @@ class MulT(nn.Module):
         has_keys = mask_s.any(axis=1)[:, None, None]
         x = xt
         for layer in range(self.cross_layers):
-          block = layers.TransformerBlock(self.num_heads, self.mlp_ratio, self.dropout,
-                                          name=f'{s}_to_{t}_{layer}')
-          x = jnp.where(has_keys, block(x, mask, context=xs, train=train), x)
+          block = lambda module, x, mask, xs, name=f'{s}_to_{t}_{layer}': layers.TransformerBlock(
+              self.num_heads, self.mlp_ratio, self.dropout, name=name)(
+                  x, mask, context=xs, train=train)
+          x = jnp.where(has_keys, layers.remat_block(block, self.remat)(self, x, mask, xs), x)
         streams.append(x)
       x = jnp.concatenate(streams, axis=-1)
       x = layers.Transformer(self.self_layers, self.num_heads, self.mlp_ratio, self.dropout,
-                             name=f'{t}_self')(x, mask_t, train=train)
+                             self.remat, name=f'{t}_self')(x, mask_t, train=train)
       pooled.append(layers.masked_mean(x, mask_t))  # zero for an absent target: mask_t is False
     return jnp.concatenate(pooled, axis=-1)
