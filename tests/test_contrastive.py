@@ -79,6 +79,7 @@ def test_examples_of_one_pair_are_positives_not_negatives():
       contrastive.clip_loss(jnp.asarray(logits), jnp.asarray(valid))[0], rtol=1e-6)
 
 
+@pytest.mark.slow  # builds AV-MNIST from the raw files
 def test_avmnist_batches_carry_the_recording_as_pair_id():
   """configs/contrastive.py names audio_id as the pair; the recording joined in is that one, so
   examples with one pair_id have identical audio."""

@@ -5,9 +5,12 @@ import importlib.util
 import json
 import re
 
+import pytest
+
 from tests.conftest import run_python
 
 
+@pytest.mark.slow  # a CLI run
 def test_keras_compare_measures_mmjax_without_tensorflow(tmp_path):
   out = tmp_path / 'compare.json'
   proc = run_python(['-m', 'experiments.keras_compare', '--data=random', '--steps=2',
