@@ -78,11 +78,18 @@ class Transformer(nn.Module):
   def __call__(self, x, token_mask, train: bool = False):
     mask = attention_mask(token_mask, token_mask)
     for i in range(self.num_layers):
-      block = lambda module, x, mask, i=i: TransformerBlock(
-          self.num_heads, self.mlp_ratio, self.dropout, name=f'TransformerBlock_{i}')(
-              x, mask, train=train)
-      x = remat_block(block, self.remat)(self, x, mask)
+      x = transformer_block(self, f'TransformerBlock_{i}', train)(x, mask)
     return nn.LayerNorm()(x)
+
+
+def transformer_block(parent: nn.Module, name: str, train: bool):
+  """`(x, mask, context=None) -> x`: the TransformerBlock `name` of `parent`, built from its
+  num_heads, mlp_ratio and dropout, rematerialised (remat_block) when `parent.remat`."""
+  def block(module, x, mask, context):
+    del module  # the block is created in the scope remat_block gives it
+    return TransformerBlock(parent.num_heads, parent.mlp_ratio, parent.dropout, name=name)(
+        x, mask, context=context, train=train)
+  return lambda x, mask, context=None: remat_block(block, parent.remat)(parent, x, mask, context)
 
 
 def masked_mean(tokens, token_mask):

@@ -49,15 +49,12 @@ class BottleneckFusion(nn.Module):
       fused = layer >= self.fusion_layer
       updates = []
       for i, m in enumerate(names):
-        block = layers.remat_block(
-            lambda module, x, mask, name=f'{m}_layer{layer}': layers.TransformerBlock(
-                self.num_heads, self.mlp_ratio, self.dropout, name=name)(x, mask, train=train),
-            self.remat)
+        block = layers.transformer_block(self, f'{m}_layer{layer}', train)
         if not fused:
-          xs[i] = block(self, xs[i], layers.attention_mask(masks[i], masks[i]))
+          xs[i] = block(xs[i], layers.attention_mask(masks[i], masks[i]))
           continue
         mask = jnp.concatenate([masks[i], jnp.ones((batch, self.num_bottlenecks), bool)], axis=1)
-        out = block(self, jnp.concatenate([xs[i], bottleneck], axis=1),
+        out = block(jnp.concatenate([xs[i], bottleneck], axis=1),
                     layers.attention_mask(mask, mask))
         length = xs[i].shape[1]
         xs[i] = out[:, :length]

@@ -47,10 +47,8 @@ class MulT(nn.Module):
         has_keys = mask_s.any(axis=1)[:, None, None]
         x = xt
         for layer in range(self.cross_layers):
-          block = lambda module, x, mask, xs, name=f'{s}_to_{t}_{layer}': layers.TransformerBlock(
-              self.num_heads, self.mlp_ratio, self.dropout, name=name)(
-                  x, mask, context=xs, train=train)
-          x = jnp.where(has_keys, layers.remat_block(block, self.remat)(self, x, mask, xs), x)
+          block = layers.transformer_block(self, f'{s}_to_{t}_{layer}', train)
+          x = jnp.where(has_keys, block(x, mask, context=xs), x)
         streams.append(x)
       x = jnp.concatenate(streams, axis=-1)
       x = layers.Transformer(self.self_layers, self.num_heads, self.mlp_ratio, self.dropout,
