@@ -1,0 +1,32 @@
+"""mmjax.cli's pieces that need no process: one-line error text and big_vision's key=value list
+after the config file. The whole command line's errors are tested through the CLI in
+test_bad_input.py."""
+
+import pytest
+
+from mmjax import cli
+
+
+def test_gist_puts_a_multiline_message_on_one_line():
+  assert cli.gist('Flag --config.seed=x: bad value\n  Traceback ...\nValueError: not an int') == (
+      'Flag --config.seed=x: bad value: not an int')
+  assert cli.gist('one line') == 'one line'
+  assert cli.gist('') == ''
+
+
+def test_key_value_items_after_the_config_file_become_overrides():
+  argv = ['prog', '--config=configs/late_fusion.py:synthetic,seed=3,optimizer.learning_rate=0.1',
+          '--workdir=w']
+  assert cli.expand_config_arg(argv) == [
+      'prog', '--config=configs/late_fusion.py:synthetic', '--config.seed=3',
+      '--config.optimizer.learning_rate=0.1', '--workdir=w']
+  # Without a variant, and with the file as the next argument.
+  assert cli.expand_config_arg(['prog', '--config', 'configs/late_fusion.py:seed=3']) == [
+      'prog', '--config=configs/late_fusion.py', '--config.seed=3']
+  assert cli.expand_config_arg(['prog', '--config=configs/late_fusion.py']) == [
+      'prog', '--config=configs/late_fusion.py']
+
+
+def test_two_variants_are_one_line_naming_them():
+  with pytest.raises(SystemExit, match='one variant at most.*synthetic, avmnist'):
+    cli.expand_config_arg(['prog', '--config=configs/late_fusion.py:synthetic,avmnist'])
