@@ -1,18 +1,16 @@
-"""Cross-modal contrastive pretraining on AV-MNIST: the main job's LeNet encoders (images and 97x64
-log-mel spectrograms) trained to align each image with its paired recording, no labels in the loss
-(mmjax.contrastive). CLIP's InfoNCE with a learned temperature by default; `contrastive.py:siglip`
-uses SigLIP's sigmoid loss with a learned temperature and bias.
+"""Cross-modal contrastive pretraining on AV-MNIST (mmjax.objectives.contrastive): the main job's
+LeNet encoders (images, 97x64 log-mel spectrograms) trained to align each image with its paired
+recording, no labels in the loss. CLIP's InfoNCE with a learned temperature; `:siglip` uses
+SigLIP's sigmoid loss with a learned temperature and bias.
 
-The encoders' pooled 48 + 192 features (image, audio) each go through a linear projection to 64
-dimensions. The negatives of every pair are the rest of the global batch (256), except the other
-images paired with the same recording, which are positives (`dataset.pair_id = 'audio_id'`). AdamW at 1e-3 with
-a cosine schedule, 1,000 steps (4.65 passes over the 55,000 training images).
+Pooled 48 + 192 features (image, audio) each through a linear projection to 64 dimensions. The
+negatives of a pair are the rest of the global batch (256), except other images paired with the
+same recording, which are positives (`dataset.pair_id = 'audio_id'`). AdamW at 1e-3, cosine
+schedule, 1,000 steps (4.65 passes over the 55,000 training images).
 
-Evaluators: `validation` (the loss and in-batch pair accuracy), `retrieval` (test split: Recall@1,
-5 and 10 audio→image and image→audio, same-digit and exact-pair), `probe` (a linear classifier on
-the frozen encoders' pooled features, fitted on the training split, accuracy on the test split).
-
-Fine-tune the pretrained encoders with `configs/contrastive_finetune.py`.
+Evaluators: `validation` (loss, in-batch pair accuracy), `retrieval` (test: Recall@1, 5, 10 in
+both directions, same-digit and exact-pair), `probe` (a linear classifier on the frozen encoders'
+pooled features, fitted on train, scored on test). Fine-tune with `contrastive_finetune.py`.
 
 Variants: `:siglip`; `:synthetic` (the synthetic image and audio, a smaller budget).
 """
@@ -57,7 +55,7 @@ def get_config(arg: str = 'avmnist'):
     config.evals.validation.every_steps = 100
     config.checkpoint_every_steps = 100
     return config
-  # Images paired with one recording are positives of each other (mmjax.contrastive: pairs).
+  # Images paired with one recording are positives of each other (mmjax.objectives.contrastive: pairs).
   config.dataset.pair_id = 'audio_id'
   config.batch_size = 256
   config.num_train_steps = 1000

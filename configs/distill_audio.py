@@ -1,24 +1,18 @@
 """Cross-modal knowledge distillation on AV-MNIST: the audio-visual late-fusion model (the main job,
-`late_fusion.py`) teaches an audio-only student (mmjax.distill).
+`late_fusion.py`) teaches an audio-only student (mmjax.objectives.distill).
 
-The student is `unimodal_audio.py`'s model with its recipe and budget: LeNet(1,6,5) on 97x64
-log-mel spectrograms, an MLP head, plain SGD, batch 128, 1,300 steps; so the two compare at the
-same budget. It minimises 0.5 · the label cross-entropy + 0.5 · T²·KL to the teacher's
-predictions, T = 1: the gradient on the student's logits is then p − (y + p_teacher)/2, the
-cross-entropy's toward a mixture of label and teacher, bounded as the label loss's alone is, so
-the from-scratch recipe (SGD at lr 0.1, no clipping) carries over. With T = 4 and both
-weights 1 the student diverged at step 5 on AV-MNIST; with T = 2 and both weights 1 it was still
-at chance at step 390. The teacher sees image and audio, so the dataset config keeps both
-modalities while the student's model reads only the audio.
+The student is `unimodal_audio.py`'s model, recipe and budget (LeNet(1,6,5) on 97x64 log-mel
+spectrograms, an MLP head, plain SGD at lr 0.1, batch 128, 1,300 steps), so the two compare at the
+same budget. It minimises 0.5 · label cross-entropy + 0.5 · T²·KL to the teacher, T = 1: the
+gradient on the student's logits is then p − (y + p_teacher)/2, bounded as the label loss's is, so
+the unclipped from-scratch recipe carries over. The dataset keeps both modalities for the teacher.
 
-The teacher is named by its workdir, `config.distill.teacher`: by default `runs/late_fusion`, where
-`python -m mmjax.main --config=configs/late_fusion.py --workdir=runs/late_fusion` puts the main
-job (relative to the directory the command runs in); give another with
-`--config.distill.teacher=PATH`. A missing teacher, one without a checkpoint, or one trained on
-other tasks is an error before training.
+The teacher is a workdir, `config.distill.teacher`, by default `runs/late_fusion` (where the
+README's main-job command puts it, relative to the working directory). A missing teacher, one
+without a checkpoint, or one trained on other tasks is an error before training.
 
-Variants: `:synthetic` (the synthetic image and audio; set `distill.teacher` to a run of
-`late_fusion.py:synthetic` restricted to image and audio).
+Variants: `:synthetic` (set `distill.teacher` to a run of `late_fusion.py:synthetic` restricted to
+image and audio).
 """
 
 from configs import late_fusion

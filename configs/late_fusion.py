@@ -1,21 +1,17 @@
 """`late_fusion` (MultiBench's late fusion): an encoder per modality, pooled representations
-concatenated into an MLP head.
+concatenated into an MLP head. The main job: MultiBench's model on AV-MNIST (standard).
 
-The main job: MultiBench's late-fusion model on AV-MNIST (standard) with mmjax's recipe.
 LeNet(1,6,3) on images scaled to [0, 1], LeNet(1,6,5) on 97×64 log-mel spectrograms (64-bin
 log-mel, 256-sample window, hop 80, on the device, each clip standardised by its own mean and std),
-each without BatchNorm, down to a 1x1 map; their 48 + 192 features go into an MLP 240-100-10 with
-no dropout. Plain SGD: lr 0.1, weight decay 1e-4 on kernels, batch 128, 1,300 steps (3 epochs),
-no schedule, no warm-up, no momentum, no clipping. Evaluators see a moving
-average of the parameters with decay 0.99; validation accuracy every 0.3 epoch selects
-the state that test and robustness score. Conv kernels start from Kaiming-uniform, the head from
-PyTorch's nn.Linear default (`head.param_init='torch'`), as in MultiBench.
+without BatchNorm, down to a 1x1 map; 48 + 192 features into an MLP 240-100-10 with no dropout.
+Plain SGD, lr 0.1, weight decay 1e-4 on kernels, batch 128, 1,300 steps (3 epochs), no schedule,
+no warm-up, no momentum, no clipping. Evaluators see a moving average of the parameters with decay
+0.99; validation accuracy every 0.3 epoch selects the state test and robustness score. Conv
+kernels Kaiming-uniform, the head PyTorch's nn.Linear init (`head.param_init='torch'`).
 
-What each departure from MultiBench's own recipe is worth, over seeds: the recipe ablation
-(`python -m experiments.sweep --experiment=recipe_ablation`, README's Results).
-
-Variants: `:synthetic` trains on the synthetic tri-modal data instead; `:modality_dropout` drops
-each modality from an example with probability 0.3 (`config.modality_dropout`).
+Each departure from MultiBench's recipe, measured over seeds: README's Results (recipe_ablation).
+Variants: `:synthetic` (the synthetic tri-modal data); `:modality_dropout` (each modality dropped
+from an example with probability 0.3, `config.modality_dropout`).
 """
 
 from configs import default

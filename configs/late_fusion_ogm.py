@@ -1,4 +1,4 @@
-"""Late fusion at 0 dB audio SNR with OGM-GE (mmjax.imbalance): the main job (`late_fusion.py`: its
+"""Late fusion at 0 dB audio SNR with OGM-GE (mmjax.objectives.ogm_ge): the main job (`late_fusion.py`: its
 model, recipe, budget and evaluators) with its audio at 0 dB SNR (`avmnist/standard` joined with
 `fsdd/snr0db`), where the audio is the stronger modality, with the dominant modality's encoder
 gradient modulated at every step.
