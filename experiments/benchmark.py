@@ -219,12 +219,10 @@ def measure(config, *, num_steps: int = 20, warmup: int = 3, eval_steps: int = 1
   setup_s = time.perf_counter() - start
 
   with _Clock() as init_clock:
-    model, objective, tx, state = steps.create(config, first, mesh)
-    jax.block_until_ready(state)
+    trainer = steps.build_trainer(config, mesh)  # what train.py builds, the same way
+    state = jax.block_until_ready(trainer.init_state(first))
   init_s = init_clock.wall
-  del model
-  train_step = steps.make_train_step(config, None, objective, tx, mesh)
-  eval_step = steps.make_eval_step(config, None, objective, mesh)
+  train_step, eval_step = trainer.train_step, trainer.eval_fns.metrics
   batch = parallel.global_batch(first, mesh)
   ebatch = parallel.global_batch(eval_batch, mesh)
 

@@ -254,13 +254,13 @@ def _with_later_fields(key: str, value, values: dict):
 
 
 def dataset_versions(run: Run) -> dict[str, str]:
-  """The version of each dataset the run reads now (mmjax.data.input_pipeline.dataset_versions).
+  """The version of each dataset the run reads now (mmjax.data.datasets.versions).
   It does not depend on the seed, so it is computed once per config, settings and overrides: a
   sweep asks for every run, twice when it trains it and again when it aggregates."""
   key = json.dumps([run.config, _normal(run.settings), _normal(run.overrides)], sort_keys=True)
   if key not in _DATASET_VERSIONS:
-    from mmjax.data import input_pipeline  # pylint: disable=import-outside-toplevel
-    _DATASET_VERSIONS[key] = input_pipeline.dataset_versions(load_config(run))
+    from mmjax.data import datasets  # pylint: disable=import-outside-toplevel
+    _DATASET_VERSIONS[key] = datasets.versions(load_config(run))
   return _DATASET_VERSIONS[key]
 
 

@@ -1,11 +1,9 @@
 """Name → class registries, so configs choose components by name (big_vision style).
 
-A registry may name the modules that register into it (`providers`): they are imported on its
-first lookup. The module defining the registry then never imports them, and they import it: the
-arrows point one way (objectives ← contrastive), with no import at the bottom of a file.
+A registry lives in its package's base module; each member module registers into it and the
+package's `__init__` imports the members, so the arrows point one way (package → member → base).
 """
 
-import importlib
 from typing import Callable, Generic, TypeVar
 
 from mmjax.errors import UserError
@@ -16,15 +14,9 @@ T = TypeVar('T')
 class Registry(Generic[T]):
   """A named collection of components; `get` of an unknown name lists the valid ones."""
 
-  def __init__(self, kind: str, providers: tuple[str, ...] = ()):
+  def __init__(self, kind: str):
     self.kind = kind
     self._items: dict[str, T] = {}
-    self._providers = providers
-
-  def _load_providers(self) -> None:
-    while self._providers:
-      module, self._providers = self._providers[0], self._providers[1:]
-      importlib.import_module(module)
 
   def register(self, name: str) -> Callable[[T], T]:
     def add(item: T) -> T:
@@ -35,16 +27,13 @@ class Registry(Generic[T]):
     return add
 
   def get(self, name: str, where: str = '') -> T:
-    self._load_providers()
     if name not in self._items:
       field = f' ({where})' if where else ''
       raise UserError(f'unknown {self.kind} {name!r}{field}; valid names: {", ".join(self.names())}')
     return self._items[name]
 
   def names(self) -> list[str]:
-    self._load_providers()
     return sorted(self._items)
 
   def __contains__(self, name: str) -> bool:
-    self._load_providers()
     return name in self._items

@@ -9,8 +9,8 @@ Randomness comes from (seed, step) alone, so a run resumed from any checkpoint e
 to an uninterrupted one and the draws do not depend on the device count.
 """
 
-import functools
-from typing import Any
+import dataclasses
+from typing import Any, Callable
 
 import flax
 import jax
@@ -18,10 +18,10 @@ import jax.numpy as jnp
 import optax
 
 from mmjax import corrupt
+from mmjax import evaluators
 from mmjax import objectives
 from mmjax import optim
 from mmjax import parallel
-from mmjax.models.base import modality_order
 from mmjax.models.model import build_model, compute_dtype
 
 
@@ -65,44 +65,6 @@ def _rngs(config, step):
   return {'dropout': dropout, 'augment': augment}
 
 
-def drop_modalities(config, present: dict, step) -> dict:
-  """Marks modality m of each example absent with probability `config.modality_dropout[m]`.
-
-  An example whose draw would leave it no modality keeps all it had.
-  """
-  rates = {m: float(p) for m, p in (config.get('modality_dropout') or {}).items() if float(p) > 0}
-  if not rates:
-    return present
-  modalities = modality_order(config.model)
-  key = jax.random.fold_in(_step_key(config, step), 2)  # a stream beside _rngs' (counters 0, 1)
-  u = jax.random.uniform(key, (present[modalities[0]].shape[0], len(modalities)))
-  kept = {m: present[m] & (u[:, i] >= rates.get(m, 0.0)) for i, m in enumerate(modalities)}
-  any_left = functools.reduce(jnp.logical_or, kept.values())
-  return {**present, **{m: jnp.where(any_left, kept[m], present[m]) for m in modalities}}
-
-
-def inject_noise(config, inputs: dict, step) -> dict:
-  """Training-time noise, `config.modality_noise = {modality: {'p': prob, <level>: (lo, hi)}}`:
-  each example's modality gets, with probability p, noise at a level drawn uniformly in [lo, hi]
-  (audio `snr_db`, image `std`; see mmjax.corrupt)."""
-  spec = config.get('modality_noise') or {}
-  if not spec:
-    return inputs
-  out = dict(inputs)
-  for i, m in enumerate(sorted(spec)):
-    cfg = spec[m]
-    lo, hi = cfg[corrupt.level_name(m)]
-    key = jax.random.fold_in(jax.random.fold_in(_step_key(config, step), 3), i)
-    k_apply, k_level, k_noise = jax.random.split(key, 3)
-    batch = inputs[m].shape[0]
-    apply = jax.random.uniform(k_apply, (batch,)) < cfg.get('p', 1.0)
-    level = jax.random.uniform(k_level, (batch,), minval=lo, maxval=hi)
-    keys = corrupt.example_keys(k_noise, jnp.arange(batch))
-    noisy = corrupt.add_noise(inputs[m], m, level, keys, config.dataset)
-    out[m] = jnp.where(apply.reshape((-1,) + (1,) * (noisy.ndim - 1)), noisy, inputs[m])
-  return out
-
-
 def init_state(config, model, objective, tx, example_batch, mesh) -> TrainState:
   """Initialises replicated on the mesh; every process computes the same values from the seed."""
   def init(batch):
@@ -138,12 +100,28 @@ def init_compiler_options() -> dict:
   return {'xla_backend_optimization_level': 1} if jax.default_backend() == 'cpu' else {}
 
 
-def create(config, example_batch, mesh):
-  """(model, objective, tx, state): what a run's steps need, from its config alone."""
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+  """A run's model, objective, optimizer and compiled functions, built once from its config by
+  `build_trainer`: the training loop, its evaluators and the benchmark all start from it."""
+  config: Any
+  mesh: Any
+  model: Any
+  objective: objectives.Objective
+  tx: optax.GradientTransformation
+  train_step: Callable             # (state, global batch) -> (state, metric sums)
+  eval_fns: evaluators.Functions   # what evaluators call; eval_fns.metrics is the eval step
+
+  def init_state(self, example_batch) -> TrainState:
+    return init_state(self.config, self.model, self.objective, self.tx, example_batch, self.mesh)
+
+
+def build_trainer(config, mesh) -> Trainer:
   model = build_model(config)
   objective = objectives.build(config, model)
   tx = optim.make(config)
-  return model, objective, tx, init_state(config, model, objective, tx, example_batch, mesh)
+  return Trainer(config, mesh, model, objective, tx, make_train_step(config, objective, tx, mesh),
+                 eval_functions(config, objective, mesh))
 
 
 def _in_compute_dtype(config, variables: dict) -> dict:
@@ -217,8 +195,7 @@ def accumulated_gradients(grad_fn, k: int, mesh):
   return accumulated
 
 
-def make_train_step(config, model, objective, tx, mesh):
-  del model  # the objective applies it
+def make_train_step(config, objective, tx, mesh):
   schedule = optim.schedule(config)
 
   def loss_fn(trainable, state, batch, rngs):
@@ -232,8 +209,10 @@ def make_train_step(config, model, objective, tx, mesh):
     grad_fn = accumulated_gradients(grad_fn, config.grad_accum_steps, mesh)
 
   def train_step(state, batch):
-    batch = {**batch, 'present': drop_modalities(config, batch['present'], state.step),
-             'inputs': inject_noise(config, batch['inputs'], state.step)}
+    key = _step_key(config, state.step)  # streams 2 and 3, beside _rngs' 0 and 1
+    batch = {**batch,
+             'present': corrupt.drop_modalities(config, batch['present'], jax.random.fold_in(key, 2)),
+             'inputs': corrupt.inject_noise(config, batch['inputs'], jax.random.fold_in(key, 3))}
     trainable = state.trainable()
     (loss, (sums, batch_stats)), grads = grad_fn(trainable, state, batch,
                                                  _rngs(config, state.step))
@@ -265,19 +244,48 @@ def make_train_step(config, model, objective, tx, mesh):
     sums['nonfinite'] = (~ok).astype(jnp.float32)
     return new_state, sums
 
-  replicated, sharded = parallel.replicated(mesh), parallel.data_sharded(mesh)
-  return jax.jit(train_step, in_shardings=(replicated, sharded),
+  replicated = parallel.replicated(mesh)
+  return jax.jit(train_step, in_shardings=(replicated, parallel.data_sharded(mesh)),
                  out_shardings=(replicated, replicated), donate_argnums=0)
 
 
-def make_eval_step(config, model, objective, mesh):
+def _sharded_jit(fn, mesh):
+  """`fn(state, global batch)` compiled with the state replicated, the batch sharded on the data
+  axis and the result replicated."""
+  replicated = parallel.replicated(mesh)
+  return jax.jit(fn, in_shardings=(replicated, parallel.data_sharded(mesh)),
+                 out_shardings=replicated)
+
+
+def make_eval_step(config, objective, mesh):
   """(state, batch) → the objective's metric sums on the batch, the model in inference mode."""
-  del model
 
   def eval_step(state, batch):
     outputs, _ = objective.apply_model(_in_compute_dtype(config, state.eval_variables()), batch,
                                        train=False)
     return objective(state.objective_params, outputs, batch)[1]
 
-  return jax.jit(eval_step, in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
-                 out_shardings=parallel.replicated(mesh))
+  return _sharded_jit(eval_step, mesh)
+
+
+def eval_functions(config, objective, mesh) -> evaluators.Functions:
+  """The functions evaluators call (see evaluators.Functions), each compiled on first use."""
+  variables = lambda state: _in_compute_dtype(config, state.eval_variables())
+  with_labels = lambda rows, batch: {**rows, 'mask': batch['mask'], **{
+      f'labels/{task}': labels for task, labels in batch['labels'].items()}}
+
+  def features(state, batch):
+    encodings = objective.model.apply(variables(state), batch['inputs'], False, method='encode')
+    pooled = {m: e.pooled.astype(jnp.float32) for m, e in encodings.items()}
+    return {'count': batch['mask'].astype(jnp.float32).sum()}, with_labels(pooled, batch)
+
+  def embed(state, batch):
+    outputs, _ = objective.apply_model(variables(state), batch, train=False)
+    _, sums = objective(state.objective_params, outputs, batch)
+    return sums, with_labels(objective.embed(state.objective_params, outputs), batch)
+
+  embeds = bool(objective.embedding_modalities)
+  return evaluators.Functions(
+      mesh=mesh, metrics=make_eval_step(config, objective, mesh),
+      features=_sharded_jit(features, mesh), embed=_sharded_jit(embed, mesh) if embeds else None,
+      embedding_modalities=objective.embedding_modalities)

@@ -6,9 +6,11 @@ run resumed from any checkpoint ends bitwise equal to an uninterrupted one. A ru
 already holds its final checkpoint (or with `num_train_steps=0`) only evaluates.
 """
 
+import dataclasses
 import json
 import math
 import time
+from typing import Any
 
 from absl import logging
 import jax
@@ -21,7 +23,6 @@ from mmjax import config_checks
 from mmjax import evaluators
 from mmjax import health
 from mmjax import objectives
-from mmjax import optim
 from mmjax import parallel
 from mmjax import plot
 from mmjax import profiling
@@ -30,10 +31,10 @@ from mmjax import steps
 from mmjax import transfer
 from mmjax import workdir as workdirs
 from mmjax import writers
+from mmjax.data import datasets
 from mmjax.data import input_pipeline
 from mmjax.errors import UserError
 from mmjax.models.base import modality_order
-from mmjax.models.model import build_model
 from mmjax.preemption import Preemption
 
 
@@ -86,6 +87,27 @@ def _accuracies(metrics: dict) -> str:
   return '  '.join(f'{k} {v:.4f}' for k, v in metrics.items() if k.endswith('/accuracy'))
 
 
+@dataclasses.dataclass
+class _Run:
+  """One run: what its loop reads, built and checked by `_prepare` before the workdir is written;
+  `saver`, `writer` and `best` are opened once it is."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  trainer: steps.Trainer
+  evals: dict
+  train_iter: Any
+  initial_position: Any
+  state: steps.TrainState
+  compile_start: float
+  saver: checkpoint.Saver | None = None
+  writer: writers.MetricWriter | None = None
+  best: selection.BestState | None = None
+
+  @property
+  def mngr(self):
+    return self.saver.mngr
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        accept_config_changes: bool = False) -> dict:
   """Trains (resuming from workdir's latest checkpoint), runs the evaluators at the end, and
@@ -97,83 +119,89 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Interrupted when stopped by Ctrl-C, after saving likewise. A resume that changes settings
   other than workdirs.RESUMABLE_FIELDS is refused unless `accept_config_changes`.
   """
-  config_checks.validate(config)
-  _steps_from_epochs(config)
-  selected = selection.parse(config)
-  workdirs.check(workdir)
   compiles = compilation.CompileLog()
-  ckpt_dir = workdirs.checkpoint_dir(workdir)
-  init_from = config.get('init_from')
-  if init_from and checkpoint.steps_on_disk(ckpt_dir):
-    writers.log('resuming %s: init_from is for fresh runs only', workdir)
-    init_from = ''
-  if init_from:
-    transfer.source_checkpoints(init_from)  # fail fast, before building anything
-  mesh = parallel.make_mesh()
-  model = build_model(config)
-  objective = objectives.build(config, model)
-  tx = optim.make(config)
-
-  train_iter = input_pipeline.train_iterator(config)
-  eval_step = steps.make_eval_step(config, model, objective, mesh)
-  evals = evaluators.build(config, eval_step, mesh)
-  initial_position = train_iter.get_state()
-  first_batch = next(train_iter)  # for shapes; the loop starts from a restored position
-  config_checks.check_labels(config, first_batch)
-  compile_start = time.time()
-  state = steps.init_state(config, model, objective, tx, first_batch, mesh)
-  transfer.check_freeze(config, state)
-  selection.check_metric(selected, evals, state)
-  dataset_versions = input_pipeline.dataset_versions(config)
-  changes = workdirs.check_resume_config(workdir, config, dataset_versions,
-                                         accept_config_changes)
-
-  if init_from:
-    state = transfer.init_from_checkpoint(config, state, mesh)
+  run, selected, changes, dataset_versions = _prepare(config, workdir, accept_config_changes)
   workdirs.make(workdir)
   with workdirs.exclusive(workdir):
-    mngr = checkpoint.manager(ckpt_dir, config.max_checkpoints_to_keep)
-    saver = checkpoint.Saver(mngr)
-    best = None
+    run.saver = checkpoint.Saver(checkpoint.manager(workdirs.checkpoint_dir(workdir),
+                                                    config.max_checkpoints_to_keep))
     try:
-      best = selection.BestState(workdir, *selected) if selected else None
-      restored = checkpoint.restore_latest(mngr, checkpoint.abstract(state))
-      pending = []
-      if restored is not None:
-        start_step, state, data = restored
-        position, pending = _unpack_data_state(data)
-        train_iter.set_state(position)
-        for newer in [s for s in mngr.all_steps() if s > start_step]:
-          logging.warning('deleting checkpoint %d in %s, which does not restore; this run saves it '
-                          'again', newer, ckpt_dir)
-          mngr.delete(newer)
-        writers.log('resumed from step %d', start_step)
-      else:
-        start_step = 0
-        train_iter.set_state(initial_position)
+      run.best = selection.BestState(workdir, *selected) if selected else None
+      start_step, pending = _restore(run)
       workdirs.record_changes(workdir, changes, start_step)
       workdirs.write_config(workdir, config, dataset_versions)
       # Evaluators that run again at the step the run resumes from replace their earlier lines.
-      rerun = tuple(evals) if start_step >= config.num_train_steps else ()
-      writer = writers.MetricWriter(workdir, resume_step=start_step, rerun_splits=rerun)
-      writer.write_config(json.loads(config.to_json_best_effort()), evaluators=tuple(evals))
+      rerun = tuple(run.evals) if start_step >= config.num_train_steps else ()
+      run.writer = writers.MetricWriter(workdir, resume_step=start_step, rerun_splits=rerun)
       try:
-        state = _train_loop(config, model, objective, tx, mesh, saver, writer, evals, best, state,
-                            start_step, pending, train_iter, compile_start, workdir)
+        run.writer.write_config(json.loads(config.to_json_best_effort()),
+                                evaluators=tuple(run.evals))
+        state = _train_loop(run, start_step, pending)
         if state is None:
           return {}
-        results = _final_evaluation(config, state, writer, evals, best)
+        results = _final_evaluation(run, state)
         if jax.process_index() == 0:
           writers.log('training curves: %s', plot.write([workdir]).path)
         _warn_if_unhealthy(config, results)
         _log_compiles(compiles)
         return results
       finally:
-        writer.close()
+        run.writer.close()
     finally:
-      saver.close()
-      if best is not None:
-        best.close()
+      run.saver.close()
+      if run.best is not None:
+        run.best.close()
+
+
+def _prepare(config, workdir: str, accept_config_changes: bool):
+  """(run, model selection, config changes on resume, dataset versions): everything built and
+  checked, nothing written."""
+  config_checks.validate(config)
+  _steps_from_epochs(config)
+  selected = selection.parse(config)
+  workdirs.check(workdir)
+  init_from = config.get('init_from')
+  if init_from and checkpoint.steps_on_disk(workdirs.checkpoint_dir(workdir)):
+    writers.log('resuming %s: init_from is for fresh runs only', workdir)
+    init_from = ''
+  if init_from:
+    transfer.source_checkpoints(init_from)  # fail fast, before building anything
+  mesh = parallel.make_mesh()
+  trainer = steps.build_trainer(config, mesh)
+  train_iter = input_pipeline.train_iterator(config)
+  evals = evaluators.build(config, trainer.eval_fns)
+  initial_position = train_iter.get_state()
+  first_batch = next(train_iter)  # for shapes; the loop starts from a restored position
+  config_checks.check_labels(config, first_batch)
+  compile_start = time.time()
+  state = trainer.init_state(first_batch)
+  transfer.check_freeze(config, state)
+  selection.check_metric(selected, evals, state)
+  dataset_versions = datasets.versions(config)
+  changes = workdirs.check_resume_config(workdir, config, dataset_versions,
+                                         accept_config_changes)
+  if init_from:
+    state = transfer.init_from_checkpoint(config, state, mesh)
+  run = _Run(config, workdir, trainer, evals, train_iter, initial_position, state, compile_start)
+  return run, selected, changes, dataset_versions
+
+
+def _restore(run: _Run):
+  """(the step to start from, the metric sums pending since the last log line), the run's state
+  and input position restored from its latest checkpoint that restores, if any."""
+  restored = checkpoint.restore_latest(run.mngr, checkpoint.abstract(run.state))
+  if restored is None:
+    run.train_iter.set_state(run.initial_position)
+    return 0, []
+  start_step, run.state, data = restored
+  position, pending = _unpack_data_state(data)
+  run.train_iter.set_state(position)
+  for newer in [s for s in run.mngr.all_steps() if s > start_step]:
+    logging.warning('deleting checkpoint %d in %s, which does not restore; this run saves it '
+                    'again', newer, run.mngr.directory)
+    run.mngr.delete(newer)
+  writers.log('resumed from step %d', start_step)
+  return start_step, pending
 
 
 def _steps_from_epochs(config) -> None:
@@ -197,25 +225,25 @@ def _log_compiles(compiles: compilation.CompileLog) -> None:
     logging.warning('compiled %s more than once: an input changed shape, dtype or sharding', again)
 
 
-def _final_evaluation(config, state, writer, evals, best) -> dict:
+def _final_evaluation(run: _Run, state) -> dict:
   """Every evaluator once on the final state; with model selection, the selecting evaluator on
   the final state and the others on the best state so far (their lines say its step)."""
   step = int(jax.device_get(state.step))
   skipped = int(jax.device_get(state.nonfinite_steps))
   if skipped:
     logging.warning('skipped %d of %d updates for a non-finite loss, gradient or parameters '
-                    '(on_nonfinite=skip)', skipped, config.num_train_steps)
-  results, extra = {}, {}
+                    '(on_nonfinite=skip)', skipped, run.config.num_train_steps)
+  results, extra, best = {}, {}, run.best
   if best is not None:
-    results[best.evaluator] = _run_evaluator(evals[best.evaluator], state, writer, step)
+    results[best.evaluator] = _run_evaluator(run.evals[best.evaluator], state, run.writer, step)
     best.update(step, results[best.evaluator], state)
     if best.step is not None:
       if best.step != step:
         state = best.restore(state)
       extra = {'selected_step': best.step}
-  for name, evaluator in evals.items():
+  for name, evaluator in run.evals.items():
     if name not in results:
-      results[name] = _run_evaluator(evaluator, state, writer, step, extra)
+      results[name] = _run_evaluator(evaluator, state, run.writer, step, extra)
   return results
 
 
@@ -238,43 +266,26 @@ def _run_evaluator(evaluator, state, writer, step, extra=None) -> list[dict]:
   for metrics in lines:
     writer.write(step, evaluator.name, metrics)
     where = f'[{metrics["condition"]}]' if 'condition' in metrics else ''
-    writers.log('%s%s: loss %.4f  %s  on %d examples (step %d)', evaluator.name, where,
-                metrics['loss'], _accuracies(metrics), metrics['num_examples'], step)
+    loss = f'loss {metrics["loss"]:.4f}  ' if 'loss' in metrics else ''
+    figures = _accuracies(metrics) or '  '.join(
+        f'{k} {v:.4f}' for k, v in metrics.items() if isinstance(v, float))
+    writers.log('%s%s: %s%s  on %d examples (step %d)', evaluator.name, where, loss, figures,
+                metrics['num_examples'], step)
   return lines
 
 
-def _train_loop(config, model, objective, tx, mesh, saver, writer, evals, best, state,
-                start_step, pending, train_iter, compile_start, workdir):
+def _train_loop(run: _Run, start_step: int, pending: list):
   """Trains from `start_step` to config.num_train_steps; the final state, or None if preempted."""
-  train_step = steps.make_train_step(config, model, objective, tx, mesh)
-  mngr = saver.mngr
-  preemption = Preemption(mngr)
-  stop_on_nonfinite = config.on_nonfinite == 'stop'
-
-  def stop_if_nonfinite(host_pending, step):
-    bad = _first_nonfinite(host_pending, step)
-    if bad is not None:
-      saver.wait()
-      last = mngr.latest_step()
-      where = f'step {last} in {mngr.directory}' if last is not None else 'none'
-      # Recorded, so that a sweep counts the run as diverged rather than unfinished.
-      writer.write(bad, 'train', {'stopped_nonfinite': True})
-      raise NonFiniteError(
-          f'non-finite loss, gradient or parameters at step {bad} (that update was not applied); '
-          f'last good checkpoint: {where}; lower optimizer.learning_rate or check the inputs, or '
-          'set on_nonfinite=skip to skip such steps')
-
-  total = config.num_train_steps
-  train_examples = input_pipeline.num_examples(config, config.dataset.train_split)
-  started = last_time = time.time()
-  last_step = start_step
+  config, state, total = run.config, run.state, run.config.num_train_steps
+  preemption = Preemption(run.mngr)
+  clock = _Clock(run, start_step)
   step = start_step
-  batches = parallel.DeviceBatches(train_iter, mesh)
-  tracer = profiling.Tracer(config, workdir)
+  batches = parallel.DeviceBatches(run.train_iter, run.trainer.mesh)
+  tracer = profiling.Tracer(config, run.workdir)
   try:
     while step < total:
       tracer.before(step + 1, state)
-      state, sums = train_step(state, batches.take())
+      state, sums = run.trainer.train_step(state, batches.take())
       step += 1
       tracer.after(step, state)
       if step < total:
@@ -282,51 +293,91 @@ def _train_loop(config, model, objective, tx, mesh, saver, writer, evals, best, 
       pending.append(sums)
       if step == start_step + 1:
         jax.block_until_ready(state)
-        writers.log('first step (compile + run) took %.1fs', time.time() - compile_start)
-        last_time, last_step = time.time(), step
+        writers.log('first step (compile + run) took %.1fs', time.time() - run.compile_start)
+        clock.restart(step)
       at_end = step == total
       if step % config.log_every_steps == 0 or at_end:
-        host = jax.device_get(pending)  # the host sync
+        _log_train(run, clock, step, state, jax.device_get(pending))  # the host sync
         pending = []
-        if stop_on_nonfinite:
-          stop_if_nonfinite(host, step)
-        metrics = _train_metrics(host)
-        metrics['nonfinite_steps'] = int(jax.device_get(state.nonfinite_steps))
-        now = time.time()
-        steps_per_sec = (step - last_step) / max(now - last_time, 1e-9)
-        metrics['examples_per_sec'] = steps_per_sec * config.batch_size
-        metrics['steps_per_sec'] = steps_per_sec
-        metrics['examples_seen'] = step * config.batch_size
-        metrics['epoch'] = metrics['examples_seen'] / train_examples
-        metrics['wall_s'] = now - started  # since this process started training
-        writer.write(step, 'train', metrics)
-        saver.check()
-        eta = (total - step) / max(steps_per_sec, 1e-9)
-        writers.log('step %d/%d  loss %.4f  %s  %.0f ex/s  ETA %s', step, total, metrics['loss'],
-                    _accuracies(metrics), metrics['examples_per_sec'],
-                    writers.duration(eta))
-        last_time, last_step = now, step
       if not at_end:  # at the end every evaluator runs once, after the loop
-        for evaluator in evals.values():
-          if evaluator.due(step):
-            lines = _run_evaluator(evaluator, state, writer, step)
-            if best is not None and evaluator.name == best.evaluator:
-              best.update(step, lines, state)
+        _scheduled_evaluations(run, state, step)
       stop = preemption.reached(step)
       if step % config.checkpoint_every_steps == 0 or at_end or stop:
         host = jax.device_get(pending)
-        if stop_on_nonfinite:
-          stop_if_nonfinite(host, step)
-        saver.save(step, state, _data_state(batches, host))
+        _stop_if_nonfinite(run, host, step)
+        run.saver.save(step, state, _data_state(batches, host))
       if stop:
-        saver.wait()
+        run.saver.wait()
         if preemption.interrupted:
           raise Interrupted(step)
         writers.log('preempted: saved a checkpoint at step %d; rerun the same command to resume',
                     step)
         return None
-    saver.wait()
+    run.saver.wait()
     return state
   finally:
     tracer.stop()  # an interrupted trace still ends and is written
     preemption.close()
+
+
+class _Clock:
+  """Wall time since training started in this process, and the rate since the last log line."""
+
+  def __init__(self, run: _Run, step: int):
+    self.batch_size = run.config.batch_size
+    self.train_examples = input_pipeline.num_examples(run.config, run.config.dataset.train_split)
+    self.started = time.time()
+    self.restart(step)
+
+  def restart(self, step: int) -> None:
+    self.last_time, self.last_step = time.time(), step
+
+  def metrics(self, step: int) -> dict:
+    now = time.time()
+    steps_per_sec = (step - self.last_step) / max(now - self.last_time, 1e-9)
+    self.restart(step)
+    examples_seen = step * self.batch_size
+    return {'examples_per_sec': steps_per_sec * self.batch_size, 'steps_per_sec': steps_per_sec,
+            'examples_seen': examples_seen, 'epoch': examples_seen / self.train_examples,
+            'wall_s': now - self.started}  # since this process started training
+
+
+def _log_train(run: _Run, clock: _Clock, step: int, state, host_sums: list) -> None:
+  """Writes the training metrics of the steps since the last log line and a console line."""
+  _stop_if_nonfinite(run, host_sums, step)
+  metrics = _train_metrics(host_sums)
+  metrics['nonfinite_steps'] = int(jax.device_get(state.nonfinite_steps))
+  metrics.update(clock.metrics(step))
+  run.writer.write(step, 'train', metrics)
+  run.saver.check()
+  total = run.config.num_train_steps
+  eta = (total - step) / max(metrics['steps_per_sec'], 1e-9)
+  writers.log('step %d/%d  loss %.4f  %s  %.0f ex/s  ETA %s', step, total, metrics['loss'],
+              _accuracies(metrics), metrics['examples_per_sec'], writers.duration(eta))
+
+
+def _scheduled_evaluations(run: _Run, state, step: int) -> None:
+  for evaluator in run.evals.values():
+    if evaluator.due(step):
+      lines = _run_evaluator(evaluator, state, run.writer, step)
+      if run.best is not None and evaluator.name == run.best.evaluator:
+        run.best.update(step, lines, state)
+
+
+def _stop_if_nonfinite(run: _Run, host_sums: list, step: int) -> None:
+  """With on_nonfinite='stop', raises NonFiniteError at the first skipped step among
+  `host_sums` (those of steps step - len + 1 .. step)."""
+  if run.config.on_nonfinite != 'stop':
+    return
+  bad = _first_nonfinite(host_sums, step)
+  if bad is None:
+    return
+  run.saver.wait()
+  last = run.mngr.latest_step()
+  where = f'step {last} in {run.mngr.directory}' if last is not None else 'none'
+  # Recorded, so that a sweep counts the run as diverged rather than unfinished.
+  run.writer.write(bad, 'train', {'stopped_nonfinite': True})
+  raise NonFiniteError(
+      f'non-finite loss, gradient or parameters at step {bad} (that update was not applied); '
+      f'last good checkpoint: {where}; lower optimizer.learning_rate or check the inputs, or '
+      'set on_nonfinite=skip to skip such steps')

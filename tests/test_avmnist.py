@@ -29,7 +29,7 @@ from tests.conftest import RAW_DATA_DIR as RAW, needs_raw_data  # noqa: E402
 pytestmark = needs_raw_data
 
 tfds = pytest.importorskip("tensorflow_datasets")
-from mmjax.data import avmnist, input_pipeline, raw  # noqa: E402
+from mmjax.data import avmnist, datasets, input_pipeline, raw  # noqa: E402
 
 SPLITS = ("train", "validation", "test")
 
@@ -76,8 +76,8 @@ class Built:
 
   def __init__(self, data_dir, config, read=True):
     self.data_dir = data_dir
-    self.fsdd = input_pipeline.prepare(f"fsdd/{config}", data_dir, RAW)
-    self.avmnist = input_pipeline.prepare(f"avmnist/{config}", data_dir, RAW)
+    self.fsdd = datasets.prepare(f"fsdd/{config}", data_dir, RAW)
+    self.avmnist = datasets.prepare(f"avmnist/{config}", data_dir, RAW)
     if read:
       self.av = _read_all(self.avmnist)
       self.fs = _read_all(self.fsdd)
@@ -234,7 +234,7 @@ def test_two_builds_identical(std, tmp_path_factory):
 @pytest.mark.slow
 def test_build_reuses_prepared(std):
   # Prepared data is reused without touching the raw dir at all.
-  b = input_pipeline.prepare("avmnist/standard", std.data_dir, "/nonexistent/raw")
+  b = datasets.prepare("avmnist/standard", std.data_dir, "/nonexistent/raw")
   assert b.is_prepared()
   src = tfds.data_source("avmnist/standard", data_dir=str(std.data_dir), download=False)
   assert len(src["test"]) == 10000
@@ -319,15 +319,15 @@ def test_bad_raw_file(case, tmp_path):
   assert "\n" not in msg and str(target) in msg and words in msg, msg
   assert "MMJAX_RAW_DATA_DIR" in msg
   _assert_nothing_prepared(ds, data_dir)
-  # the same through input_pipeline.prepare()
+  # the same through datasets.prepare()
   with pytest.raises(raw.RawDataError, match=target.name):
-    input_pipeline.prepare(f"{ds}/standard", data_dir, raw_dir)
+    datasets.prepare(f"{ds}/standard", data_dir, raw_dir)
   _assert_nothing_prepared(ds, data_dir)
 
 
 def test_missing_raw_dir(tmp_path):
   with pytest.raises(raw.RawDataError, match="nope.*does not exist"):
-    input_pipeline.prepare("fsdd/standard", tmp_path / "tfds", tmp_path / "nope")
+    datasets.prepare("fsdd/standard", tmp_path / "tfds", tmp_path / "nope")
   with pytest.MonkeyPatch.context() as mp:
     mp.setenv("MMJAX_RAW_DATA_DIR", str(tmp_path / "gone"))
     with pytest.raises(raw.RawDataError, match="gone.*MMJAX_RAW_DATA_DIR"):
@@ -426,7 +426,7 @@ def test_download(server_files, tmp_path, monkeypatch, std):
         raw.fsdd_names()
     assert _no_partials(raw_dir)
     # a dataset built from the downloaded files is the same dataset
-    b = input_pipeline.prepare("fsdd/standard", tmp_path / "tfds", raw_dir)
+    b = datasets.prepare("fsdd/standard", tmp_path / "tfds", raw_dir)
     assert _content_digests(b) == _content_digests(std.fsdd)
 
 

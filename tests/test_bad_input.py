@@ -289,8 +289,8 @@ def test_resume_on_another_version_of_the_data(existing, monkeypatch):
   from mmjax.data import synthetic  # pylint: disable=import-outside-toplevel
   recorded = json.loads((existing / 'datasets.json').read_text())
   assert recorded == {'synthetic/redundant': str(synthetic.Synthetic.VERSION)}
-  monkeypatch.setattr(input_pipeline, 'dataset_versions',
-                      lambda config: {'synthetic/redundant': '99.0.0'})
+  from mmjax.data import datasets  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(datasets, 'versions', lambda config: {'synthetic/redundant': '99.0.0'})
   _rejects(tiny_config(num_train_steps=4), existing,
            f'{existing} holds a run trained on synthetic/redundant '
            f'{synthetic.Synthetic.VERSION}, which is now 99.0.0; train on the new data in a new '

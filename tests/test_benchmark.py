@@ -17,8 +17,6 @@ import pytest
 
 from experiments import benchmark
 from mmjax import compilation
-from mmjax import objectives
-from mmjax import optim
 from mmjax import parallel
 from mmjax import steps
 from mmjax import train
@@ -174,11 +172,9 @@ def test_bfloat16_computes_every_layer_in_bfloat16(spec):
   it = input_pipeline.train_iterator(config)
   batch = next(it)
   it.close()
-  model = build_model(config)
-  objective = objectives.build(config, model)
-  tx = optim.make(config)
-  state = jax.eval_shape(lambda b: steps.init_state(config, model, objective, tx, b, mesh), batch)
-  train_step = steps.make_train_step(config, model, objective, tx, mesh)
+  trainer = steps.build_trainer(config, mesh)
+  state = jax.eval_shape(trainer.init_state, batch)
+  train_step = trainer.train_step
   ops = _dot_and_conv_dtypes(train_step.lower(state, parallel.global_batch(batch, mesh)).as_text())
   assert len(ops) > 10
   float32 = [types for types, _ in ops if 'f32' in types]
@@ -192,9 +188,10 @@ def test_bfloat16_trains_with_float32_parameters_optimizer_state_and_metrics():
   it = input_pipeline.train_iterator(config)
   batch = next(it)
   it.close()
-  model, objective, tx, state = steps.create(config, batch, mesh)
-  train_step = steps.make_train_step(config, model, objective, tx, mesh)
-  eval_step = steps.make_eval_step(config, model, objective, mesh)
+  trainer = steps.build_trainer(config, mesh)
+  state = trainer.init_state(batch)
+  train_step = trainer.train_step
+  eval_step = trainer.eval_fns.metrics
   batch = parallel.global_batch(batch, mesh)
   losses = []
   for _ in range(6):  # one fixed batch: the loss must fall

@@ -81,8 +81,9 @@ def test_config_trains_on_synthetic_data(name):
   mesh = parallel.make_mesh()
   with deprecations_through_mmjax() as deprecated:
     batch = next(input_pipeline.train_iterator(config))
-    model, objective, tx, state = steps.create(config, batch, mesh)
-    step = steps.make_train_step(config, model, objective, tx, mesh)
+    trainer = steps.build_trainer(config, mesh)
+    state = trainer.init_state(batch)
+    step = trainer.train_step
     batch = parallel.global_batch(batch, mesh)
     losses = []
     for _ in range(6):  # one fixed batch: the loss must fall if gradients flow end to end
@@ -103,5 +104,5 @@ def test_config_evaluators_fit_its_model(name, monkeypatch):
   monkeypatch.setattr(input_pipeline, 'eval_data', lambda config, split: None)
   module = importlib.import_module(f'configs.{name}')
   for config in (module.get_config(), module.get_config('synthetic')):
-    built = evaluators.build(config, None, parallel.make_mesh())
+    built = evaluators.build(config, steps.build_trainer(config, parallel.make_mesh()).eval_fns)
     assert set(built) == set(config.evals)

@@ -11,7 +11,9 @@ import pytest
 
 from configs import contrastive as contrastive_config
 from configs import contrastive_finetune
-from mmjax import contrastive, embedding_evals, evaluators, objectives, parallel, steps, train
+from mmjax import evaluators, objectives, parallel, steps, train
+from mmjax.evaluators import linear_probe, retrieval
+from mmjax.objectives import contrastive
 from mmjax import transfer
 from mmjax.data import input_pipeline
 from mmjax.errors import UserError
@@ -142,7 +144,7 @@ def test_recall_at_k_on_a_hand_made_case():
   queries = np.array([[1, 0], [0.9, 0.436], [-0.1, -1]], np.float32)
   labels_q = np.array([0, 1, 0])
   labels_g = np.array([0, 1, 0])
-  r = embedding_evals.recall_at_k(queries, gallery, labels_q, labels_g, (1, 2))
+  r = retrieval.recall_at_k(queries, gallery, labels_q, labels_g, (1, 2))
   assert r['pair/R@1'] == pytest.approx(1 / 3) and r['pair/R@2'] == pytest.approx(2 / 3)
   # class: q0 → g0 (class 0) hit; q1 → g0 (class 0) miss at 1, g1 at 2; q2 → g0 (class 0) hit.
   assert r['class/R@1'] == pytest.approx(2 / 3) and r['class/R@2'] == pytest.approx(1.0)
@@ -151,7 +153,7 @@ def test_recall_at_k_on_a_hand_made_case():
 def test_ties_with_identical_gallery_items_count_for_the_query():
   gallery = np.array([[1, 0], [1, 0], [0, 1]], np.float32)  # items 0 and 1 identical
   queries = np.array([[1, 0], [1, 0], [0, 1]], np.float32)
-  r = embedding_evals.recall_at_k(queries, gallery, np.arange(3), np.arange(3), (1,))
+  r = retrieval.recall_at_k(queries, gallery, np.arange(3), np.arange(3), (1,))
   assert r['pair/R@1'] == 1.0
 
 
@@ -161,7 +163,7 @@ def test_copies_of_one_gallery_item_count_once():
   gallery = np.array([[1, 0]] * 5 + [[0.6, 0.8]], np.float32)
   queries = np.array([[1, 0]] * 5 + [[0.9, 0.436]], np.float32)
   labels = np.array([0] * 5 + [1])
-  r = embedding_evals.recall_at_k(queries, gallery, labels, labels, (1, 2))
+  r = retrieval.recall_at_k(queries, gallery, labels, labels, (1, 2))
   assert r['class/R@1'] == pytest.approx(5 / 6) and r['class/R@2'] == 1.0
   assert r['pair/R@1'] == pytest.approx(5 / 6) and r['pair/R@2'] == 1.0
 
@@ -223,15 +225,15 @@ def test_probe_fit_reads_informative_features_and_not_shuffled_labels():
   x[:, 0] += 5.0 * (y % 2) - 2.5  # the Bayes accuracy is about 0.99
   x[:, 1] += 5.0 * (y // 2) - 2.5
   fit, held = slice(0, 400), slice(400, 600)
-  x_fit, x_held = embedding_evals._standardize(x[fit], x[held])
-  w, b = embedding_evals.fit_logistic_regression(jnp.asarray(x_fit), jnp.asarray(y[fit]),
+  x_fit, x_held = linear_probe._standardize(x[fit], x[held])
+  w, b = linear_probe.fit_logistic_regression(jnp.asarray(x_fit), jnp.asarray(y[fit]),
                                                  num_classes=4, steps=100, l2=1e-4)
-  _, accuracy = embedding_evals._score(w, b, x_held, y[held])
+  _, accuracy = linear_probe._score(w, b, x_held, y[held])
   assert accuracy > 0.95, accuracy
   shuffled = rng.permutation(y[fit])
-  w, b = embedding_evals.fit_logistic_regression(jnp.asarray(x_fit), jnp.asarray(shuffled),
+  w, b = linear_probe.fit_logistic_regression(jnp.asarray(x_fit), jnp.asarray(shuffled),
                                                  num_classes=4, steps=100, l2=1e-4)
-  _, accuracy = embedding_evals._score(w, b, x_held, y[held])
+  _, accuracy = linear_probe._score(w, b, x_held, y[held])
   assert accuracy < 0.45, accuracy
 
 
@@ -239,8 +241,9 @@ def test_labels_do_not_enter_the_pretraining_loss():
   config = small_config('synthetic')
   mesh = parallel.make_mesh()
   batch = next(input_pipeline.train_iterator(config))
-  model, objective, _, state = steps.create(config, batch, mesh)
-  eval_step = steps.make_eval_step(config, model, objective, mesh)
+  trainer = steps.build_trainer(config, mesh)
+  state = trainer.init_state(batch)
+  eval_step = trainer.eval_fns.metrics
   shuffled = {**batch, 'labels': {'label': np.roll(batch['labels']['label'], 3)}}
   a = jax.device_get(eval_step(state, parallel.global_batch(batch, mesh)))
   b = jax.device_get(eval_step(state, parallel.global_batch(shuffled, mesh)))
@@ -256,7 +259,8 @@ def test_finetune_starts_from_the_pretrained_encoders(pretrained):
   config.init_from = str(workdir)
   mesh = parallel.make_mesh()
   batch = next(input_pipeline.train_iterator(config))
-  _, _, _, fresh = steps.create(config, batch, mesh)
+  trainer = steps.build_trainer(config, mesh)
+  fresh = trainer.init_state(batch)
   state = transfer.init_from_checkpoint(config, fresh, mesh)
   from mmjax import checkpoint  # pylint: disable=import-outside-toplevel
   mngr = checkpoint.manager(pathlib.Path(workdir) / 'checkpoints', None, create=False)
@@ -287,7 +291,8 @@ def test_bad_contrastive_config_is_one_line(overrides, message):
 def test_retrieval_needs_the_contrastive_objective(tmp_path):
   config = small_config('synthetic')
   config.objective = {'name': 'classification'}
-  with pytest.raises(UserError, match='type retrieval needs objective.name=contrastive'):
+  with pytest.raises(UserError, match=r'type retrieval needs an objective that embeds two '
+                                      r'modalities \(objective.name=contrastive\)'):
     train.train_and_evaluate(config, str(tmp_path / 'w'))
   assert not (tmp_path / 'w').exists()
 
@@ -301,7 +306,7 @@ def test_configs_name_the_evaluators_and_pretraining_path():
   finetune = contrastive_finetune.get_config()
   assert finetune.init_from == 'runs/contrastive' and finetune.init_from_pattern == 'encoders_'
   assert finetune.model.encoders.to_dict() == config.model.encoders.to_dict()
-  assert evaluators.EVALUATORS.get('retrieval') is embedding_evals.Retrieval
+  assert evaluators.EVALUATORS.get('retrieval') is retrieval.Retrieval
 
 
 def test_gradient_accumulation_is_refused_for_the_batch_wide_loss():

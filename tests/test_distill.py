@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from configs import distill_audio
-from mmjax import checkpoint, distill, objectives, parallel, steps, train
+from mmjax import checkpoint, parallel, steps, train
+from mmjax.objectives import classification, distill
 from mmjax import workdir as workdirs
 from mmjax.data import input_pipeline
 from mmjax.errors import UserError
@@ -44,9 +45,11 @@ def test_teacher_is_frozen_and_absent_from_the_students_checkpoint(teacher, tmp_
   config = _student(teacher)
   mesh = parallel.make_mesh()
   batch = next(input_pipeline.train_iterator(config))
-  model, objective, tx, state = steps.create(config, batch, mesh)
+  trainer = steps.build_trainer(config, mesh)
+  objective = trainer.objective
+  state = trainer.init_state(batch)
   frozen = jax.device_get(objective.teacher.variables)
-  step = steps.make_train_step(config, model, objective, tx, mesh)
+  step = trainer.train_step
   first = jax.device_get(state.params)
   for _ in range(3):
     state, sums = step(state, parallel.global_batch(batch, mesh))
@@ -83,10 +86,12 @@ def test_loss_is_the_label_loss_plus_the_weighted_teacher_term(teacher):
                                 'distill.temperature': 2.5})
   mesh = parallel.make_mesh()
   batch = next(input_pipeline.train_iterator(config))
-  _, objective, _, state = steps.create(config, batch, mesh)
+  trainer = steps.build_trainer(config, mesh)
+  objective = trainer.objective
+  state = trainer.init_state(batch)
   outputs, _ = objective.apply_model(state.variables(), batch, train=False)
   loss, sums = objective(state.objective_params, outputs, batch)
-  label_loss, _ = objectives.Classification.__call__(objective, {}, outputs['student'], batch)
+  label_loss, _ = classification.Classification.__call__(objective, {}, outputs['student'], batch)
   s = np.asarray(outputs['student']['label'], np.float64) / 2.5
   t = np.asarray(outputs['teacher']['label'], np.float64) / 2.5
   log_p = lambda x: x - x.max(1, keepdims=True) - np.log(

@@ -49,23 +49,38 @@ CHECKS = {
         "assert logits['label'].shape == (config.batch_size, 10), logits['label'].shape\n"
         "fused = {k: v['kernel'].shape[-1] for k, v in variables['params']['fusion'].items()}\n"
         "assert fused == {'Dense_0': 8, 'Dense_1': 8}, fused  # one Dense(dim) per modality\n",
-    ('README.md', 'import jax'):
-        # The objective the block registers trains by config alone.
+    ('README.md', '# mmjax/objectives/label_smoothing.py'):
+        # The objective the block registers trains by config alone, in the trainer's step.
         "from mmjax import parallel, steps\n"
         "from mmjax.data import input_pipeline\n"
         "from tests.conftest import tiny_config\n"
         "config = tiny_config(**{'objective.name': 'label_smoothing'})\n"
         "mesh = parallel.make_mesh()\n"
         "batch = next(input_pipeline.train_iterator(config))\n"
-        "model, objective, tx, state = steps.create(config, batch, mesh)\n"
-        "assert type(objective).__name__ == 'LabelSmoothing'\n"
-        "step = steps.make_train_step(config, model, objective, tx, mesh)\n"
+        "trainer = steps.build_trainer(config, mesh)\n"
+        "assert type(trainer.objective).__name__ == 'LabelSmoothing'\n"
+        "state = trainer.init_state(batch)\n"
         "batch = parallel.global_batch(batch, mesh)\n"
         "losses = []\n"
         "for _ in range(6):\n"
-        "  state, sums = step(state, batch)\n"
+        "  state, sums = trainer.train_step(state, batch)\n"
         "  losses.append(float(sums['loss']))\n"
         "assert losses[-1] < losses[0], losses\n",
+    ('README.md', '# mmjax/evaluators/feature_norm.py'):
+        # The evaluator the block registers runs in a run configured by config alone.
+        "from mmjax import train\n"
+        "from tests.conftest import tiny_config\n"
+        "import json, pathlib, tempfile\n"
+        "workdir = pathlib.Path(tempfile.mkdtemp()) / 'run'\n"
+        "config = tiny_config(num_train_steps=0)  # evaluates the initial model\n"
+        "config.evals = {'norms': {'type': 'feature_norm', 'split': 'validation'}}\n"
+        "results = train.train_and_evaluate(config, str(workdir))\n"
+        "[line] = results['norms']\n"
+        "assert set(line) == {'image/feature_norm', 'audio/feature_norm', 'num_examples'}, line\n"
+        "assert all(v > 0 for v in line.values()), line\n"
+        "logged = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]\n"
+        "assert [l['image/feature_norm'] for l in logged if l['split'] == 'norms'] == [\n"
+        "    line['image/feature_norm']]\n",
     ('datasets.md', 'import os'):
         "import sys\n"
         "if 'sources' in globals():  # the reading example: no mmjax, no TensorFlow\n"

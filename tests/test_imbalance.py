@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from configs import late_fusion_ogm
-from mmjax import imbalance, objectives, parallel, steps, train
-from mmjax.data import avmnist, input_pipeline
+from mmjax import objectives, parallel, steps, train
+from mmjax.objectives import ogm_ge
+from mmjax.data import avmnist, datasets, input_pipeline
 from mmjax.errors import UserError
 from mmjax.models.model import build_model
 from tests.conftest import RAW_DATA_DIR, needs_raw_data, override
@@ -20,9 +21,9 @@ from tests.conftest import RAW_DATA_DIR, needs_raw_data, override
 
 def test_coefficients_follow_eq_10():
   # Modality a dominates 3:1: k_a = 1 - tanh(alpha * 3), k_b = 1.
-  k_a, k_b = jax.device_get(imbalance.coefficients(jnp.float32(30.0), jnp.float32(10.0), 0.5))
+  k_a, k_b = jax.device_get(ogm_ge.coefficients(jnp.float32(30.0), jnp.float32(10.0), 0.5))
   assert k_a == pytest.approx(1 - math.tanh(1.5), rel=1e-6) and k_b == 1.0
-  k_a, k_b = jax.device_get(imbalance.coefficients(jnp.float32(4.0), jnp.float32(5.0), 0.8))
+  k_a, k_b = jax.device_get(ogm_ge.coefficients(jnp.float32(4.0), jnp.float32(5.0), 0.8))
   assert k_a == 1.0 and k_b == pytest.approx(1 - math.tanh(0.8 * 1.25), rel=1e-6)
 
 
@@ -39,7 +40,10 @@ def _config(**overrides):
 def _setup(config):
   mesh = parallel.make_mesh()
   batch = next(input_pipeline.train_iterator(config))
-  model, objective, _, state = steps.create(config, batch, mesh)
+  trainer = steps.build_trainer(config, mesh)
+  model = trainer.model
+  objective = trainer.objective
+  state = trainer.init_state(batch)
   return model, objective, state, batch
 
 
@@ -173,7 +177,7 @@ def test_avmnist_has_no_config_that_stores_standards_examples_again():
 
 def _read(name, split, keys=None):
   """(builder, {feature: stacked array}) of `split` of mmjax dataset `name`, built if need be."""
-  builder = input_pipeline.prepare(name, os.environ['TFDS_DATA_DIR'], RAW_DATA_DIR)
+  builder = datasets.prepare(name, os.environ['TFDS_DATA_DIR'], RAW_DATA_DIR)
   source = builder.as_data_source()[split]
   examples = source.__getitems__(range(len(source)))
   keys = keys or list(examples[0])

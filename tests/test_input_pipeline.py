@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from mmjax.data import input_pipeline
+from mmjax.data import datasets, input_pipeline
 from mmjax.errors import UserError
 from tests.conftest import small_config, start_python
 
@@ -22,13 +22,13 @@ def test_dataset_versions_name_every_dataset_a_config_reads():
   """The main job reads AV-MNIST and the FSDD table it joins; each at its builder's version."""
   from configs import late_fusion  # pylint: disable=import-outside-toplevel
   from mmjax.data import avmnist, synthetic  # pylint: disable=import-outside-toplevel
-  assert input_pipeline.dataset_versions(late_fusion.get_config()) == {
+  assert datasets.versions(late_fusion.get_config()) == {
       'avmnist/standard': str(avmnist.Avmnist.VERSION), 'fsdd/standard': str(avmnist.Fsdd.VERSION)}
-  assert input_pipeline.dataset_versions(small_config()) == {
+  assert datasets.versions(small_config()) == {
       'synthetic/redundant': str(synthetic.Synthetic.VERSION)}
   config = small_config()
   config.dataset.name = 'no_such_dataset'
-  assert not input_pipeline.dataset_versions(config)
+  assert not datasets.versions(config)
 
 
 def test_process_blocks_are_disjoint_and_cover_each_global_batch():

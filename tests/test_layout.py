@@ -1,8 +1,10 @@
-"""The layers' imports point one way: no import cycle among mmjax's modules (a registry names the
-modules that register into it instead of importing them at the bottom of a file), and mmjax never
-imports the scripts and configs built on it."""
+"""The layers' imports point one way: no import cycle among mmjax's modules (a package registers its
+members in its `__init__` instead of a module importing them at the bottom of a file), every
+import points to the importer's layer or one below it (README's Layout), and mmjax never imports
+the scripts and configs built on it."""
 
 import ast
+import re
 
 from tests.conftest import REPO
 
@@ -58,8 +60,62 @@ def test_the_cycle_check_finds_a_cycle():
   assert _cycles(graph) == [['mmjax.contrastive', 'mmjax.objectives']]
 
 
+# README's Layout, bottom to top: a module may import its own layer and those below it.
+LAYERS = (
+    ('infrastructure', ('mmjax', 'mmjax.errors', 'mmjax.registry', 'mmjax.parallel',
+                        'mmjax.workdir', 'mmjax.writers', 'mmjax.checkpoint', 'mmjax.compilation',
+                        'mmjax.preemption', 'mmjax.profiling', 'mmjax.plot', 'mmjax.health',
+                        'mmjax.optim')),
+    ('models and data', ('mmjax.models', 'mmjax.data', 'mmjax.corrupt')),
+    ('paradigms', ('mmjax.objectives', 'mmjax.evaluators')),
+    ('run loop', ('mmjax.steps', 'mmjax.train', 'mmjax.selection', 'mmjax.transfer',
+                  'mmjax.config_checks')),
+    ('entry points', ('mmjax.main', 'mmjax.cli')),
+)
+
+
+def _layer(module: str) -> int | None:
+  """The index in LAYERS of `module`'s layer: a package's name covers its submodules."""
+  for level, (_, members) in enumerate(LAYERS):
+    if module in members or any(module.startswith(p + '.') for p in members if p != 'mmjax'):
+      return level
+  return None
+
+
+def _upward_imports(graph) -> list[tuple[str, str]]:
+  return sorted((m, dep) for m, deps in graph.items() for dep in deps
+                if _layer(dep) > _layer(m))
+
+
+def test_every_module_has_a_layer_and_imports_none_above_it():
+  graph = _graph()
+  assert [m for m in graph if _layer(m) is None] == []
+  assert _upward_imports(graph) == []
+
+
+def test_the_layer_check_finds_an_import_from_above():
+  """An objective that imported the trainer's steps would be reported."""
+  graph = {'mmjax.objectives.distill': {'mmjax.steps', 'mmjax.checkpoint'},
+           'mmjax.steps': {'mmjax.objectives'}}
+  assert _upward_imports(graph) == [('mmjax.objectives.distill', 'mmjax.steps')]
+
+
 def test_mmjax_never_imports_experiments_or_configs():
   for path in (REPO / 'mmjax').rglob('*.py'):
     upward = {m for m in _imports(path, None, module_level_only=False)
               if m.split('.')[0] in ('experiments', 'configs', 'tests')}
     assert not upward, (path, upward)
+
+
+def test_readme_layout_names_every_module_and_package_of_mmjax():
+  text = (REPO / 'README.md').read_text(encoding='utf-8')
+  block = text[text.index('## Layout'):].split('```')[1]
+  tree = block[block.index('mmjax/'):block.index('configs/')]
+  # The first column of each line of the tree (a line may list several modules, comma-separated).
+  first_columns = [re.split(r'\s{2,}', line.strip())[0] for line in tree.splitlines()
+                   if re.match(r'  \S', line)]
+  named = {name for column in first_columns for name in column.split(', ') if name}
+  present = {p.name + ('/' if p.is_dir() else '') for p in (REPO / 'mmjax').iterdir()
+             if p.name != '__init__.py' and p.name != '__pycache__' and
+             (p.suffix == '.py' or (p / '__init__.py').exists())}
+  assert named == present

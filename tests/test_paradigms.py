@@ -87,8 +87,9 @@ def test_two_tasks_both_learn():
   config.optimizer.grad_clip_norm = 1.0
   mesh = parallel.make_mesh()
   batch = next(input_pipeline.train_iterator(config))
-  model, objective, tx, state = steps.create(config, batch, mesh)
-  step = steps.make_train_step(config, model, objective, tx, mesh)
+  trainer = steps.build_trainer(config, mesh)
+  state = trainer.init_state(batch)
+  step = trainer.train_step
   batch = parallel.global_batch(batch, mesh)
   first = None
   for _ in range(25):
@@ -142,13 +143,13 @@ def test_task_level_heads_each_learn():
                                  'every_steps': 0}}
   mesh = parallel.make_mesh()
   it = input_pipeline.train_iterator(config)
-  model, objective, tx, state = steps.create(config, next(it), mesh)
-  step = steps.make_train_step(config, model, objective, tx, mesh)
+  trainer = steps.build_trainer(config, mesh)
+  state = trainer.init_state(next(it))
+  step = trainer.train_step
   for _ in range(config.num_train_steps):
     state, _ = step(state, parallel.global_batch(next(it), mesh))
   from mmjax import evaluators  # pylint: disable=import-outside-toplevel
-  eval_step = steps.make_eval_step(config, model, objective, mesh)
-  [metrics] = evaluators.build(config, eval_step, mesh)['validation'].run(state)
+  [metrics] = evaluators.build(config, trainer.eval_fns)['validation'].run(state)
   # One task: its own head's accuracy is the run's `accuracy`.
   for name in ('accuracy', 'label/fused/accuracy', 'label/image/accuracy', 'label/audio/accuracy'):
     assert metrics[name] > 0.3, (name, metrics)
@@ -175,7 +176,8 @@ def test_frozen_parameters_stay_bit_identical_without_optimizer_state(tmp_path):
   config = tiny_config(freeze='encoders_image', num_train_steps=8)
   train.train_and_evaluate(config, str(tmp_path / 'run'))
   mesh = parallel.make_mesh()
-  _, _, _, fresh = steps.create(config, next(input_pipeline.train_iterator(config)), mesh)
+  trainer = steps.build_trainer(config, mesh)
+  fresh = trainer.init_state(next(input_pipeline.train_iterator(config)))
   final = _checkpoint_params(tmp_path / 'run', 8)
   fresh = jax.device_get(fresh.params)
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32)),
@@ -183,7 +185,8 @@ def test_frozen_parameters_stay_bit_identical_without_optimizer_state(tmp_path):
   assert not np.array_equal(fresh['encoders_audio']['Conv_0']['kernel'],
                             final['params']['encoders_audio']['Conv_0']['kernel'])
   # Adam's two moments exist for trained parameters only.
-  _, _, _, unfrozen = steps.create(tiny_config(), next(input_pipeline.train_iterator(config)), mesh)
+  trainer = steps.build_trainer(tiny_config(), mesh)
+  unfrozen = trainer.init_state(next(input_pipeline.train_iterator(config)))
   size = lambda tree: sum(np.size(x) for x in jax.tree.leaves(tree))
   assert size(final['opt_state']) == size(unfrozen.opt_state) - 2 * size(fresh['encoders_image'])
 
@@ -207,7 +210,8 @@ def test_init_from_pattern_copies_only_matching_parameters(robust_run, caplog):
   config = override(config.copy_and_resolve_references(), seed=7, init_from=str(source),
                     init_from_pattern='^encoders_image/')
   mesh = parallel.make_mesh()
-  _, _, _, fresh = steps.create(config, next(input_pipeline.train_iterator(config)), mesh)
+  trainer = steps.build_trainer(config, mesh)
+  fresh = trainer.init_state(next(input_pipeline.train_iterator(config)))
   with caplog.at_level('INFO'):
     state = transfer.init_from_checkpoint(config, fresh, mesh)
   saved = _checkpoint_params(source, 40)['params']
@@ -251,12 +255,14 @@ def test_audio_noise_has_the_requested_snr_and_image_noise_the_std():
 def test_training_noise_is_applied_with_probability_p():
   config = tiny_config(modality_noise={'audio': {'p': 0.5, 'snr_db': (0.0, 0.0)}})
   x = jnp.ones((2000, 100))
-  out = jax.device_get(jax.jit(lambda i, s: steps.inject_noise(config, i, s))({'audio': x}, 3))
+  noise = jax.jit(lambda inputs, key: corrupt.inject_noise(config, inputs, key))
+  out = jax.device_get(noise({'audio': x}, jax.random.key(3)))
   changed = (out['audio'] != 1).any(axis=1)
   assert abs(changed.mean() - 0.5) < 0.05
   np.testing.assert_allclose(np.mean(np.square(out['audio'][changed] - 1)), 1.0, rtol=0.05)
   config = tiny_config(modality_noise={'audio': {'p': 0.0, 'snr_db': (0.0, 0.0)}})
-  np.testing.assert_array_equal(steps.inject_noise(config, {'audio': x}, 3)['audio'], x)
+  np.testing.assert_array_equal(corrupt.inject_noise(config, {'audio': x}, jax.random.key(3))['audio'],
+                                x)
 
 
 
@@ -299,14 +305,14 @@ def test_robustness_missing_equals_a_direct_masked_evaluation(robust_run):
   config, workdir, _ = robust_run
   from mmjax import checkpoint, evaluators, objectives  # pylint: disable=import-outside-toplevel
   mesh = parallel.make_mesh()
-  model, objective, _, state = steps.create(config, next(input_pipeline.train_iterator(config)),
-                                            mesh)
+  trainer = steps.build_trainer(config, mesh)
+  state = trainer.init_state(next(input_pipeline.train_iterator(config)))
   mngr = checkpoint.manager(pathlib.Path(workdir) / 'checkpoints', None, create=False)
   try:
     _, state, _ = checkpoint.restore_latest(mngr, checkpoint.abstract(state))
   finally:
     mngr.close()
-  eval_step = steps.make_eval_step(config, model, objective, mesh)
+  eval_step = trainer.eval_fns.metrics
   data = input_pipeline.eval_data(config, 'validation')
   total = None
   for batch in data:
@@ -317,7 +323,7 @@ def test_robustness_missing_equals_a_direct_masked_evaluation(robust_run):
   lines = {l['condition']: l for l in _lines(workdir) if l['split'] == 'robustness'}
   assert lines['missing=audio']['accuracy'] == direct
   # A rerun of the evaluator gives the same figures, noise included.
-  again = evaluators.build(config, eval_step, mesh)['robustness'].run(state)
+  again = evaluators.build(config, trainer.eval_fns)['robustness'].run(state)
   assert [{k: v for k, v in l.items()} for l in again] == [
       {k: v for k, v in lines[l['condition']].items() if k not in ('step', 'split')}
       for l in again]

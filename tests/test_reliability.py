@@ -24,6 +24,7 @@ import pytest
 
 from experiments import runs as runs_lib
 from mmjax import checkpoint
+from mmjax import corrupt
 from mmjax import steps
 from mmjax import train
 from mmjax import workdir as workdirs
@@ -389,7 +390,8 @@ def test_checkpoints_and_datasets_hold_no_pickles(reference, tfds_data_dir):
 
 def test_modality_dropout_draws_per_example_and_never_drops_all():
   config = tiny_config(modality_dropout={'image': 0.5, 'audio': 0.5})
-  drop = jax.jit(lambda present, step: steps.drop_modalities(config, present, step))
+  drop = jax.jit(lambda present, seed: corrupt.drop_modalities(config, present,
+                                                                 jax.random.key(seed)))
   everything = {'image': jnp.ones(4000, bool), 'audio': jnp.ones(4000, bool)}
   out = jax.device_get(drop(everything, 3))
   assert (out['image'] | out['audio']).all()
@@ -402,7 +404,7 @@ def test_modality_dropout_draws_per_example_and_never_drops_all():
   assert jax.device_get(drop(only_audio, 3))['audio'].all()
 
   config = tiny_config(modality_dropout={'image': 1.0})
-  out = jax.device_get(steps.drop_modalities(config, everything, 0))
+  out = jax.device_get(corrupt.drop_modalities(config, everything, jax.random.key(0)))
   assert not out['image'].any() and out['audio'].all()
 
 
@@ -411,7 +413,8 @@ def test_init_from_copies_every_matching_array(reference, caplog):
   from mmjax.data import input_pipeline  # pylint: disable=import-outside-toplevel
   config = tiny_config(seed=1, init_from=str(reference))
   mesh = parallel.make_mesh()
-  _, _, _, state = steps.create(config, next(input_pipeline.train_iterator(config)), mesh)
+  trainer = steps.build_trainer(config, mesh)
+  state = trainer.init_state(next(input_pipeline.train_iterator(config)))
   with caplog.at_level('INFO'):
     state = transfer.init_from_checkpoint(config, state, mesh)
   count = len(jax.tree.leaves(state.params))

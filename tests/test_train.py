@@ -88,8 +88,9 @@ def test_checkpoint_round_trip(tmp_path):
   mesh = parallel.make_mesh()
   it = input_pipeline.train_iterator(config)
   batch = next(it)
-  model, objective, tx, state = steps.create(config, batch, mesh)
-  step = steps.make_train_step(config, model, objective, tx, mesh)
+  trainer = steps.build_trainer(config, mesh)
+  state = trainer.init_state(batch)
+  step = trainer.train_step
   state, _ = step(state, parallel.global_batch(batch, mesh))
   mngr = checkpoint.manager(tmp_path / 'ckpt', 2)
   saver = checkpoint.Saver(mngr)
@@ -108,10 +109,11 @@ def test_evaluators_see_the_moving_average_of_the_parameters():
   config = small_config(ema_decay=0.9)
   raw = next(input_pipeline.train_iterator(config))
   batch = parallel.global_batch(raw, mesh)
-  model, objective, tx, state = steps.create(config, raw, mesh)
+  trainer = steps.build_trainer(config, mesh)
+  state = trainer.init_state(raw)
   expected = jax.device_get(state.params)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.ema_params), expected)
-  train_step = steps.make_train_step(config, model, objective, tx, mesh)
+  train_step = trainer.train_step
   for t in range(3):
     state, _ = train_step(state, batch)
     decay = min(0.9, (1 + t) / (10 + t))
@@ -119,12 +121,12 @@ def test_evaluators_see_the_moving_average_of_the_parameters():
                             jax.device_get(state.params))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                jax.device_get(state.ema_params), expected)
-  eval_step = steps.make_eval_step(config, model, objective, mesh)
+  eval_step = trainer.eval_fns.metrics
   loss = lambda s: float(jax.device_get(eval_step(s, batch))['loss'])
   averaged = state.replace(params=state.ema_params, ema_params={})
   assert loss(state) == loss(averaged) != loss(state.replace(ema_params={}))
   # Without a moving average the state holds none, and checkpoints nothing extra.
-  assert steps.create(small_config(), raw, mesh)[3].ema_params == {}
+  assert steps.build_trainer(small_config(), mesh).init_state(raw).ema_params == {}
 
 
 @pytest.mark.slow
@@ -237,9 +239,9 @@ def test_init_compiled_for_speed_gives_the_default_compilers_parameters(monkeypa
   mesh = parallel.make_mesh()
   batch = next(input_pipeline.train_iterator(config))
   assert steps.init_compiler_options() == {'xla_backend_optimization_level': 1}
-  fast = jax.device_get(steps.create(config, batch, mesh)[3])
+  fast = jax.device_get(steps.build_trainer(config, mesh).init_state(batch))
   monkeypatch.setattr(steps, 'init_compiler_options', dict)  # XLA's defaults
-  default = jax.device_get(steps.create(config, batch, mesh)[3])
+  default = jax.device_get(steps.build_trainer(config, mesh).init_state(batch))
   flat = lambda tree: dict(jax.tree_util.tree_leaves_with_path(tree))
   assert flat(fast).keys() == flat(default).keys()
   for path, value in flat(default).items():

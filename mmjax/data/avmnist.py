@@ -8,8 +8,8 @@ repeated per image: readers join `audio_id` -> `fsdd/<same config>`, or
 another audio SNR.
 See docs/datasets.md for the full protocol.
 
-  from mmjax.data import input_pipeline
-  builder = input_pipeline.prepare("avmnist/standard", data_dir, raw_dir)
+  from mmjax.data import datasets
+  builder = datasets.prepare("avmnist/standard", data_dir, raw_dir)
   source = builder.as_data_source()["train"]              # random access
 """
 

@@ -2,7 +2,7 @@
 
 Where the raw files are read from, first match wins:
 
-1. the builder's `raw_dir` argument (`input_pipeline.prepare(name, data_dir, raw_dir)`),
+1. the builder's `raw_dir` argument (`datasets.prepare(name, data_dir, raw_dir)`),
 2. TFDS's manual dir: `tfds build ... --manual_dir=RAW`, or
    `download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=RAW))`,
 3. `$MMJAX_RAW_DATA_DIR`, else `~/.cache/mmjax/raw` (see `mmjax.data.raw.raw_data_dir`).

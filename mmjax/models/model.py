@@ -73,7 +73,7 @@ class MultimodalModel(nn.Module):
 
   def encode(self, inputs, train: bool = False):
     """{modality: Encoding}: each encoder's output before fusion, which contrastive learning,
-    the retrieval and linear-probe evaluators and OGM-GE read."""
+    the linear-probe evaluator and OGM-GE read."""
     out = {}
     for m in self.modalities:
       x = inputs[m]
@@ -84,11 +84,16 @@ class MultimodalModel(nn.Module):
       out[m] = self.encoders[m](x, train=train)
     return out
 
+  def fused_logits(self, encodings, mask, train: bool = False):
+    """{task: logits} of the fusion and its head on `encodings` with presence `mask`
+    [B, modalities]: the fused head alone, which OGM-GE also scores each modality through."""
+    fused = self.fusion(encodings, mask, train=train)
+    return fused if self.heads is None else self.heads(fused, train=train)
+
   def __call__(self, inputs, present, train: bool = False):
     encodings = self.encode(inputs, train)
     mask = jnp.stack([present[m] for m in self.modalities], axis=1)
-    fused = self.fusion(encodings, mask, train=train)
-    logits = fused if self.heads is None else self.heads(fused, train=train)
+    logits = self.fused_logits(encodings, mask, train)
     if not self.unimodal_heads:
       return logits
     per_head = {'fused': logits}

@@ -39,7 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax import objectives
+from mmjax.objectives.base import OBJECTIVES, Objective, apply
 from mmjax.errors import UserError
 from mmjax.models.base import modality_order
 
@@ -114,8 +114,8 @@ def siglip_loss(logits, valid, positive=None):
   return nll, correct_a2b, correct_b2a
 
 
-@objectives.OBJECTIVES.register('contrastive')
-class Contrastive(objectives.Objective):
+@OBJECTIVES.register('contrastive')
+class Contrastive(Objective):
   """See the module docstring."""
 
   def __init__(self, config, model):
@@ -129,7 +129,7 @@ class Contrastive(objectives.Objective):
     if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= set(available):
       raise UserError(f'objective.modalities={pair!r} must name two different modalities of the '
                       f'model (model.encoders: {list(available)})')
-    self.modalities = pair
+    self.modalities = self.embedding_modalities = pair
     self.embed_dim = int(cfg.get('embed_dim', 64))
     self.hidden = tuple(cfg.get('projection_hidden', ()))
     default_scale = math.log(1 / 0.07) if self.loss == 'clip' else math.log(10.0)
@@ -156,12 +156,9 @@ class Contrastive(objectives.Objective):
   def apply_model(self, variables, batch, *, train: bool, rngs=None):
     """({modality: pooled encoding}, updated batch_stats)."""
     inputs = {m: batch['inputs'][m] for m in self.modalities}
-    if not train:
-      encodings = self.model.apply(variables, inputs, False, method='encode')
-      return {m: e.pooled for m, e in encodings.items()}, None
-    encodings, updates = self.model.apply(variables, inputs, True, method='encode', rngs=rngs,
-                                          mutable=['batch_stats'])
-    return {m: e.pooled for m, e in encodings.items()}, updates.get('batch_stats', {})
+    encodings, batch_stats = apply(self.model, variables, inputs, train=train, rngs=rngs,
+                                   method='encode')
+    return {m: e.pooled for m, e in encodings.items()}, batch_stats
 
   def embed(self, params, pooled) -> dict:
     """{modality: unit-norm projected embedding [B, embed_dim]} of the pair's modalities."""

@@ -32,13 +32,14 @@ import jax.numpy as jnp
 import ml_collections
 
 from mmjax import checkpoint
-from mmjax import objectives
 from mmjax import parallel
 from mmjax import workdir as workdirs
 from mmjax import writers
 from mmjax.errors import UserError
 from mmjax.models.base import modality_order
 from mmjax.models.model import build_model
+from mmjax.objectives.base import OBJECTIVES
+from mmjax.objectives.classification import Classification
 
 
 class Teacher:
@@ -123,8 +124,8 @@ def kd_term(student_logits, teacher_logits, temperature: float):
   return t * t * kl
 
 
-@objectives.OBJECTIVES.register('distill')
-class Distill(objectives.Classification):
+@OBJECTIVES.register('distill')
+class Distill(Classification):
   """See the module docstring."""
 
   def __init__(self, config, model):

@@ -32,9 +32,10 @@ its branch) and `ogm/<u>/accuracy` (the branch's accuracy), on every split; in t
 import jax
 import jax.numpy as jnp
 
-from mmjax import objectives
 from mmjax.errors import UserError
 from mmjax.models.base import modality_order
+from mmjax.objectives.base import OBJECTIVES, apply
+from mmjax.objectives.classification import Classification
 
 MODULATIONS = ('ogm_ge', 'ogm')
 
@@ -51,11 +52,7 @@ def _forward(module, inputs, present, train):
   """The fused logits and, per modality, its branch's: f(u only) - f(none) / 2."""
   encodings = module.encode(inputs, train)
   modalities = module.modalities
-
-  def head(mask):
-    fused = module.fusion(encodings, mask, train=train)
-    return fused if module.heads is None else module.heads(fused, train=train)
-
+  head = lambda mask: module.fused_logits(encodings, mask, train)
   mask = jnp.stack([present[m] for m in modalities], axis=1)
   fused = head(mask)
   none = head(jnp.zeros_like(mask))
@@ -66,8 +63,8 @@ def _forward(module, inputs, present, train):
   return fused, branch
 
 
-@objectives.OBJECTIVES.register('ogm_ge')
-class OGMGE(objectives.Classification):
+@OBJECTIVES.register('ogm_ge')
+class OGMGE(Classification):
   """See the module docstring."""
 
   def __init__(self, config, model):
@@ -93,13 +90,9 @@ class OGMGE(objectives.Classification):
                       f'end_step={self.end_step} must be >= 0')
 
   def apply_model(self, variables, batch, *, train: bool, rngs=None):
-    args = (batch['inputs'], batch['present'], train)
-    if not train:
-      fused, branch = self.model.apply(variables, *args, method=_forward)
-      return {'fused': fused, 'branch': branch}, None
-    (fused, branch), updates = self.model.apply(variables, *args, method=_forward, rngs=rngs,
-                                                mutable=['batch_stats'])
-    return {'fused': fused, 'branch': branch}, updates.get('batch_stats', {})
+    (fused, branch), batch_stats = apply(self.model, variables, batch['inputs'], batch['present'],
+                                         train=train, rngs=rngs, method=_forward)
+    return {'fused': fused, 'branch': branch}, batch_stats
 
   def __call__(self, params, outputs, batch):
     loss, sums = super().__call__(params, outputs['fused'], batch)

@@ -32,9 +32,10 @@ def main(out):
     config = small_config('synthetic' if loss == 'clip' else 'synthetic_siglip')
     mesh = parallel.make_mesh()
     batch = next(input_pipeline.train_iterator(config))
-    model, objective, tx, state = steps.create(config, batch, mesh)
-    eval_step = steps.make_eval_step(config, model, objective, mesh)
-    train_step = steps.make_train_step(config, model, objective, tx, mesh)
+    trainer = steps.build_trainer(config, mesh)
+    state = trainer.init_state(batch)
+    eval_step = trainer.eval_fns.metrics
+    train_step = trainer.train_step
     batch = parallel.global_batch(batch, mesh)
     sums = jax.device_get(eval_step(state, batch))
     results[f'{loss}/eval_loss'] = sums['loss'] / sums['count']
@@ -45,7 +46,7 @@ def main(out):
     results[f'{loss}/train_losses'] = np.array(losses)
     results[f'{loss}/log_scale'] = np.asarray(state.objective_params['log_scale'])
     config.evals = {'retrieval': {'type': 'retrieval', 'split': 'validation', 'ks': (1, 5)}}
-    [line] = evaluators.build(config, eval_step, mesh)['retrieval'].run(state)
+    [line] = evaluators.build(config, trainer.eval_fns)['retrieval'].run(state)
     for name, value in line.items():
       results[f'{loss}/retrieval/{name}'] = np.asarray(value)
   np.savez(out, **results)

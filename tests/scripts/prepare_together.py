@@ -2,7 +2,7 @@
 
   python tests/scripts/prepare_together.py NAME DATA_DIR READY_DIR ME OTHER
 
-Creates READY_DIR/ME, waits for READY_DIR/OTHER, then calls input_pipeline.prepare(NAME,
+Creates READY_DIR/ME, waits for READY_DIR/OTHER, then calls datasets.prepare(NAME,
 DATA_DIR), printing 'built' if this process ran the build itself.
 """
 
@@ -10,11 +10,11 @@ import os
 import sys
 import time
 
-from mmjax.data import input_pipeline
+from mmjax.data import datasets
 
 
 def main(name, data_dir, ready_dir, me, other):
-  builder_class = input_pipeline._builders()[name.partition('/')[0]]  # pylint: disable=protected-access
+  builder_class = datasets.builders()[name.partition('/')[0]]  # pylint: disable=protected-access
   build = builder_class.download_and_prepare
 
   def counted(self, *args, **kwargs):
@@ -28,7 +28,7 @@ def main(name, data_dir, ready_dir, me, other):
     if time.time() > deadline:
       sys.exit(f'{other} never got ready')
     time.sleep(0.01)
-  builder = input_pipeline.prepare(name, data_dir)
+  builder = datasets.prepare(name, data_dir)
   print('examples', builder.info.splits['train'].num_examples, flush=True)
 
 

@@ -61,8 +61,9 @@ def main(out, variant=''):
   config = _config(variant)
   mesh = parallel.make_mesh()
   batch = next(input_pipeline.train_iterator(config))
-  model, objective, tx, state = steps.create(config, batch, mesh)
-  step = steps.make_train_step(config, model, objective, tx, mesh)
+  trainer = steps.build_trainer(config, mesh)
+  state = trainer.init_state(batch)
+  step = trainer.train_step
   # XLA's own account of the step's scratch memory (activations live at once), per device.
   lowered = step.lower(state, parallel.global_batch(batch, mesh))
   memory = lowered.compile().memory_analysis()
@@ -76,8 +77,7 @@ def main(out, variant=''):
   leaves = jax.tree_util.tree_leaves_with_path(trained)
   results = {jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves}
   if variant == 'paradigms':
-    eval_step = steps.make_eval_step(config, model, objective, mesh)
-    for line in evaluators.build(config, eval_step, mesh)['robustness'].run(state):
+    for line in evaluators.build(config, trainer.eval_fns)['robustness'].run(state):
       results[f'robustness {line["condition"]}'] = np.array(
           [line['label/accuracy'], line['label_again/loss']])
   np.savez(out, losses=np.array(losses), devices=jax.device_count(),

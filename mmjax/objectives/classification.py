@@ -1,0 +1,68 @@
+"""Classification: cross-entropy on every head, summed over tasks (multi-task learning)."""
+
+import jax.numpy as jnp
+import optax
+
+from mmjax.errors import UserError
+from mmjax.objectives.base import OBJECTIVES, Objective
+
+
+def _cross_entropy(logits, labels, mask):
+  xent = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+  correct = jnp.argmax(logits, -1) == labels
+  return (xent * mask).sum(), (correct * mask).sum()
+
+
+@OBJECTIVES.register('classification')
+class Classification(Objective):
+  """Cross-entropy on every head the model outputs, summed over tasks (multi-task learning).
+
+  config.objective:
+    task_weighting: 'fixed' — loss = Σ_t weight_t · L_t with `config.tasks[t].weight`;
+      'uncertainty' — Kendall, Gal & Cipolla (CVPR 2018), classification form:
+      Σ_t weight_t · (exp(-s_t) · L_t + s_t / 2) with a learned log-variance s_t per task.
+    aux_weight: weight of the auxiliary heads `<task>/<head>` (task-level fusion) beside `<task>`.
+  Metrics: `loss`; `<head>/loss` and `<head>/accuracy` for every head; `accuracy` when there is
+  one task; `<task>/log_var` with uncertainty weighting.
+  """
+
+  def __init__(self, config, model):
+    super().__init__(config, model)
+    cfg = config.get('objective') or {}
+    self.weighting = cfg.get('task_weighting', 'fixed')
+    if self.weighting not in ('fixed', 'uncertainty'):
+      raise UserError(f"objective.task_weighting={self.weighting!r}; valid values: fixed, "
+                      "uncertainty")
+    self.aux_weight = float(cfg.get('aux_weight', 1.0))
+    self.tasks = sorted(config.tasks)
+    self.task_weights = {t: float(config.tasks[t].get('weight', 1.0)) for t in self.tasks}
+
+  def init(self, rng) -> dict:
+    del rng
+    if self.weighting == 'uncertainty':
+      return {'log_var': {t: jnp.zeros((), jnp.float32) for t in self.tasks}}
+    return {}
+
+  def __call__(self, params, outputs, batch):
+    mask = batch['mask'].astype(jnp.float32)
+    count = mask.sum()
+    denom = jnp.maximum(count, 1.0)
+    task_loss = {t: 0.0 for t in self.tasks}
+    sums = {'count': count}
+    for head, logits in sorted(outputs.items()):
+      task = head.split('/')[0]
+      xent, correct = _cross_entropy(logits, batch['labels'][task], mask)
+      sums[f'{head}/loss'], sums[f'{head}/accuracy'] = xent, correct
+      task_loss[task] += (1.0 if head == task else self.aux_weight) * xent / denom
+    loss = 0.0
+    for t in self.tasks:
+      if self.weighting == 'uncertainty':
+        s = params['log_var'][t]
+        loss += self.task_weights[t] * (jnp.exp(-s) * task_loss[t] + s / 2)
+        sums[f'{t}/log_var'] = s * count
+      else:
+        loss += self.task_weights[t] * task_loss[t]
+    sums['loss'] = loss * count
+    if len(self.tasks) == 1:  # one task: its accuracy is the run's, logged once
+      sums['accuracy'] = sums.pop(f'{self.tasks[0]}/accuracy')
+    return loss, sums
