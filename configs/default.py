@@ -54,6 +54,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Each step's batch in this many micro-batches, their gradients averaged: the same update with
   # 1/k of the activation memory (mmjax.steps.accumulated_gradients)
   config.grad_accum_steps = 1
+  # Parameters, their moving average and the optimizer state split over the devices (FSDP-style)
+  # instead of replicated on each: per-device state memory ÷ devices (mmjax.parallel.state_sharding)
+  config.fsdp = False
   config.num_train_steps = 300
   config.num_train_epochs = 0.0     # > 0: train this many epochs instead (sets num_train_steps)
   config.log_every_steps = 25       # also the host-sync interval (keep small on multi-device CPU)

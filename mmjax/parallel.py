@@ -1,5 +1,7 @@
 """Devices: the data-parallel mesh, global batches, and JAX's multi-controller runtime."""
 
+import math
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -70,6 +72,25 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def data_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
+
+
+# Smaller arrays stay replicated under FSDP: splitting them saves little memory and costs a gather.
+FSDP_MIN_SIZE = 2 ** 12
+
+
+def state_sharding(tree, mesh: Mesh, fsdp: bool):
+  """One sharding per leaf of `tree` (arrays or their shapes): replicated; or, with `fsdp`, each
+  array of at least FSDP_MIN_SIZE elements split over the data axis along its largest dimension
+  that the device count divides (FSDP / ZeRO-3: XLA gathers a parameter where a step uses it and
+  reduce-scatters its gradient). The values are the same either way."""
+  def one(x):
+    shape = tuple(getattr(x, 'shape', ()))
+    if fsdp and mesh.size > 1 and math.prod(shape) >= FSDP_MIN_SIZE:
+      for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+        if shape[dim] % mesh.size == 0:
+          return NamedSharding(mesh, P(*([None] * dim), DATA_AXIS))
+    return replicated(mesh)
+  return jax.tree.map(one, tree)
 
 
 def global_batch(local_batch, mesh: Mesh):

@@ -66,7 +66,8 @@ def _rngs(config, step):
 
 
 def init_state(config, model, objective, tx, example_batch, mesh) -> TrainState:
-  """Initialises replicated on the mesh; every process computes the same values from the seed."""
+  """Initialises on the mesh (replicated, or split with `config.fsdp`: parallel.state_sharding);
+  every process computes the same values from the seed."""
   def init(batch):
     # The default threefry generator: its draws do not depend on how the computation is
     # partitioned, so 1 and N devices initialise identically ('rbg' compiled faster but gave
@@ -88,7 +89,8 @@ def init_state(config, model, objective, tx, example_batch, mesh) -> TrainState:
   # Traced (under jax.eval_shape, say) init is a nested jit, which takes no compiler options
   # and compiles nothing anyway.
   traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(example))
-  return jax.jit(init, out_shardings=parallel.replicated(mesh),
+  shardings = parallel.state_sharding(jax.eval_shape(init, example), mesh, config.get('fsdp', False))
+  return jax.jit(init, out_shardings=shardings,
                  compiler_options=None if traced else init_compiler_options())(example)
 
 
@@ -197,6 +199,7 @@ def accumulated_gradients(grad_fn, k: int, mesh):
 
 def make_train_step(config, objective, tx, mesh):
   schedule = optim.schedule(config)
+  fsdp = config.get('fsdp', False)
 
   def loss_fn(trainable, state, batch, rngs):
     variables = _in_compute_dtype(config, state.replace(params=trainable['model']).variables())
@@ -242,19 +245,19 @@ def make_train_step(config, objective, tx, mesh):
     # Skipped steps stay out of the logged means; the flag says which step it was.
     sums = jax.tree.map(lambda v: jnp.where(ok, v, 0.0), sums)
     sums['nonfinite'] = (~ok).astype(jnp.float32)
-    return new_state, sums
+    # The state keeps its layout (each array's from its shape), the sums are replicated.
+    constrain = jax.lax.with_sharding_constraint
+    return (constrain(new_state, parallel.state_sharding(new_state, mesh, fsdp)),
+            constrain(sums, parallel.replicated(mesh)))
 
-  replicated = parallel.replicated(mesh)
-  return jax.jit(train_step, in_shardings=(replicated, parallel.data_sharded(mesh)),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
+  # The inputs keep the shardings they arrive with: the state's, the batch's (parallel.global_batch).
+  return jax.jit(train_step, donate_argnums=0)
 
 
 def _sharded_jit(fn, mesh):
-  """`fn(state, global batch)` compiled with the state replicated, the batch sharded on the data
-  axis and the result replicated."""
-  replicated = parallel.replicated(mesh)
-  return jax.jit(fn, in_shardings=(replicated, parallel.data_sharded(mesh)),
-                 out_shardings=replicated)
+  """`fn(state, global batch)` compiled for the shardings its arguments arrive with (the state's
+  layout, the batch split over the data axis), its result replicated."""
+  return jax.jit(fn, out_shardings=parallel.replicated(mesh))
 
 
 def make_eval_step(config, objective, mesh):

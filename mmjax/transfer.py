@@ -53,7 +53,7 @@ def init_from_checkpoint(config, state, mesh):
                       f'{tuple(x.shape)} in this model; make the model match or rename that '
                       'module to train it from scratch')
     copied.append(name)
-    return saved[name].astype(x.dtype)
+    return jax.device_put(saved[name].astype(x.dtype), x.sharding)  # in the state's layout
 
   current = {'params': state.params, 'batch_stats': state.batch_stats}
   new = jax.tree_util.tree_map_with_path(pick, current)

@@ -13,7 +13,7 @@ import pytest
 from mmjax import train
 from mmjax import writers
 from mmjax.errors import UserError
-from tests.conftest import run_python, small_config
+from tests.conftest import run_python, small_config, tiny_config
 
 
 def _train_steps(tmp_path, devices, variant=''):
@@ -72,6 +72,64 @@ def test_remat_recomputes_each_block_and_gives_the_same_losses_on_four_devices(t
   assert set(plain) == set(remat) and plain['losses'][-1] < plain['losses'][0]
   for name in plain:
     np.testing.assert_allclose(plain[name], remat[name], rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.slow
+def test_fsdp_splits_the_state_and_gives_the_same_updates_on_four_devices(tmp_path):
+  """config.fsdp on 4 devices: the state's large arrays split over the devices, the step's
+  arguments take a fraction of the replicated state's memory on each device, and the losses and
+  parameters (SGD with momentum, a moving average) are the replicated run's."""
+  replicated = _train_steps(tmp_path / 'replicated', 4, 'fsdp=0')
+  split = _train_steps(tmp_path / 'split', 4, 'fsdp=1')
+  assert int(replicated.pop('split_arrays')) == 0 and int(split.pop('split_arrays')) > 20
+  memory = {k: int(r.pop('argument_bytes')) for k, r in (('replicated', replicated),
+                                                          ('split', split))}
+  assert memory['split'] < 0.4 * memory['replicated'], memory
+  for r in (replicated, split):
+    r.pop('temp_bytes'), r.pop('barriers')
+  assert set(replicated) == set(split) and replicated['losses'][-1] < replicated['losses'][0]
+  for name in replicated:
+    np.testing.assert_allclose(replicated[name], split[name], rtol=1e-5, atol=1e-6,
+                               err_msg=name)
+
+
+@pytest.mark.slow
+def test_fsdp_run_resumes_and_evaluates_like_a_replicated_one(tmp_path):
+  """The CLI with --config.fsdp=True on 4 devices, stopped at step 8, resumed to 12, then resumed
+  to 16 with fsdp off: its checkpoints save the split state and restore it split or replicated,
+  and its training and evaluation figures are those of an uninterrupted replicated run."""
+  def run(workdir, steps, *extra):
+    proc = run_python(['-m', 'mmjax.main', '--config=configs/late_fusion.py:synthetic',
+                       f'--workdir={workdir}', f'--config.num_train_steps={steps}',
+                       '--config.batch_size=16', '--config.log_every_steps=4',
+                       '--config.evals.validation.every_steps=4',
+                       '--config.checkpoint_every_steps=4', '--config.model.head.dropout=0.0',
+                       # SGD: Adam's g/sqrt(v) turns the reduction order's float rounding in a
+                       # near-zero gradient into a visible step
+                       '--config.optimizer.name=sgd', '--config.optimizer.learning_rate=0.05',
+                       # constant, no warm-up: a cosine decay, and a warm-up capped at
+                       # num_train_steps - 1, would change with each resume's longer budget
+                       '--config.optimizer.schedule=constant', '--config.optimizer.warmup_steps=0',
+                       *extra], {'XLA_FLAGS': '--xla_force_host_platform_device_count=4',
+                                 'JAX_PLATFORMS': 'cpu'})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [{k: v for k, v in json.loads(l).items() if k not in writers.TIMING_KEYS}
+            for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+
+  reference = run(tmp_path / 'replicated', 16)
+  run(tmp_path / 'fsdp', 8, '--config.fsdp=True')
+  run(tmp_path / 'fsdp', 12, '--config.fsdp=True')
+  lines = run(tmp_path / 'fsdp', 16, '--config.fsdp=False')
+  # The stopped runs' final test lines (steps 8 and 12) are the only extra ones.
+  assert sorted((l['split'], l['step']) for l in lines) == sorted(
+      [(l['split'], l['step']) for l in reference] + [('test', 8), ('test', 12)])
+  resumed = [l for l in lines if l['split'] != 'test' or l['step'] == 16]
+  for ours, theirs in zip(resumed, reference):
+    assert (ours['split'], ours['step']) == (theirs['split'], theirs['step'])
+    for key, value in theirs.items():
+      if isinstance(value, float):  # the reduction order's rounding grows over 16 SGD steps,
+        rel = 1e-3 if key.startswith('grad_norm') else 1e-4  # most in the gradient norms
+        assert ours[key] == pytest.approx(value, rel=rel, abs=1e-5), (ours['split'], key)
 
 
 def _final_state(workdir, step):
@@ -149,7 +207,7 @@ def test_interrupted_run_resumes_to_identical_result(tmp_path):
 
 def test_a_budget_in_epochs_sets_the_steps(tmp_path):
   from mmjax.data import input_pipeline  # pylint: disable=import-outside-toplevel
-  config = small_config(num_train_epochs=0.1, num_train_steps=1000, batch_size=16)
+  config = tiny_config(num_train_epochs=0.1, num_train_steps=1000, batch_size=16)
   examples = input_pipeline.num_examples(config, config.dataset.train_split)
   train.train_and_evaluate(config, str(tmp_path))
   steps = -(-examples // 10 // 16)  # 0.1 epoch of 3,000 examples at batch 16: 19 steps

@@ -8,7 +8,8 @@ encoder, modality dropout and training noise, and runs the robustness evaluator 
 `accumulate=K` trains the plain config with SGD and without dropout, its batch as K
 micro-batches (grad_accum_steps; K=1 is the same config without accumulation).
 `remat=CONFIG,0|1` trains configs/CONFIG.py:synthetic without or with `remat` on every encoder
-and on the fusion.
+and on the fusion. `fsdp=0|1` trains the plain config with SGD, its state replicated or split
+over the devices (config.fsdp).
 """
 
 import importlib
@@ -34,6 +35,10 @@ def _config(variant):
     # SGD, as for accumulate=K: Adam would magnify the float rounding of the recomputation
     return override(config, batch_size=64, num_train_steps=4, log_every_steps=4,
                     **{'optimizer.name': 'sgd', 'optimizer.learning_rate': 0.05})
+  if variant.startswith('fsdp='):
+    return small_config(batch_size=64, num_train_steps=4, fsdp=variant == 'fsdp=1', ema_decay=0.9,
+                        **{'model.head.dropout': 0.0, 'optimizer.name': 'sgd',
+                           'optimizer.momentum': 0.9, 'optimizer.learning_rate': 0.05})
   if variant.startswith('accumulate='):
     return small_config(batch_size=64, num_train_steps=4, grad_accum_steps=int(variant[11:]),
                         # SGD: Adam's g/sqrt(v) turns float rounding in a near-zero gradient
@@ -80,8 +85,12 @@ def main(out, variant=''):
     for line in evaluators.build(config, trainer.eval_fns)['robustness'].run(state):
       results[f'robustness {line["condition"]}'] = np.array(
           [line['label/accuracy'], line['label_again/loss']])
+  # How many of the state's arrays are split over the devices (config.fsdp), and what the step's
+  # arguments (state and batch) take on each device.
+  split = sum(not leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(state))
   np.savez(out, losses=np.array(losses), devices=jax.device_count(),
-           temp_bytes=memory.temp_size_in_bytes, barriers=barriers, **results)
+           temp_bytes=memory.temp_size_in_bytes, barriers=barriers, split_arrays=split,
+           argument_bytes=memory.argument_size_in_bytes, **results)
 
 
 if __name__ == '__main__':
