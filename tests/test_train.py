@@ -33,7 +33,7 @@ def test_one_and_four_devices_agree(tmp_path, variant):
   freezing, modality dropout, training noise and the robustness evaluator."""
   one, four = _train_steps(tmp_path, 1, variant), _train_steps(tmp_path, 4, variant)
   assert int(one.pop('devices')) == 1 and int(four.pop('devices')) == 4
-  for key in ('temp_bytes', 'barriers'):
+  for key in ('temp_bytes', 'argument_bytes', 'barriers', 'split_arrays'):  # memory, layout
     one.pop(key), four.pop(key)
   assert one['losses'][-1] < one['losses'][0]  # it trains
   assert set(one) == set(four)
