@@ -74,6 +74,23 @@ def test_remat_recomputes_each_block_and_gives_the_same_losses_on_four_devices(t
     np.testing.assert_allclose(plain[name], remat[name], rtol=1e-5, atol=1e-5, err_msg=name)
 
 
+def test_a_longer_budget_changes_a_cosine_schedule_and_a_capped_warmup():
+  """What README says of a resume that trains longer: the learning rate at a step depends on
+  num_train_steps under a cosine decay or a warm-up capped at the budget, not under a constant
+  schedule without warm-up."""
+  from mmjax import optim  # pylint: disable=import-outside-toplevel
+  rates = lambda config: [float(optim.schedule(config)(s)) for s in range(8)]
+  short, long = small_config(num_train_steps=8), small_config(num_train_steps=12)
+  assert short.optimizer.schedule == 'cosine' and short.optimizer.warmup_steps > 8
+  assert rates(short)[3] != rates(long)[3]
+  for config in (short, long):
+    config.optimizer.warmup_steps = 0
+  assert rates(short)[3] != rates(long)[3]  # the cosine alone
+  for config in (short, long):
+    config.optimizer.schedule = 'constant'
+  assert rates(short) == rates(long)
+
+
 @pytest.mark.slow
 def test_fsdp_splits_the_state_and_gives_the_same_updates_on_four_devices(tmp_path):
   """config.fsdp on 4 devices: the state's large arrays split over the devices, the step's
