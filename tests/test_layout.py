@@ -119,3 +119,20 @@ def test_readme_layout_names_every_module_and_package_of_mmjax():
              if p.name != '__init__.py' and p.name != '__pycache__' and
              (p.suffix == '.py' or (p / '__init__.py').exists())}
   assert named == present
+
+
+def test_no_function_in_mmjax_is_over_60_lines_or_7_parameters():
+  """A function a newcomer can read in one sitting (`self` and `cls` not counted)."""
+  found = []
+  for path in sorted((REPO / 'mmjax').rglob('*.py')):
+    for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
+      if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        continue
+      args = node.args
+      names = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
+      count = len(names) + bool(args.vararg) + bool(args.kwarg) - (names[:1] in (['self'], ['cls']))
+      lines = node.end_lineno - node.lineno + 1
+      if lines > 60 or count > 7:
+        found.append(f'{path.relative_to(REPO)}:{node.lineno} {node.name}: {lines} lines, '
+                     f'{count} parameters')
+  assert found == []
