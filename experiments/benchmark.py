@@ -52,7 +52,6 @@ import time
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
@@ -66,24 +65,30 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 DOC = REPO / 'docs' / 'performance.md'
 BEGIN, END = '<!-- benchmark table: begin -->', '<!-- benchmark table: end -->'
 MAIN_JOB = 'configs/late_fusion.py'
+FLAGS = flags.FLAGS
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
-_STEPS = flags.DEFINE_integer('steps', 20, 'Timed train steps (after the warm-up steps).')
-_WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed train steps after the first one.')
-_EVAL_STEPS = flags.DEFINE_integer('eval_steps', 10, 'Timed eval steps.')
-_INPUT_BATCHES = flags.DEFINE_integer('input_batches', 40, 'Batches to time the input pipeline.')
-_DATA = flags.DEFINE_enum('data', 'auto', ('auto', 'pipeline', 'random'),
-                          "Input: the config's dataset ('pipeline'), or random arrays of the "
-                          "shapes in config.benchmark_inputs ('random'); 'auto' picks random "
-                          'when the config has benchmark_inputs.')
-_OUT = flags.DEFINE_string('out', None, 'Write the figures here as JSON.')
-_CACHE = flags.DEFINE_string('compilation_cache', 'off',
-                             "Persistent compilation cache: 'off' (cold compiles), 'auto' or a "
-                             'directory (see mmjax.compilation).')
-_TABLE = flags.DEFINE_bool('table', False, 'Benchmark every shipped config into --doc.')
-_DOC = flags.DEFINE_string('doc', str(DOC), 'The markdown file --table writes.')
-_ONLY = flags.DEFINE_list('only', None, '--table: only these config specs (e.g. mult.py:synthetic).')
-_TIMEOUT = flags.DEFINE_integer('timeout', 1800, '--table: seconds allowed per config.')
+
+def define_flags() -> None:
+  """This script's command line, defined when it runs as one (not when imported, e.g. by
+  experiments.keras_compare, which defines its own)."""
+  config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
+  flags.DEFINE_integer('steps', 20, 'Timed train steps (after the warm-up steps).')
+  flags.DEFINE_integer('warmup', 3, 'Untimed train steps after the first one.')
+  flags.DEFINE_integer('eval_steps', 10, 'Timed eval steps.')
+  flags.DEFINE_integer('input_batches', 40, 'Batches to time the input pipeline.')
+  flags.DEFINE_enum('data', 'auto', ('auto', 'pipeline', 'random'),
+                    "Input: the config's dataset ('pipeline'), or random arrays of the shapes in "
+                    "config.benchmark_inputs ('random'); 'auto' picks random when the config "
+                    'has benchmark_inputs.')
+  flags.DEFINE_string('out', None, 'Write the figures here as JSON.')
+  flags.DEFINE_string('compilation_cache', 'off',
+                      "Persistent compilation cache: 'off' (cold compiles), 'auto' or a "
+                      'directory (see mmjax.compilation).')
+  flags.DEFINE_bool('table', False, 'Benchmark every shipped config into --doc.')
+  flags.DEFINE_string('doc', str(DOC), 'The markdown file --table writes.')
+  flags.DEFINE_list('only', None, '--table: only these config specs (e.g. mult.py:synthetic).')
+  flags.DEFINE_integer('timeout', 1800, '--table: seconds allowed per config.')
+
 
 # Dense peak FLOP/s per chip: (bfloat16, float32). The float32 figure of a GPU is its TF32
 # tensor-core peak (what XLA's default matmul precision uses there); a TPU runs float32 matmuls
@@ -459,15 +464,15 @@ def _machine() -> str:
 
 
 def run_table(argv_rest: list[str]) -> None:
-  specs = _ONLY.value or shipped_specs()
-  args = [f'--steps={_STEPS.value}', f'--warmup={_WARMUP.value}',
-          f'--eval_steps={_EVAL_STEPS.value}', f'--input_batches={_INPUT_BATCHES.value}',
+  specs = FLAGS.only or shipped_specs()
+  args = [f'--steps={FLAGS.steps}', f'--warmup={FLAGS.warmup}',
+          f'--eval_steps={FLAGS.eval_steps}', f'--input_batches={FLAGS.input_batches}',
           *argv_rest]
   load_before = os.getloadavg()[0]
   results = []
   for spec in specs:
     print(f'benchmarking {spec} ...', flush=True)
-    result = _run_one(spec, args, _TIMEOUT.value)
+    result = _run_one(spec, args, FLAGS.timeout)
     results.append(result)
     print(summary(result) if 'error' not in result else result['error'], flush=True)
   ok = [r for r in results if 'error' not in r]
@@ -475,34 +480,35 @@ def run_table(argv_rest: list[str]) -> None:
                             'device_kind': jax.devices()[0].device_kind}
   meta = {'date': time.strftime('%Y-%m-%d'), 'machine': _machine(),
           'jax_version': first['jax_version'], 'device_count': first['device_count'],
-          'device_kind': first['device_kind'], 'steps': _STEPS.value,
+          'device_kind': first['device_kind'], 'steps': FLAGS.steps,
           'load_before': load_before, 'load_after': os.getloadavg()[0]}
-  write_doc(pathlib.Path(_DOC.value), results, meta)
-  print(f'wrote {_DOC.value}')
+  write_doc(pathlib.Path(FLAGS.doc), results, meta)
+  print(f'wrote {FLAGS.doc}')
 
 
 def main(argv):
-  if _TABLE.value:
+  if FLAGS.table:
     # Config overrides (--config.x=y) pass through to every config's run.
     run_table([a for a in sys.argv[1:] if a.startswith('--config.')])
     return
   del argv
-  if _CONFIG.value is None:
+  if FLAGS.config is None:
     raise app.UsageError('give --config=configs/NAME.py (or --table)')
   try:
-    cache = compilation.enable_cache(_CACHE.value)
-    result = measure(_CONFIG.value, num_steps=_STEPS.value, warmup=_WARMUP.value,
-                     eval_steps=_EVAL_STEPS.value, input_batches=_INPUT_BATCHES.value,
-                     data=_DATA.value)
+    cache = compilation.enable_cache(FLAGS.compilation_cache)
+    result = measure(FLAGS.config, num_steps=FLAGS.steps, warmup=FLAGS.warmup,
+                     eval_steps=FLAGS.eval_steps, input_batches=FLAGS.input_batches,
+                     data=FLAGS.data)
   except UserError as e:  # missing raw data, a bad config value: one line, as the trainer
     sys.exit(f'benchmark: error: {e}')
-  spec = flags.FLAGS['config'].config_filename
+  spec = FLAGS['config'].config_filename
   result['config'] = spec[len('configs/'):] if spec.startswith('configs/') else spec
   result['compilation_cache'] = cache
   print(summary(result))
-  if _OUT.value:
-    pathlib.Path(_OUT.value).write_text(json.dumps(result, indent=1) + '\n', encoding='utf-8')
+  if FLAGS.out:
+    pathlib.Path(FLAGS.out).write_text(json.dumps(result, indent=1) + '\n', encoding='utf-8')
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -262,15 +262,7 @@ def main(argv):
     pathlib.Path(args.out).write_text(json.dumps(out, indent=1) + '\n', encoding='utf-8')
 
 
-def _drop_benchmark_flags():
-  """experiments.benchmark defines its own command line's flags when imported; this script's
-  --steps, --warmup, --data and --out mean other things, and the rest do nothing here."""
-  for flag in list(flags.FLAGS.flags_by_module_dict().get(benchmark.__name__, ())):
-    delattr(flags.FLAGS, flag.name)
-
-
 if __name__ == '__main__':
-  _drop_benchmark_flags()
   flags.DEFINE_integer('rounds', 2, 'Rounds, each mmjax then Keras.')
   flags.DEFINE_integer('steps', 50, 'Timed train steps of each side in each round.')
   flags.DEFINE_integer('warmup', 5, 'Untimed train steps before them.')
