@@ -43,7 +43,8 @@ from configs import late_fusion
 from experiments import benchmark
 from mmjax.data import input_pipeline
 from mmjax.errors import UserError
-from mmjax.models.base import FRONTENDS, modality_order
+from mmjax.models.base import modality_order
+from mmjax.models.model import build_frontend
 
 CONFIG = 'configs/late_fusion.py'
 RANDOM_INPUTS = {'image': {'shape': (28, 28, 1)}, 'audio': {'shape': (8000,)}}
@@ -92,9 +93,8 @@ def host_features(config, data: str, num_batches: int):
   features = {}
   for m in modality_order(config.model):
     x = np.concatenate([np.asarray(b['inputs'][m]) for b in batches])
-    if m in config.model.get('frontends', {}):
-      cfg = config.model.frontends[m].to_dict()
-      frontend = FRONTENDS.get(cfg.pop('name'), f'model.frontends.{m}.name')(**cfg)
+    frontend = build_frontend(config.model, m)
+    if frontend is not None:
       apply = jax.jit(lambda v, f=frontend: f.apply({}, v))
       x = np.concatenate([np.asarray(apply(x[i:i + batch_size]))
                           for i in range(0, len(x), batch_size)])

@@ -21,6 +21,13 @@ def _kwargs(cfg) -> dict:
   return d
 
 
+def build_frontend(model_config, modality: str):
+  """The front end `model_config.frontends[modality]` names (e.g. the log-mel), or None."""
+  cfg = model_config.get('frontends', {}).get(modality)
+  return None if cfg is None else FRONTENDS.get(cfg.name, f'model.frontends.{modality}.name')(
+      **_kwargs(cfg))
+
+
 DTYPES = ('float32', 'bfloat16')
 
 
@@ -56,8 +63,8 @@ class MultimodalModel(nn.Module):
   def setup(self):
     cfg = self.config
     self.modalities = modality_order(cfg)
-    self.frontends = {m: FRONTENDS.get(f.name, f'model.frontends.{m}.name')(**_kwargs(f))
-                      for m, f in cfg.get('frontends', {}).items() if m in self.modalities}
+    self.frontends = {m: build_frontend(cfg, m) for m in cfg.get('frontends', {})
+                      if m in self.modalities}
     self.encoders = {m: ENCODERS.get(cfg.encoders[m].name, f'model.encoders.{m}.name')(
         **_kwargs(cfg.encoders[m])) for m in self.modalities}
     fusion_cls = FUSIONS.get(cfg.fusion.name, 'model.fusion.name')
