@@ -16,6 +16,11 @@ from mmjax.errors import UserError
 from tests.conftest import run_python, small_config, tiny_config
 
 
+# What train_steps.py records beside the losses and parameters that the tests compare: the
+# device count, XLA's per-device memory account, rematerialised regions and split state arrays.
+FIGURES = ('devices', 'temp_bytes', 'argument_bytes', 'barriers', 'split_arrays')
+
+
 def _train_steps(tmp_path, devices, variant=''):
   tmp_path.mkdir(exist_ok=True)
   out = tmp_path / f'steps_{devices}.npz'
@@ -23,7 +28,10 @@ def _train_steps(tmp_path, devices, variant=''):
               {'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
                'JAX_PLATFORMS': 'cpu'})
   assert proc.returncode == 0, proc.stderr[-3000:]
-  return dict(np.load(out))
+  results = dict(np.load(out))
+  figures = {k: int(results.pop(k)) for k in FIGURES}
+  return results, figures
+
 
 
 @pytest.mark.parametrize('variant', ['', 'paradigms'])
@@ -31,10 +39,9 @@ def _train_steps(tmp_path, devices, variant=''):
 def test_one_and_four_devices_agree(tmp_path, variant):
   """The plain objective, and (`paradigms`) two tasks with uncertainty weights, task-level heads,
   freezing, modality dropout, training noise and the robustness evaluator."""
-  one, four = _train_steps(tmp_path, 1, variant), _train_steps(tmp_path, 4, variant)
-  assert int(one.pop('devices')) == 1 and int(four.pop('devices')) == 4
-  for key in ('temp_bytes', 'argument_bytes', 'barriers', 'split_arrays'):  # memory, layout
-    one.pop(key), four.pop(key)
+  (one, one_figures), (four, four_figures) = (_train_steps(tmp_path, 1, variant),
+                                              _train_steps(tmp_path, 4, variant))
+  assert one_figures['devices'] == 1 and four_figures['devices'] == 4
   assert one['losses'][-1] < one['losses'][0]  # it trains
   assert set(one) == set(four)
   for name in one:
@@ -45,11 +52,10 @@ def test_one_and_four_devices_agree(tmp_path, variant):
 def test_gradient_accumulation_gives_the_large_batch_update_on_four_devices(tmp_path):
   """batch 64 on 4 devices as 4 micro-batches of 16 (4 examples per device each): the same
   losses and parameters after 4 steps as the whole batch at once."""
-  whole = _train_steps(tmp_path / 'whole', 4, 'accumulate=1')
-  micro = _train_steps(tmp_path / 'micro', 4, 'accumulate=4')
+  whole, whole_figures = _train_steps(tmp_path / 'whole', 4, 'accumulate=1')
+  micro, micro_figures = _train_steps(tmp_path / 'micro', 4, 'accumulate=4')
   # A quarter of the batch's activations alive at once.
-  memory = {k: int(r.pop('temp_bytes')) for k, r in (('whole', whole), ('micro', micro))}
-  whole.pop('barriers'), micro.pop('barriers')
+  memory = {'whole': whole_figures['temp_bytes'], 'micro': micro_figures['temp_bytes']}
   assert memory['micro'] < 0.6 * memory['whole'], memory
   assert set(whole) == set(micro) and whole['losses'][-1] < whole['losses'][0]
   for name in whole:
@@ -65,10 +71,9 @@ def test_remat_recomputes_each_block_and_gives_the_same_losses_on_four_devices(t
   rematerialised region per block, and
   the same losses and parameters as without it. XLA:CPU drops the regions' barriers when it
   compiles, so its temporary memory stays the same here (docs/performance.md)."""
-  plain = _train_steps(tmp_path / 'plain', 4, f'remat={config},0')
-  remat = _train_steps(tmp_path / 'remat', 4, f'remat={config},1')
-  assert int(plain.pop('barriers')) == 0 and int(remat.pop('barriers')) == blocks
-  plain.pop('temp_bytes'), remat.pop('temp_bytes')
+  plain, plain_figures = _train_steps(tmp_path / 'plain', 4, f'remat={config},0')
+  remat, remat_figures = _train_steps(tmp_path / 'remat', 4, f'remat={config},1')
+  assert plain_figures['barriers'] == 0 and remat_figures['barriers'] == blocks
   assert set(plain) == set(remat) and plain['losses'][-1] < plain['losses'][0]
   for name in plain:
     np.testing.assert_allclose(plain[name], remat[name], rtol=1e-5, atol=1e-5, err_msg=name)
@@ -96,14 +101,12 @@ def test_fsdp_splits_the_state_and_gives_the_same_updates_on_four_devices(tmp_pa
   """config.fsdp on 4 devices: the state's large arrays split over the devices, the step's
   arguments take a fraction of the replicated state's memory on each device, and the losses and
   parameters (SGD with momentum, a moving average) are the replicated run's."""
-  replicated = _train_steps(tmp_path / 'replicated', 4, 'fsdp=0')
-  split = _train_steps(tmp_path / 'split', 4, 'fsdp=1')
-  assert int(replicated.pop('split_arrays')) == 0 and int(split.pop('split_arrays')) > 20
-  memory = {k: int(r.pop('argument_bytes')) for k, r in (('replicated', replicated),
-                                                          ('split', split))}
+  replicated, replicated_figures = _train_steps(tmp_path / 'replicated', 4, 'fsdp=0')
+  split, split_figures = _train_steps(tmp_path / 'split', 4, 'fsdp=1')
+  assert replicated_figures['split_arrays'] == 0 and split_figures['split_arrays'] > 20
+  memory = {'replicated': replicated_figures['argument_bytes'],
+            'split': split_figures['argument_bytes']}
   assert memory['split'] < 0.4 * memory['replicated'], memory
-  for r in (replicated, split):
-    r.pop('temp_bytes'), r.pop('barriers')
   assert set(replicated) == set(split) and replicated['losses'][-1] < replicated['losses'][0]
   for name in replicated:
     np.testing.assert_allclose(replicated[name], split[name], rtol=1e-5, atol=1e-6,
