@@ -89,7 +89,8 @@ def init_state(config, model, objective, tx, example_batch, mesh) -> TrainState:
   # Traced (under jax.eval_shape, say) init is a nested jit, which takes no compiler options
   # and compiles nothing anyway.
   traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(example))
-  shardings = parallel.state_sharding(jax.eval_shape(init, example), mesh, config.get('fsdp', False))
+  shardings = parallel.state_sharding(jax.eval_shape(init, example), mesh,
+                                      config.get('fsdp', False))
   return jax.jit(init, out_shardings=shardings,
                  compiler_options=None if traced else init_compiler_options())(example)
 
@@ -213,9 +214,9 @@ def make_train_step(config, objective, tx, mesh):
 
   def train_step(state, batch):
     key = _step_key(config, state.step)  # streams 2 and 3, beside _rngs' 0 and 1
-    batch = {**batch,
-             'present': corrupt.drop_modalities(config, batch['present'], jax.random.fold_in(key, 2)),
-             'inputs': corrupt.inject_noise(config, batch['inputs'], jax.random.fold_in(key, 3))}
+    present = corrupt.drop_modalities(config, batch['present'], jax.random.fold_in(key, 2))
+    inputs = corrupt.inject_noise(config, batch['inputs'], jax.random.fold_in(key, 3))
+    batch = {**batch, 'present': present, 'inputs': inputs}
     trainable = state.trainable()
     (loss, (sums, batch_stats)), grads = grad_fn(trainable, state, batch,
                                                  _rngs(config, state.step))
@@ -250,7 +251,7 @@ def make_train_step(config, objective, tx, mesh):
     return (constrain(new_state, parallel.state_sharding(new_state, mesh, fsdp)),
             constrain(sums, parallel.replicated(mesh)))
 
-  # The inputs keep the shardings they arrive with: the state's, the batch's (parallel.global_batch).
+  # The inputs keep the shardings they arrive with: the state's and the batch's (global_batch).
   return jax.jit(train_step, donate_argnums=0)
 
 

@@ -106,7 +106,7 @@ def test_padding_is_neither_anchor_nor_negative(loss):
   pooled = {m: jnp.asarray(rng.normal(size=(6, 8)), jnp.float32) for m in ('audio', 'image')}
   keys = jax.random.split(jax.random.key(0), 2)
   params = {'projection': {m: objective.projections[m].init(k, pooled[m])['params']
-                           for k, m in zip(keys, objective.modalities)},
+                           for k, m in zip(keys, objective.embedding_modalities)},
             'log_scale': jnp.float32(2.0), 'bias': jnp.float32(-3.0)}
   mask = np.array([True, True, True, True, False, False])
   present = {m: jnp.ones(6, bool) for m in pooled}

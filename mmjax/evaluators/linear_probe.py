@@ -79,9 +79,9 @@ class LinearProbe(Evaluator):
     super().__init__(name, cfg, config, fns)
     self.task = task_of(name, cfg, config)
     self.num_classes = int(config.tasks[self.task].num_classes)
-    self.fit_data = _Prefix(input_pipeline.eval_data(config, cfg.get('fit_split', 'train')),
-                            int(cfg.get('max_fit_examples', 0)))
     self.limit = int(cfg.get('max_fit_examples', 0))
+    self.fit_data = _Prefix(input_pipeline.eval_data(config, cfg.get('fit_split', 'train')),
+                            self.limit)
     self.steps = int(cfg.get('steps', 300))
     self.l2 = float(cfg.get('l2', 1e-4))
     if self.steps < 1 or self.l2 < 0:

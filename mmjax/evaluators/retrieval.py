@@ -1,6 +1,7 @@
-"""`retrieval` (needs an objective that embeds two modalities: `objective.name='contrastive'`): every example of the split is embedded in
-both modalities of the objective's pair with the projection heads; each example's embedding in
-one modality queries the split's embeddings in the other (cosine similarity). Metrics, for each
+"""`retrieval` (needs an objective that embeds two modalities: `objective.name='contrastive'`):
+every example of the split is embedded in both modalities of the objective's pair with the
+projection heads; each example's embedding in one modality queries the split's embeddings in the
+other (cosine similarity). Metrics, for each
 direction `<a>_to_<b>` and each k in `ks` (default 1, 5, 10):
   - `<a>_to_<b>/class/R@k`: the fraction of queries with an example of the query's class (cfg
     `task`) among the k most similar (same digit, on AV-MNIST);

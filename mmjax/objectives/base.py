@@ -88,4 +88,3 @@ def finalize(sums: dict) -> dict:
 
 def add_sums(a: dict, b: dict) -> dict:
   return jax.tree.map(lambda x, y: x + y, a, b)
-

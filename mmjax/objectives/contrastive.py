@@ -129,7 +129,7 @@ class Contrastive(Objective):
     if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= set(available):
       raise UserError(f'objective.modalities={pair!r} must name two different modalities of the '
                       f'model (model.encoders: {list(available)})')
-    self.modalities = self.embedding_modalities = pair
+    self.embedding_modalities = pair
     self.embed_dim = int(cfg.get('embed_dim', 64))
     self.hidden = tuple(cfg.get('projection_hidden', ()))
     default_scale = math.log(1 / 0.07) if self.loss == 'clip' else math.log(10.0)
@@ -137,14 +137,15 @@ class Contrastive(Objective):
     init_bias = cfg.get('init_bias')
     self.init_log_scale = default_scale if init_log_scale is None else float(init_log_scale)
     self.init_bias = -10.0 if init_bias is None else float(init_bias)
-    self.projections = {m: Projection(self.hidden, self.embed_dim) for m in self.modalities}
+    self.projections = {m: Projection(self.hidden, self.embed_dim)
+                        for m in self.embedding_modalities}
 
   # An example batch sizes the projection heads (steps.init_state calls this instead of `init`).
   def init_from_example(self, rng, variables, batch) -> dict:
     pooled, _ = self.apply_model(variables, batch, train=False)
-    keys = jax.random.split(rng, len(self.modalities))
+    keys = jax.random.split(rng, len(self.embedding_modalities))
     params = {m: self.projections[m].init(k, pooled[m])['params']
-              for k, m in zip(keys, self.modalities)}
+              for k, m in zip(keys, self.embedding_modalities)}
     params = {'projection': params, 'log_scale': jnp.asarray(self.init_log_scale, jnp.float32)}
     if self.loss == 'siglip':
       params['bias'] = jnp.asarray(self.init_bias, jnp.float32)
@@ -155,7 +156,7 @@ class Contrastive(Objective):
 
   def apply_model(self, variables, batch, *, train: bool, rngs=None):
     """({modality: pooled encoding}, updated batch_stats)."""
-    inputs = {m: batch['inputs'][m] for m in self.modalities}
+    inputs = {m: batch['inputs'][m] for m in self.embedding_modalities}
     encodings, batch_stats = apply(self.model, variables, inputs, train=train, rngs=rngs,
                                    method='encode')
     return {m: e.pooled for m, e in encodings.items()}, batch_stats
@@ -163,7 +164,7 @@ class Contrastive(Objective):
   def embed(self, params, pooled) -> dict:
     """{modality: unit-norm projected embedding [B, embed_dim]} of the pair's modalities."""
     return {m: _normalize(self.projections[m].apply({'params': params['projection'][m]},
-                                                    pooled[m])) for m in self.modalities}
+                                                    pooled[m])) for m in self.embedding_modalities}
 
   def logit_scale(self, params):
     log_scale = params['log_scale']
@@ -172,7 +173,7 @@ class Contrastive(Objective):
     return jnp.exp(log_scale)
 
   def __call__(self, params, outputs, batch):
-    a, b = self.modalities
+    a, b = self.embedding_modalities
     z = self.embed(params, outputs)
     valid = batch['mask'] & batch['present'][a] & batch['present'][b]
     count = valid.astype(jnp.float32).sum()
