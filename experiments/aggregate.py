@@ -340,11 +340,14 @@ def health_note(results: Results) -> str:
   bad = [r for r in results.rows if not r.get('healthy', 1)]
   if not results.rows or 'healthy' not in results.rows[0]:
     return ''
-  rules = (f'Healthy: neither inert ({INERT_MARK}: with the other modality removed within '
-           f'{100 * health_lib.CHANCE_MARGIN:.0f} points of chance, or the strongest noise on '
-           f'it moves accuracy by under {100 * health_lib.NOISE_MARGIN:.1f} point) nor diverged '
-           f'({DIVERGED_MARK}: a non-finite loss, or within '
-           f'{100 * health_lib.CHANCE_MARGIN:.0f} points of chance with every modality).')
+  swapped = any(k.startswith('robustness[swapped=') for r in results.rows for k in r)
+  margin = f'{100 * health_lib.NOISE_MARGIN:.1f} point'
+  usage = (f"giving each example another example's modality moves accuracy by under {margin}"
+           if swapped else f'with the other modality removed within '
+           f'{100 * health_lib.CHANCE_MARGIN:.0f} points of chance')
+  rules = (f'Healthy: neither inert ({INERT_MARK}: {usage}, or the strongest noise on it moves '
+           f'accuracy by under {margin}) nor diverged ({DIVERGED_MARK}: a non-finite loss, or '
+           f'within {100 * health_lib.CHANCE_MARGIN:.0f} points of chance with every modality).')
   if not bad:
     return rules + f' All {len(results.rows)} runs are healthy.'
   names = '; '.join(f'`{r["run"]}` (' + ', '.join(

@@ -5,9 +5,13 @@ A mean over seeds hides a run whose audio branch never learned: it scores what t
 scores, and removing the audio or drowning it in noise changes nothing. The rules (in accuracy
 points, chance = 1 / number of classes):
 
-- **inert in modality m**: with every other modality removed the run is within `CHANCE_MARGIN`
-  of chance (condition `missing=<other>` with two modalities), or the strongest noise on m moves
-  its accuracy by less than `NOISE_MARGIN` (conditions `noise=<m>,...`);
+- **inert in modality m**: giving each example another example's m moves its accuracy by less
+  than `NOISE_MARGIN` (condition `swapped=<m>`), or the strongest noise on m does (conditions
+  `noise=<m>,...`). A run evaluated without `swapped=<m>` is judged instead by removal: with
+  every other modality removed it is within `CHANCE_MARGIN` of chance (`missing=<other>`, two
+  modalities). Removal misjudges a fusion that multiplies its modalities' features (tensor,
+  low-rank, attention): with one modality zeroed it may fall to chance while using both, which
+  is why the swap, whose inputs stay ones the model trained on, decides where it was measured;
 - **diverged**: its loss went non-finite, or with every modality present it ended within
   `CHANCE_MARGIN` of chance.
 
@@ -48,7 +52,7 @@ def strongest_noise(conditions, modality: str) -> str | None:
 
 def check(accuracy: dict, modalities, chance: float, nonfinite: bool = False) -> Health:
   """Health from `accuracy` = {condition: accuracy in [0, 1]} ('all', 'missing=<m>',
-  'noise=<m>,<kind>=<level>'; the robustness evaluator's conditions) of a run over `modalities`
+  'swapped=<m>', 'noise=<m>,<kind>=<level>'; the robustness evaluator's conditions) of a run over `modalities`
   whose chance level is `chance`. Conditions it lacks are not judged."""
   inert, reasons, diverged = [], [], bool(nonfinite)
   if nonfinite:
@@ -60,8 +64,15 @@ def check(accuracy: dict, modalities, chance: float, nonfinite: bool = False) ->
   modalities = tuple(modalities)
   for m in modalities if len(modalities) > 1 else ():
     others = [o for o in modalities if o != m]
+    swapped = accuracy.get(f'swapped={m}')
     alone = accuracy.get(f'missing={others[0]}') if len(others) == 1 else None
-    if alone is not None and alone <= chance + CHANCE_MARGIN:
+    if swapped is not None and full is not None:
+      if abs(full - swapped) < NOISE_MARGIN:
+        inert.append(m)
+        reasons.append(f'{m} branch inert: giving each example another example\'s {m} moves '
+                       f'accuracy by {100 * abs(full - swapped):.2f} point')
+        continue
+    elif alone is not None and alone <= chance + CHANCE_MARGIN:
       inert.append(m)
       reasons.append(f'{m} branch inert: accuracy with the {others[0]} removed '
                      f'{100 * alone:.1f}% (chance {100 * chance:.0f}%)')

@@ -13,6 +13,7 @@ from experiments import runner
 from experiments import runs as runs_lib
 from mmjax import health
 from mmjax import train
+from tests.conftest import REPO
 from tests.test_sweep import _fake_run
 
 HEALTHY = {'all': 0.83, 'missing=audio': 0.64, 'missing=image': 0.52,
@@ -41,6 +42,25 @@ def test_a_branch_at_chance_without_the_other_modality_is_inert():
   assert health.check({**HEALTHY, 'missing=image': 0.151}, AV, 0.1).healthy
 
 
+def test_where_swapping_was_measured_it_decides_use_not_removal():
+  # Tensor fusion at SGD 0.03 (the learning-rate search): 74.9% with both, so it reads the
+  # image (audio alone tops out near 55%), yet 7.0% with the audio removed: the product of its
+  # features with a zeroed modality's is no input it trained on. Swapping keeps inputs real.
+  multiplicative = {'all': 0.749, 'missing=audio': 0.070, 'missing=image': 0.206,
+                    'noise=audio,snr_db=-18': 0.579}
+  assert health.check(multiplicative, AV, 0.1).inert == ('image',)
+  found = health.check({**multiplicative, 'swapped=image': 0.21, 'swapped=audio': 0.52}, AV, 0.1)
+  assert found.healthy
+  # A branch the model ignores: swapping it moves nothing, whatever removal shows.
+  ignored = health.check({**HEALTHY, 'all': 0.631, 'swapped=image': 0.2,
+                          'swapped=audio': 0.6275}, AV, 0.1)
+  assert ignored.inert == ('audio',)
+  assert ignored.reasons == ("audio branch inert: giving each example another example's audio "
+                             'moves accuracy by 0.35 point',)
+  assert health.check({**HEALTHY, 'swapped=image': 0.2, 'swapped=audio': 0.825},
+                      AV, 0.1).healthy
+
+
 def test_a_branch_that_the_strongest_noise_does_not_move_is_inert():
   ignored = {**HEALTHY, 'all': 0.631, 'noise=audio,snr_db=0': 0.631,
              'noise=audio,snr_db=-18': 0.627}
@@ -67,14 +87,17 @@ def test_a_run_at_chance_or_with_a_nonfinite_loss_diverged():
 def test_the_trainer_warns_once_per_flag(caplog, monkeypatch):
   config = catalog.runs_lib.load_config(runs_lib.Run('configs/late_fusion.py'),
                                         with_values=False)
+  # The README's example line, from the conditions the main job's robustness evaluator has.
   inert = [{'condition': c, 'accuracy': a, 'loss': 1.0}
-           for c, a in {**HEALTHY, 'all': 0.63, 'missing=image': 0.096}.items()]
+           for c, a in {**HEALTHY, 'all': 0.631, 'swapped=image': 0.2,
+                        'swapped=audio': 0.6275}.items()]
   caplog.set_level(logging.WARNING)
-  train._warn_if_unhealthy(config, {'test': [{'accuracy': 0.63, 'loss': 1.0}],
+  train._warn_if_unhealthy(config, {'test': [{'accuracy': 0.631, 'loss': 1.0}],
                                     'robustness': inert})
   warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-  assert warnings == ['robustness: audio branch inert: accuracy with the image removed 9.6% '
-                      '(chance 10%)']
+  assert warnings == ["robustness: audio branch inert: giving each example another example's "
+                      'audio moves accuracy by 0.35 point']
+  assert f'`{warnings[0]}`' in ' '.join((REPO / 'README.md').read_text().split())
   caplog.clear()
   train._warn_if_unhealthy(config, {'robustness': [{'condition': c, 'accuracy': a}
                                                    for c, a in HEALTHY.items()]})

@@ -14,6 +14,7 @@ import pytest
 from configs import multitask
 from mmjax import corrupt, parallel, steps, train, writers
 from mmjax.data import input_pipeline
+from mmjax.evaluators import robustness as robustness_lib
 from mmjax.errors import UserError
 from tests.conftest import override, run_python, tiny_config
 
@@ -291,14 +292,27 @@ def test_robustness_reports_one_line_per_condition(robust_run):
   _, workdir, results = robust_run
   lines = [l for l in _lines(workdir) if l['split'] == 'robustness']
   assert [l['condition'] for l in lines] == [
-      'all', 'missing=audio', 'missing=image', 'noise=audio,snr_db=0', 'noise=audio,snr_db=-12',
-      'noise=image,std=0.5']
+      'all', 'missing=audio', 'missing=image', 'swapped=audio', 'swapped=image',
+      'noise=audio,snr_db=0', 'noise=audio,snr_db=-12', 'noise=image,std=0.5']
   assert all(l['step'] == 40 and l['num_examples'] == 500 for l in lines)
   assert [l['condition'] for l in results['robustness']] == [l['condition'] for l in lines]
   by = {l['condition']: l['accuracy'] for l in lines}
   validation = [l for l in _lines(workdir) if l['split'] == 'validation'][-1]
   assert by['all'] == validation['accuracy']
   assert by['noise=audio,snr_db=-12'] != by['all']  # the noise reaches the model
+
+
+def test_swap_with_next_moves_one_modality_among_the_real_examples():
+  batch = {'inputs': {'audio': np.arange(5) * 10, 'image': np.arange(5)},
+           'present': {'audio': np.array([1, 0, 1, 1, 0], bool), 'image': np.ones(5, bool)},
+           'mask': np.array([1, 1, 1, 0, 0], bool), 'labels': {'label': np.arange(5)}}
+  out = robustness_lib.swap_with_next(batch, 'audio')
+  np.testing.assert_array_equal(out['inputs']['audio'], [10, 20, 0, 30, 40])  # padding stays
+  np.testing.assert_array_equal(out['present']['audio'], [0, 1, 1, 1, 0])
+  assert out['inputs']['image'] is batch['inputs']['image'] and out['labels'] is batch['labels']
+  none_real = {**batch, 'mask': np.zeros(5, bool)}
+  np.testing.assert_array_equal(robustness_lib.swap_with_next(none_real, 'audio')['inputs'][
+      'audio'], batch['inputs']['audio'])
 
 
 def test_robustness_missing_equals_a_direct_masked_evaluation(robust_run):
@@ -322,6 +336,15 @@ def test_robustness_missing_equals_a_direct_masked_evaluation(robust_run):
   direct = objectives.finalize(total)['accuracy']
   lines = {l['condition']: l for l in _lines(workdir) if l['split'] == 'robustness'}
   assert lines['missing=audio']['accuracy'] == direct
+  # swapped=image: each real example scored with the next one's image, by hand.
+  total = None
+  for batch in data:
+    real = int(batch['mask'].sum())
+    batch['inputs']['image'][:real] = np.roll(batch['inputs']['image'][:real], -1, axis=0)
+    sums = jax.device_get(eval_step(state, parallel.global_batch(batch, mesh)))
+    total = sums if total is None else jax.tree.map(np.add, total, sums)
+  assert lines['swapped=image']['accuracy'] == objectives.finalize(total)['accuracy']
+  assert lines['swapped=image']['accuracy'] != lines['all']['accuracy']
   # A rerun of the evaluator gives the same figures, noise included.
   again = evaluators.build(config, trainer.eval_fns)['robustness'].run(state)
   assert [{k: v for k, v in l.items()} for l in again] == [
@@ -346,7 +369,8 @@ def test_rerun_of_a_finished_workdir_only_evaluates(robust_run, tmp_path):
   keep = lambda ls: [l for l in ls if l['split'] in ('train',)]
   assert keep(after) == keep(before)
   conditions = [l['condition'] for l in after if l['split'] == 'robustness']
-  assert conditions == ['all', 'missing=audio', 'missing=image', 'noise=audio,snr_db=-18']
+  assert conditions == ['all', 'missing=audio', 'missing=image', 'swapped=audio', 'swapped=image',
+                        'noise=audio,snr_db=-18']
   assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()) == sorted(
       p.name for p in (source / 'checkpoints').iterdir())
   assert set(results) == {'robustness', 'test', 'validation'}
@@ -391,5 +415,6 @@ def test_cli_trains_on_avmnist(tmp_path, config_file, tasks):
     assert all(n in line for n in names), line
   if config_file.endswith('late_fusion.py'):  # the main job runs its robustness evaluator
     conditions = [l['condition'] for l in lines if l['split'] == 'robustness']
-    assert conditions[:3] == ['all', 'missing=audio', 'missing=image']
+    assert conditions[:5] == ['all', 'missing=audio', 'missing=image', 'swapped=audio',
+                              'swapped=image']
     assert 'noise=audio,snr_db=-18' in conditions
