@@ -35,6 +35,7 @@ def get_config(arg: str = 'avmnist'):
       'projection_hidden': (),
       'init_log_scale': None,   # None: CLIP's log(1/0.07), SigLIP's log(10)
       'init_bias': None,        # SigLIP only; None: -10
+      'chunk_size': 0,          # 0: the whole [B, B] similarity at once; c: c rows at a time
   }
   config.evals = {
       'validation': {'type': 'classification', 'split': 'validation', 'every_steps': 250},

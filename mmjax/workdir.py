@@ -119,15 +119,17 @@ def write_config(workdir, config, dataset_versions: dict[str, str]) -> None:
 
 
 # Fields a resumed run may change: how long it trains, what is measured and logged, where data
-# and caches live. Any other change makes the resumed run another run than the one recorded.
+# and caches live, how memory is laid out (fsdp, objective.chunk_size: the same numbers). Any other
+# change makes the resumed run another run than the one recorded.
 RESUMABLE_FIELDS = ('num_train_steps', 'num_train_epochs', 'evals', 'log_every_steps',
                     'checkpoint_every_steps', 'max_checkpoints_to_keep', 'compilation_cache',
                     'profile', 'on_nonfinite', 'init_from', 'init_from_pattern',
                     'dataset.data_dir', 'dataset.raw_data_dir', 'dataset.num_workers',
-                    'dataset.read_threads', 'fsdp')
+                    'dataset.read_threads', 'fsdp', 'objective.chunk_size')
 # Fields added to the config since a workdir may have been written, with the value that gives
 # what runs did before them: their absence from an older config.json is no change.
-ADDED_FIELDS = {'grad_accum_steps': 1, 'num_train_epochs': 0.0, 'fsdp': False}
+ADDED_FIELDS = {'grad_accum_steps': 1, 'num_train_epochs': 0.0, 'fsdp': False,
+                'objective.chunk_size': 0}
 CHANGES_FILE = 'config_changes.jsonl'
 
 

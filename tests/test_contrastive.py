@@ -81,6 +81,55 @@ def test_examples_of_one_pair_are_positives_not_negatives():
       contrastive.clip_loss(jnp.asarray(logits), jnp.asarray(valid))[0], rtol=1e-6)
 
 
+def _unit(rng, shape):
+  x = rng.normal(size=shape).astype(np.float32)
+  return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize('loss', ['clip', 'siglip'])
+@pytest.mark.parametrize('with_ids', [False, True])
+def test_chunked_loss_and_gradients_equal_the_whole_matrixs(loss, with_ids):
+  """10 examples in chunks of 3 (the last chunk padded) and of 10, against the loss of the whole
+  logits matrix, with two invalid examples and (with ids) pairs of several examples."""
+  rng = np.random.default_rng(5)
+  a, b = _unit(rng, (10, 8)), _unit(rng, (10, 8))
+  valid = jnp.asarray([1, 1, 0, 1, 1, 1, 1, 0, 1, 1], bool)
+  ids = jnp.asarray([0, 1, 0, 2, 3, 1, 4, 5, 0, 6]) if with_ids else None
+  logit_fn = lambda s: 7.0 * s - (2.0 if loss == 'siglip' else 0.0)
+  reference = contrastive.clip_loss if loss == 'clip' else contrastive.siglip_loss
+  positive = contrastive.positives({'pair_id': ids} if with_ids else {}, 10)
+  whole = lambda a, b: reference(logit_fn(a @ b.T), valid, positive)
+  expected = jax.device_get(whole(a, b))
+  expected_grads = jax.grad(lambda a, b: whole(a, b)[0], argnums=(0, 1))(a, b)
+  for chunk in (0, 3, 10):
+    fn = lambda a, b, c=chunk: contrastive.embedding_loss(loss, a, b, valid, logit_fn, ids, c)
+    got = jax.device_get(fn(a, b))
+    np.testing.assert_allclose(got[0], expected[0], rtol=1e-5)
+    assert (got[1], got[2]) == (expected[1], expected[2]), chunk
+    grads = jax.grad(lambda a, b: fn(a, b)[0], argnums=(0, 1))(a, b)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6), grads,
+                 expected_grads)
+  assert expected[1] > 0 and expected[0] > 0  # a loss and counts that the comparison can miss
+
+
+def test_chunks_bound_the_similarity_matrixs_memory():
+  """XLA's memory analysis of the loss and gradient at a global batch of 2,048: 256-row chunks
+  need a fraction of the whole matrix's temporary memory, for the same value."""
+  rng = np.random.default_rng(0)
+  a, b = _unit(rng, (2048, 64)), _unit(rng, (2048, 64))
+  valid, ids = jnp.ones(2048, bool), jnp.asarray(rng.integers(0, 100, 2048))
+  temp, values = {}, {}
+  for loss in ('clip', 'siglip'):
+    for chunk in (0, 256):
+      fn = jax.jit(jax.value_and_grad(lambda a, b, loss=loss, chunk=chunk: contrastive.embedding_loss(
+          loss, a, b, valid, lambda s: 14.0 * s, ids, chunk)[0]))
+      temp[loss, chunk] = fn.lower(a, b).compile().memory_analysis().temp_size_in_bytes
+      values[loss, chunk] = float(fn(a, b)[0])
+    print(f'{loss}: temp bytes whole {temp[loss, 0]:,}, 256-row chunks {temp[loss, 256]:,}')
+    assert temp[loss, 256] < temp[loss, 0] / 4
+    assert values[loss, 256] == pytest.approx(values[loss, 0], rel=1e-5)
+
+
 @pytest.mark.slow  # builds AV-MNIST from the raw files
 def test_avmnist_batches_carry_the_recording_as_pair_id():
   """configs/contrastive.py names audio_id as the pair; the recording joined in is that one, so
@@ -280,6 +329,7 @@ def test_finetune_starts_from_the_pretrained_encoders(pretrained):
     ({'objective.loss': 'triplet'}, "objective.loss='triplet'; valid values: clip, siglip"),
     ({'objective.modalities': ('audio', 'audio')}, 'must name two different modalities'),
     ({'objective.modalities': ('audio', 'text')}, 'must name two different modalities'),
+    ({'objective.chunk_size': -1}, 'objective.chunk_size=-1 must be an integer >= 0'),
 ])
 def test_bad_contrastive_config_is_one_line(overrides, message):
   config = override(small_config('synthetic'), **overrides)

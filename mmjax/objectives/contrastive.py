@@ -25,9 +25,13 @@ and single-positive InfoNCE would teach the audio tower to tell those copies apa
 multi-positive InfoNCE (-log of the positives' total probability), and SigLIP's targets are +1 for
 every positive pair. The id comes from the data's pairing, not from a label.
 
+Memory: the [B, B] similarity matrix (and its gradient) grows with the square of the global
+batch. `chunk_size = c` computes it c anchors at a time, recomputing each chunk in the backward
+pass, so the largest array is [c, B]: the same loss and gradients for c× less of that memory.
+
 config.objective: name='contrastive', loss ('clip' | 'siglip'), modalities (two, default the
 model's first two), embed_dim, projection_hidden (hidden sizes of the projection MLP; () linear),
-init_log_scale and init_bias (None: the paper's values).
+init_log_scale and init_bias (None: the paper's values), chunk_size (0: the whole matrix).
 Metrics: `loss`, `logit_scale`, `bias` (siglip), and the in-batch top-1 accuracy in each direction
 (the top candidate is a positive), `in_batch/<a>_to_<b>/accuracy`.
 """
@@ -74,11 +78,27 @@ def positives(batch, size: int):
   return ids[:, None] == ids[None, :]
 
 
-def _correct(rows, cols, positive, valid):
-  """Per direction, whether the top candidate is one of the anchor's positives."""
-  a2b = jnp.take_along_axis(positive, jnp.argmax(rows, axis=1)[:, None], axis=1)[:, 0]
-  b2a = jnp.take_along_axis(positive, jnp.argmax(cols, axis=0)[None, :], axis=0)[0]
-  return (a2b & valid).sum(), (b2a & valid).sum()
+def _rows(loss, logits, positive, valid):
+  """Each anchor row of `logits` [n, B] against the valid candidates (columns): (its loss term
+  [n], or None for loss=None; whether its top candidate is a positive [n])."""
+  neg_inf = jnp.finfo(jnp.float32).min
+  masked = jnp.where(valid[None, :], logits, neg_inf)
+  correct = jnp.take_along_axis(positive, jnp.argmax(masked, axis=1)[:, None], axis=1)[:, 0]
+  if loss == 'clip':   # -log of the positives' total probability
+    term = jax.nn.logsumexp(masked, axis=1) - jax.nn.logsumexp(
+        jnp.where(positive, masked, neg_inf), axis=1)
+  elif loss == 'siglip':
+    z = 2.0 * positive.astype(jnp.float32) - 1.0
+    term = -(jax.nn.log_sigmoid(z * logits) * valid[None, :]).sum(axis=1)
+  else:
+    term = None
+  return term, correct
+
+
+def _total(loss, a2b, b2a, valid):
+  """The summed loss over valid anchors: InfoNCE's two directions averaged; SigLIP's sum over
+  valid pairs (its a→b rows already hold every pair once)."""
+  return (0.5 * (a2b + b2a) * valid).sum() if loss == 'clip' else (a2b * valid).sum()
 
 
 def clip_loss(logits, valid, positive=None):
@@ -87,31 +107,56 @@ def clip_loss(logits, valid, positive=None):
   probability (multi-positive InfoNCE: several examples of one pair are not each other's
   negatives). (Sum over valid examples of the mean of both directions' losses, per-direction
   correct counts.)"""
-  positive = jnp.eye(logits.shape[0], dtype=bool) if positive is None else positive
-  neg_inf = jnp.finfo(jnp.float32).min
-  rows = jnp.where(valid[None, :], logits, neg_inf)   # a→b: candidates are the valid b's
-  cols = jnp.where(valid[:, None], logits, neg_inf)   # b→a: candidates are the valid a's
-  a2b = jax.nn.logsumexp(rows, axis=1) - jax.nn.logsumexp(
-      jnp.where(positive, rows, neg_inf), axis=1)
-  b2a = jax.nn.logsumexp(cols, axis=0) - jax.nn.logsumexp(
-      jnp.where(positive, cols, neg_inf), axis=0)
-  correct_a2b, correct_b2a = _correct(rows, cols, positive, valid)
-  return (0.5 * (a2b + b2a) * valid).sum(), correct_a2b, correct_b2a
+  return _matrix_loss('clip', logits, valid, positive)
 
 
 def siglip_loss(logits, valid, positive=None):
   """SigLIP's sigmoid loss: -Σ_ij log σ(z_ij · logits_ij), z = +1 for positive pairs (default:
   the diagonal) and -1 otherwise, over valid pairs; (sum over valid anchors, per-direction
   correct counts)."""
+  return _matrix_loss('siglip', logits, valid, positive)
+
+
+def _matrix_loss(loss, logits, valid, positive):
   positive = jnp.eye(logits.shape[0], dtype=bool) if positive is None else positive
-  z = 2.0 * positive.astype(jnp.float32) - 1.0
-  pair = (valid[:, None] & valid[None, :]).astype(jnp.float32)
-  nll = -(jax.nn.log_sigmoid(z * logits) * pair).sum()
-  neg_inf = jnp.finfo(jnp.float32).min
-  rows = jnp.where(valid[None, :], logits, neg_inf)
-  cols = jnp.where(valid[:, None], logits, neg_inf)
-  correct_a2b, correct_b2a = _correct(rows, cols, positive, valid)
-  return nll, correct_a2b, correct_b2a
+  a2b, correct_a2b = _rows(loss, logits, positive, valid)
+  b2a, correct_b2a = _rows(loss if loss == 'clip' else None, logits.T, positive.T, valid)
+  return (_total(loss, a2b, b2a, valid), (correct_a2b & valid).sum(),
+          (correct_b2a & valid).sum())
+
+
+def _direction(loss, anchors, candidates, valid, logit_fn, ids, chunk):
+  """`_rows` for the logits of `anchors` [B, d] against `candidates` [B, d], `chunk` anchors at a
+  time (0: all at once), each chunk's logits recomputed in the backward pass instead of kept."""
+  n = anchors.shape[0]
+  chunk = n if not chunk or chunk >= n else chunk
+  blocks = -(-n // chunk)
+  padded = jnp.pad(anchors, ((0, blocks * chunk - n), (0, 0)))
+  padded_ids = None if ids is None else jnp.pad(ids, (0, blocks * chunk - n))
+
+  def block(start):
+    rows = start + jnp.arange(chunk)
+    logits = logit_fn(jax.lax.dynamic_slice_in_dim(padded, start, chunk) @ candidates.T)
+    positive = (rows[:, None] == jnp.arange(n)[None, :] if ids is None else
+                jax.lax.dynamic_slice_in_dim(padded_ids, start, chunk)[:, None] == ids[None, :])
+    return _rows(loss, logits, positive, valid)
+
+  if blocks == 1:
+    return block(0)
+  term, correct = jax.lax.map(jax.checkpoint(block), jnp.arange(blocks) * chunk)
+  flat = lambda x: None if x is None else x.reshape(-1)[:n]
+  return flat(term), flat(correct)
+
+
+def embedding_loss(loss, a, b, valid, logit_fn, ids=None, chunk=0):
+  """`clip_loss` / `siglip_loss` of the logits `logit_fn(a @ b.T)` of unit embeddings a, b
+  [B, d], computed `chunk` rows at a time (0: the whole [B, B] matrix at once): with chunks the
+  largest array is [chunk, B], forward and backward. `ids`: pair ids (`positives`)."""
+  a2b, correct_a2b = _direction(loss, a, b, valid, logit_fn, ids, chunk)
+  b2a, correct_b2a = _direction(loss if loss == 'clip' else None, b, a, valid, logit_fn, ids,
+                                chunk)
+  return (_total(loss, a2b, b2a, valid), (correct_a2b & valid).sum(),
+          (correct_b2a & valid).sum())
 
 
 @OBJECTIVES.register('contrastive')
@@ -137,6 +182,10 @@ class Contrastive(Objective):
     init_bias = cfg.get('init_bias')
     self.init_log_scale = default_scale if init_log_scale is None else float(init_log_scale)
     self.init_bias = -10.0 if init_bias is None else float(init_bias)
+    self.chunk_size = cfg.get('chunk_size', 0)
+    if not isinstance(self.chunk_size, int) or self.chunk_size < 0:
+      raise UserError(f'objective.chunk_size={self.chunk_size!r} must be an integer >= 0 (0: the '
+                      'whole similarity matrix at once)')
     self.projections = {m: Projection(self.hidden, self.embed_dim)
                         for m in self.embedding_modalities}
 
@@ -178,13 +227,10 @@ class Contrastive(Objective):
     valid = batch['mask'] & batch['present'][a] & batch['present'][b]
     count = valid.astype(jnp.float32).sum()
     scale = self.logit_scale(params)
-    logits = scale * (z[a] @ z[b].T)
-    positive = positives(batch, logits.shape[0])
-    if self.loss == 'clip':
-      total, correct_a2b, correct_b2a = clip_loss(logits, valid, positive)
-    else:
-      logits = logits + params['bias']
-      total, correct_a2b, correct_b2a = siglip_loss(logits, valid, positive)
+    bias = params['bias'] if self.loss == 'siglip' else 0.0
+    total, correct_a2b, correct_b2a = embedding_loss(
+        self.loss, z[a], z[b], valid, lambda similarity: scale * similarity + bias,
+        batch.get('pair_id'), self.chunk_size)
     loss = total / jnp.maximum(count, 1.0)
     sums = {'count': count, 'loss': total, 'logit_scale': scale * count,
             f'in_batch/{a}_to_{b}/accuracy': correct_a2b.astype(jnp.float32),
