@@ -56,6 +56,7 @@ class Experiment:
   quick: bool = False
   seeds: int | None = None   # as given on the command line (None: the experiment's default)
   steps: int | None = None   # likewise
+  shares_runs_with: tuple[str, ...] = ()  # experiments whose identical runs this one reuses
 
   @property
   def command(self) -> str:
@@ -286,9 +287,13 @@ def robustness(quick: bool = False, seeds: int | None = None,
             f'noisy) {split} audio')
   if waiting:
     budget += f'; not run until their learning-rate search has finished: {", ".join(waiting)}'
-  return _grid('robustness', 'Robustness to a missing or noisier modality', budget, specs,
-               seeds or (1 if quick else AVMNIST_SEEDS),
-               lambda config: {**settings(config), **SAME_CLIPPING}, quick, seed_major=True)
+  budget += ('; the unimodal and standard runs are those of avmnist_fusion (the same runs, '
+             'trained once)')
+  experiment = _grid('robustness', 'Robustness to a missing or noisier modality', budget, specs,
+                     seeds or (1 if quick else AVMNIST_SEEDS),
+                     lambda config: {**settings(config), **SAME_CLIPPING}, quick,
+                     seed_major=True)
+  return dataclasses.replace(experiment, shares_runs_with=('avmnist_fusion',))
 
 
 ZOO_STEPS = 300

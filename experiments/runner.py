@@ -2,12 +2,16 @@
 experiments.sweep and experiments.zoo).
 
 Each run is `python -m mmjax.main` in a subprocess, in `<root>/runs/<run name>`, its output in
-`<root>/logs/<run name>.log`; a finished run is skipped, an interrupted one resumes. Runs share
+`<root>/logs/<run name>.log`; a finished run is skipped, an interrupted one resumes. A run that an
+experiment shares with another (`Experiment.shares_runs_with`: the same config, overrides, seed
+and settings) is not trained twice: its workdir becomes a link to the other experiment's (in the
+sibling directory named after it), which it then skips or resumes like its own. Runs share
 mmjax's persistent compilation cache (`~/.cache/mmjax/jax`, or `$MMJAX_COMPILATION_CACHE`), so
 runs of one program (e.g. one method on several datasets) compile it once.
 """
 
 import concurrent.futures
+import os
 import pathlib
 import sys
 import time
@@ -34,8 +38,9 @@ def run_all(experiment, root, timeout_s: int, out=None, jobs: int = 1) -> list[s
 
   def one(i, run) -> str | None:
     wd = aggregate.workdir(root, run)
+    shared = _link_shared(experiment, root, run, wd)
     state = runs_lib.progress(run, wd)
-    head = f'[{i}/{total}] {run.name}'
+    head = f'[{i}/{total}] {run.name}' + (f' (shared with {shared})' if shared else '')
     if state.state in ('finished', 'diverged'):
       print(f'{head}: {state.describe()}, skipped', file=out, flush=True)
       return None
@@ -65,6 +70,23 @@ def run_all(experiment, root, timeout_s: int, out=None, jobs: int = 1) -> list[s
   with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
     results = list(pool.map(one, range(1, total + 1), experiment.runs))
   return [r for r in results if r]
+
+
+def _link_shared(experiment, root, run, wd) -> str | None:
+  """Links `wd` to the same run's workdir in an experiment this one shares runs with, where
+  that one exists and `wd` does not; the experiment it links to (None: its own workdir)."""
+  if wd.is_symlink():
+    return pathlib.Path(os.readlink(wd)).parent.parent.name.removesuffix('-quick')
+  if wd.exists():
+    return None
+  suffix = '-quick' if experiment.quick else ''
+  for other in experiment.shares_runs_with:
+    theirs = aggregate.workdir(pathlib.Path(root).parent / f'{other}{suffix}', run)
+    if theirs.is_dir():
+      wd.parent.mkdir(parents=True, exist_ok=True)
+      wd.symlink_to(theirs.resolve(), target_is_directory=True)
+      return other
+  return None
 
 
 def _tail(path, n: int = 5) -> str:

@@ -1,6 +1,7 @@
 """Sweeps (experiments/): run names, the runner's skip and resume, aggregation from hand-made
 metrics.jsonl files, plots, `--quick` end to end, and the README's generated Results section."""
 
+import dataclasses
 import io
 import json
 import math
@@ -352,6 +353,40 @@ def test_jobs_train_that_many_runs_at_a_time_and_overlap_counts_once(tmp_path, m
   seconds, jobs = aggregate.elapsed(tmp_path, names)
   assert jobs == 2 and 1.1 < seconds < 5 * 0.4  # 3 rounds of 0.4 s, not 5
   assert sum(aggregate.wall_times(tmp_path).values()) >= 5 * 0.4
+
+
+def test_a_run_shared_with_another_experiment_is_trained_once(tmp_path, monkeypatch):
+  """robustness shares its unimodal and standard runs with avmnist_fusion: a run the other
+  experiment has is linked and skipped (or resumed there), the rest train in its own directory,
+  and its results read both."""
+  fusion = _handmade(tmp_path / 'fusion', {('late_fusion', 0): 0.8})
+  mine = _handmade(tmp_path / 'robust', {('late_fusion', 0): None, ('early_fusion', 0): None})
+  mine = dataclasses.replace(mine, shares_runs_with=('fusion',))
+  trained = []
+
+  def execute(run, wd, log, timeout_s):  # pylint: disable=unused-argument
+    trained.append(run.name)
+    _fake_run(wd, 0.6, config={'seed': run.seed})
+    return 0
+
+  monkeypatch.setattr(runs_lib, 'execute', execute)
+  out = io.StringIO()
+  assert runner.run_all(mine, tmp_path / 'robust', 60, out=out) == []
+  assert trained == ['early_fusion__seed0']
+  linked = aggregate.workdir(tmp_path / 'robust', mine.runs[0])
+  assert linked.is_symlink() and linked.resolve() == aggregate.workdir(tmp_path / 'fusion',
+                                                                        fusion.runs[0])
+  assert '[1/2] late_fusion__seed0 (shared with fusion): finished, skipped' in out.getvalue()
+  rows = aggregate.collect(mine, tmp_path / 'robust').rows
+  assert {r['method']: r['test/accuracy'] for r in rows} == {'late_fusion': 0.8,
+                                                             'early_fusion': 0.6}
+  # Without the other experiment's run, or without sharing, a run is trained in its own place.
+  alone = dataclasses.replace(mine, runs=[runs_lib.Run('configs/late_fusion.py', {}, 1,
+                                                       {'num_train_steps': 8}, 'late_fusion')])
+  assert runner.run_all(alone, tmp_path / 'robust', 60, out=out) == []
+  assert trained[-1] == 'late_fusion__seed1'
+  assert not aggregate.workdir(tmp_path / 'robust', alone.runs[0]).is_symlink()
+  assert catalog.get('robustness').shares_runs_with == ('avmnist_fusion',)
 
 
 def test_elapsed_time_is_the_union_of_the_attempts(tmp_path):
