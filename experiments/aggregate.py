@@ -335,6 +335,48 @@ def table(results: Results, columns: str | None = None) -> str:
   return '\n'.join(lines)
 
 
+def paired_differences(results: Results, baseline: str) -> dict[tuple, dict]:
+  """{group (method and facets): {'seeds': [...], 'diffs': [...] in points, 'mean', 'low', 'high'}}:
+  each group's headline metric minus `baseline`'s (a method) on the same seed, for every seed both
+  have, with a 95% t-interval of the mean difference (None below two pairs)."""
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+  keys = ['method', *results.facets]
+  rows = [r for r in results.rows if isinstance(r.get(HEADLINE), (int, float))]
+  base = {r['seed']: r[HEADLINE] for r in rows if r['method'] == baseline}
+  out = {}
+  for key, members in groups([r for r in rows if r['method'] != baseline], keys).items():
+    pairs = sorted((r['seed'], 100 * (r[HEADLINE] - base[r['seed']])) for r in members
+                   if r['seed'] in base)
+    if not pairs:
+      continue
+    diffs = [d for _, d in pairs]
+    mean, std = mean_std(diffs)
+    half = (stats.t.ppf(0.975, len(diffs) - 1) * std / math.sqrt(len(diffs))
+            if len(diffs) > 1 else None)
+    out[key] = {'seeds': [s for s, _ in pairs], 'diffs': diffs, 'mean': mean,
+                'low': None if half is None else mean - half,
+                'high': None if half is None else mean + half}
+  return out
+
+
+def paired_table(results: Results, baseline: str) -> str:
+  """Markdown: each group's test accuracy minus `baseline`'s on the same seed (see
+  `paired_differences`)."""
+  keys = ['method', *results.facets]
+  found = paired_differences(results, baseline)
+  if not found:
+    return ''
+  lines = [wrap(f'Difference from `{baseline}` on the same seed (test accuracy, points): every '
+                "seed's, the mean and its 95% t-interval."), '',
+           '| ' + ' | '.join([*keys, 'per seed', 'mean', '95% interval', 'pairs']) + ' |',
+           '|' + '---|' * len(keys) + '---:|' * 4]
+  for key, d in found.items():
+    interval = '—' if d['low'] is None else f'[{d["low"]:+.1f}, {d["high"]:+.1f}]'
+    lines.append('| ' + ' | '.join([*map(str, key), ' '.join(f'{x:+.1f}' for x in d['diffs']),
+                                    f'{d["mean"]:+.1f}', interval, str(len(d['diffs']))]) + ' |')
+  return '\n'.join(lines)
+
+
 def health_note(results: Results) -> str:
   """What the marks mean and which runs are not healthy, by name."""
   bad = [r for r in results.rows if not r.get('healthy', 1)]
@@ -378,6 +420,7 @@ def markdown(results: Results, experiment) -> str:
            f'figure, and how many runs are healthy, from `{experiment.command}`.'),
       wrap(f'Budget: {experiment.budget}.'),
       body,
+      paired_table(results, experiment.paired_with) if experiment.paired_with else '',
       wrap(health_note(results)),
       wrap(missing_note(results, total) + wall_note(results))])) + '\n'
 

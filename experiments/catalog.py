@@ -57,6 +57,7 @@ class Experiment:
   seeds: int | None = None   # as given on the command line (None: the experiment's default)
   steps: int | None = None   # likewise
   shares_runs_with: tuple[str, ...] = ()  # experiments whose identical runs this one reuses
+  paired_with: str | None = None  # a method each other one is compared with seed by seed
 
   @property
   def command(self) -> str:
@@ -196,23 +197,29 @@ def avmnist_fusion_lr(quick: bool = False, seeds: int | None = None,
                metrics=f'^{SEARCH_METRIC}$', seed_major=False, first_seed=SEARCH_SEED)
 
 
+def _best_on_validation(path, method: str, candidates: list[dict]) -> dict | None:
+  """The overrides among `candidates` whose run of `method` in the search results at `path` has
+  the best validation accuracy, among its healthy runs (all, where none is); None until every
+  candidate has finished."""
+  from experiments import aggregate  # pylint: disable=import-outside-toplevel
+  path = pathlib.Path(path)
+  rows = aggregate.read_csv(path) if path.exists() else []
+  done = {r['overrides']: r for r in rows if r['method'] == method and SEARCH_METRIC in r}
+  wanted = {json.dumps(c, sort_keys=True): c for c in candidates}
+  if set(wanted) - set(done):
+    return None
+  healthy = [o for o in wanted if done[o].get('healthy', 1)] or list(wanted)
+  return wanted[max(healthy, key=lambda o: done[o][SEARCH_METRIC])]
+
+
 def chosen_settings(path=None) -> dict[str, dict]:
   """{method: optimizer overrides} chosen by the committed learning-rate search: the setting of
   its grid with the best validation accuracy, among its healthy runs. A method whose search has
   not finished every setting is left out."""
-  from experiments import aggregate  # pylint: disable=import-outside-toplevel
-  path = pathlib.Path(path or SEARCH_RESULTS)
-  rows = aggregate.read_csv(path) if path.exists() else []
-  out = {}
-  for method, (name, rates) in LR_SEARCH.items():
-    done = {r['overrides']: r for r in rows if r['method'] == method and SEARCH_METRIC in r}
-    wanted = {json.dumps(_optimizer(name, lr), sort_keys=True): lr for lr in rates}
-    if set(wanted) - set(done):
-      continue
-    healthy = [o for o in wanted if done[o].get('healthy', 1)] or list(wanted)
-    best = max(healthy, key=lambda o: done[o][SEARCH_METRIC])
-    out[method] = _optimizer(name, wanted[best])
-  return out
+  chosen = {method: _best_on_validation(path or SEARCH_RESULTS, method,
+                                        [_optimizer(name, lr) for lr in rates])
+            for method, (name, rates) in LR_SEARCH.items()}
+  return {m: c for m, c in chosen.items() if c is not None}
 
 
 def avmnist_fusion(quick: bool = False, seeds: int | None = None,
@@ -296,6 +303,80 @@ def robustness(quick: bool = False, seeds: int | None = None,
   return dataclasses.replace(experiment, shares_runs_with=('avmnist_fusion',))
 
 
+# Distillation (configs/distill_audio.py): the main job, seed 0 of avmnist_fusion (its best
+# state), teaches the audio-only student at each temperature T. The student minimises
+# (1 - a) · label loss + (a / T) · T²·KL: the soft term's gradient on the logits, T · (p_T - q_T),
+# then has weight a, and the whole stays bounded as the label loss's is, so the unclipped SGD
+# recipe holds at every T (with both weights 1, T = 4 diverged within 5 steps). The teacher's
+# share a is chosen on validation per T (one seed), then five seeds against training from
+# scratch (unimodal_audio, the same runs as avmnist_fusion's) on the same seeds.
+DISTILL_TEACHER = 'results/avmnist_fusion/runs/late_fusion__seed0'
+DISTILL_TEMPERATURES = (1.0, 2.0, 4.0)
+DISTILL_SHARES = (0.25, 0.5, 0.75)
+DISTILL_SEARCH_RESULTS = runs_lib.REPO / 'results' / 'distillation_weights' / 'results.csv'
+
+
+def _distill(temperature: float, share: float) -> dict:
+  return {'distill.temperature': temperature, 'distill.kd_weight': share / temperature,
+          'distill.label_weight': 1.0 - share}
+
+
+def _distill_settings(settings, quick: bool):
+  """A config's settings, plus the teacher for the student's runs (in quick mode, the quick
+  avmnist_fusion's main-job run)."""
+  teacher = ('runs/sweeps/avmnist_fusion-quick/runs/late_fusion__seed0' if quick else
+             DISTILL_TEACHER)
+  return lambda config: {**settings(config), **SAME_CLIPPING, **(
+      {'distill.teacher': teacher} if runs_lib.config_stem(config) == 'distill_audio' else {})}
+
+
+def distillation_weights(quick: bool = False, seeds: int | None = None,
+                         steps: int | None = None) -> Experiment:
+  """The teacher's share of the student's gradient, per temperature, chosen on validation."""
+  grid = ((1.0, (0.5,)),) if quick else tuple((t, DISTILL_SHARES) for t in DISTILL_TEMPERATURES)
+  specs = [('configs/distill_audio.py', _distill(t, a), 'distill_audio',
+            {'temperature': f'{t:g}', "teacher's share": f'{a:g}'}, seeds or 1)
+           for t, shares in grid for a in shares]
+  settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
+  budget = (f'{budget}; the teacher: {DISTILL_TEACHER} (avmnist_fusion\'s main-job run, seed '
+            f'0, its best state); seed {SEARCH_SEED}; loss (1 - a) · label loss + (a / T) · '
+            'T²·KL to the teacher, a the teacher\'s share of the gradient on the logits. Each '
+            'setting scored by its best validation accuracy; distillation trains five seeds of '
+            'the best share at each T')
+  return _grid('distillation_weights', "The distillation's weights, chosen on validation",
+               budget, specs, None, _distill_settings(settings, quick), quick,
+               metrics=f'^{SEARCH_METRIC}$', first_seed=SEARCH_SEED)
+
+
+def distillation(quick: bool = False, seeds: int | None = None,
+                 steps: int | None = None) -> Experiment:
+  """The audio-only student at each temperature's chosen share against training from scratch."""
+  temperatures = (1.0,) if quick else DISTILL_TEMPERATURES
+  chosen = {t: _best_on_validation(DISTILL_SEARCH_RESULTS, 'distill_audio',
+                                   [_distill(t, a) for a in DISTILL_SHARES])
+            for t in temperatures}
+  if quick:
+    chosen = {1.0: _distill(1.0, 0.5)}
+  waiting = [f'T={t:g}' for t, c in chosen.items() if c is None]
+  specs = [('configs/unimodal_audio.py', {}, 'unimodal_audio', {'teacher': 'none (scratch)'})]
+  specs += [('configs/distill_audio.py', c, 'distill_audio',
+             {'teacher': f'T={t:g}, share {1 - c["distill.label_weight"]:g}'})
+            for t, c in chosen.items() if c is not None]
+  settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
+  budget = (f'{budget}; the teacher: {DISTILL_TEACHER} (avmnist_fusion\'s main-job run, seed '
+            "0, its best state); each temperature at the teacher's share chosen on validation "
+            '(`--experiment=distillation_weights`); the from-scratch runs are those of '
+            'avmnist_fusion')
+  if waiting:
+    budget += f'; not run until their weight search has finished: {", ".join(waiting)}'
+  experiment = _grid('distillation', 'Knowledge distillation into an audio-only student', budget,
+                     specs, seeds or (1 if quick else AVMNIST_SEEDS),
+                     _distill_settings(settings, quick), quick, metrics='^test/accuracy$',
+                     seed_major=True)
+  return dataclasses.replace(experiment, shares_runs_with=('avmnist_fusion',),
+                             paired_with='unimodal_audio')
+
+
 ZOO_STEPS = 300
 
 
@@ -368,6 +449,8 @@ EXPERIMENTS: dict[str, Callable[..., Experiment]] = {
     'synthetic_interactions': synthetic_interactions,
     'robustness': robustness,
     'recipe_ablation': recipe_ablation,
+    'distillation_weights': distillation_weights,
+    'distillation': distillation,
 }
 # Tables that are not in the README: `python -m experiments.zoo --variant=...`.
 OTHER_EXPERIMENTS: dict[str, Callable[..., Experiment]] = {

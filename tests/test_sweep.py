@@ -115,6 +115,60 @@ def test_fusions_train_at_the_learning_rate_their_search_chose(tmp_path, monkeyp
           if r.label == 'gated_fusion'} == {chosen['gated_fusion']['optimizer.learning_rate']}
 
 
+def test_distillation_searches_the_teachers_share_per_temperature_then_pairs_seeds(
+    tmp_path, monkeypatch):
+  """distillation_weights: (1 - a) · label + (a / T) · T²·KL for a in 0.25, 0.5, 0.75 at each T,
+  one seed; distillation: five seeds of each T's best share beside the scratch runs it shares
+  with avmnist_fusion, every student taught by avmnist_fusion's main-job run, seed 0."""
+  search = catalog.get('distillation_weights')
+  assert len(search.runs) == 9 and {r.seed for r in search.runs} == {catalog.SEARCH_SEED}
+  for run in search.runs:
+    t, share = float(run.facets['temperature']), float(run.facets["teacher's share"])
+    assert run.overrides == {'distill.temperature': t, 'distill.kd_weight': share / t,
+                             'distill.label_weight': 1 - share}
+    assert run.settings['distill.teacher'] == catalog.DISTILL_TEACHER
+  [teacher] = [r for r in catalog.get('avmnist_fusion').runs
+               if r.label == 'late_fusion' and r.seed == 0]
+  assert str(aggregate.workdir(pathlib.Path('results/avmnist_fusion'), teacher)) == \
+      catalog.DISTILL_TEACHER
+  rows = [{'method': 'distill_audio', 'overrides': json.dumps(r.overrides, sort_keys=True),
+           catalog.SEARCH_METRIC: 0.5 + 0.01 * i, 'healthy': 1}
+          for i, r in enumerate(search.runs) if r.facets['temperature'] != '4']
+  aggregate.write_csv(aggregate.Results(rows, [], []), tmp_path / 'results.csv')
+  monkeypatch.setattr(catalog, 'DISTILL_SEARCH_RESULTS', tmp_path / 'results.csv')
+  experiment = catalog.get('distillation')
+  assert experiment.paired_with == 'unimodal_audio'
+  assert experiment.shares_runs_with == ('avmnist_fusion',)
+  by = {}
+  for run in experiment.runs:
+    by.setdefault(run.facets['teacher'], []).append(run)
+  assert sorted(by) == ['T=1, share 0.75', 'T=2, share 0.75', 'none (scratch)']
+  assert all(len(runs) == 5 for runs in by.values())
+  assert all('distill.teacher' not in r.settings for r in by['none (scratch)'])
+  assert 'not run until their weight search has finished: T=4' in experiment.budget
+  scratch = {r.name for r in by['none (scratch)']}
+  assert scratch <= {r.name for r in catalog.get('avmnist_fusion').runs}
+
+
+def test_paired_differences_and_their_interval():
+  """Each seed's difference from the baseline on that seed, and a 95% t-interval of the mean:
+  differences 1..5 points have mean 3, std 1.58, t(0.975, 4) = 2.776, half-width 1.96."""
+  rows = [{'method': 'scratch', 'seed': s, aggregate.HEADLINE: 0.5} for s in range(5)]
+  rows += [{'method': 'student', 'T': '1', 'seed': s, aggregate.HEADLINE: 0.5 + (s + 1) / 100}
+           for s in range(5)]
+  rows += [{'method': 'student', 'T': '2', 'seed': 0, aggregate.HEADLINE: 0.48}]
+  results = aggregate.Results(rows, [], ['T'])
+  found = aggregate.paired_differences(results, 'scratch')
+  one = found[('student', '1')]
+  assert one['diffs'] == pytest.approx([1, 2, 3, 4, 5]) and one['mean'] == pytest.approx(3)
+  assert (one['low'], one['high']) == pytest.approx((3 - 1.963, 3 + 1.963), abs=1e-3)
+  two = found[('student', '2')]
+  assert two['diffs'] == pytest.approx([-2]) and two['low'] is None
+  table = aggregate.paired_table(results, 'scratch')
+  assert '| student | 1 | +1.0 +2.0 +3.0 +4.0 +5.0 | +3.0 | [+1.0, +5.0] | 5 |' in table
+  assert '| student | 2 | -2.0 | -2.0 | — | 1 |' in table
+
+
 def test_every_run_of_every_experiment_parses_as_the_cli_parses_it(monkeypatch):
   """Each run's --config.* flags name fields its config has (an override of a field the
   config lacks stops the run at once: the recipe ablation's input standardisation once did)."""
@@ -190,8 +244,8 @@ def test_bad_flags_are_one_error_line():
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines() == [
       'mmjax: error: --experiment=nope: no such experiment; valid: avmnist_fusion_lr, '
-      'avmnist_fusion, synthetic_interactions, robustness, recipe_ablation, zoo_avmnist, '
-      'zoo_synthetic']
+      'avmnist_fusion, synthetic_interactions, robustness, recipe_ablation, '
+      'distillation_weights, distillation, zoo_avmnist, zoo_synthetic']
   with pytest.raises(UserError, match='--steps=0 must be at least 1'):
     catalog.get('robustness', steps=0)
   proc = run_python(['-m', 'experiments.sweep', '--experiment=robustness', '--jobs=0'])
