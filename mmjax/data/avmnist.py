@@ -183,6 +183,24 @@ _FSDD_SNR_CONFIGS = [
 ]
 
 
+def _label():
+  return tfds.features.ClassLabel(num_classes=10)
+
+
+def _speaker():
+  return tfds.features.ClassLabel(names=list(SPEAKERS))
+
+
+def _info(builder, description: str, features: dict, supervised_keys: tuple, homepage: str,
+          license_: str) -> tfds.core.DatasetInfo:
+  """A builder's DatasetInfo. Examples are stored in id order, unshuffled, so that an index
+  into a split is an id."""
+  return tfds.core.DatasetInfo(
+      builder=builder, description=description, features=tfds.features.FeaturesDict(features),
+      supervised_keys=supervised_keys, disable_shuffling=True, homepage=homepage,
+      license=license_)
+
+
 class Fsdd(RawDataBuilder):
   """FSDD recordings, one example per recording, split by take."""
 
@@ -194,24 +212,13 @@ class Fsdd(RawDataBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     snr = CONFIG_SNR_DB.get(self.builder_config.name)
     noise = f"white Gaussian noise at {snr:g} dB SNR" if snr is not None else "no noise"
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=(f"Free Spoken Digit Dataset v1.0.10, AV-MNIST protocol "
-                     f"{PROTOCOL}: 8 kHz int16 audio, {AUDIO_LENGTH} samples, "
-                     f"{noise}."),
-        features=tfds.features.FeaturesDict({
-            "audio": tfds.features.Tensor(shape=(AUDIO_LENGTH,), dtype=np.int16),
-            "length": np.int32,
-            "label": tfds.features.ClassLabel(num_classes=10),
-            "speaker": tfds.features.ClassLabel(names=list(SPEAKERS)),
-            "take": np.int32,
-            "recording_id": np.int32,
-        }),
-        supervised_keys=("audio", "label"),
-        disable_shuffling=True,  # stored in recording_id order
-        homepage=_HOMEPAGE_FSDD,
-        license="CC BY-SA 4.0",
-    )
+    audio = tfds.features.Tensor(shape=(AUDIO_LENGTH,), dtype=np.int16)
+    return _info(self, (f"Free Spoken Digit Dataset v1.0.10, AV-MNIST protocol {PROTOCOL}: 8 kHz "
+                        f"int16 audio, {AUDIO_LENGTH} samples, {noise}."),
+                 # stored in recording_id order
+                 {"audio": audio, "length": np.int32, "label": _label(), "speaker": _speaker(),
+                  "take": np.int32, "recording_id": np.int32},
+                 ("audio", "label"), _HOMEPAGE_FSDD, "CC BY-SA 4.0")
 
   def _split_generators(self, dl_manager):
     recordings = raw.fsdd_recordings(self.raw_data(dl_manager))  # all verified first
@@ -251,24 +258,14 @@ class Avmnist(RawDataBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     deg = ("PCA-degraded images (75% of energy removed)"
            if self.builder_config.name != "clean" else "original images")
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=(f"AV-MNIST protocol {PROTOCOL}: MNIST {deg}, each paired "
-                     f"with an FSDD recording of the same digit via audio_id "
-                     f"(= fsdd/{self.builder_config.name} recording_id)."),
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(28, 28, 1)),
-            "label": tfds.features.ClassLabel(num_classes=10),
-            "audio_id": np.int32,
-            "speaker": tfds.features.ClassLabel(names=list(SPEAKERS)),
-            "image_id": np.int32,
-            "example_id": np.int32,
-        }),
-        supervised_keys=("image", "label"),
-        disable_shuffling=True,  # stored in example_id order
-        homepage=_HOMEPAGE_MNIST,
-        license="CC BY-SA 3.0 (MNIST), CC BY-SA 4.0 (FSDD)",
-    )
+    return _info(self, (f"AV-MNIST protocol {PROTOCOL}: MNIST {deg}, each paired with an FSDD "
+                        f"recording of the same digit via audio_id (= "
+                        f"fsdd/{self.builder_config.name} recording_id)."),
+                 # stored in example_id order
+                 {"image": tfds.features.Image(shape=(28, 28, 1)), "label": _label(),
+                  "audio_id": np.int32, "speaker": _speaker(), "image_id": np.int32,
+                  "example_id": np.int32},
+                 ("image", "label"), _HOMEPAGE_MNIST, "CC BY-SA 3.0 (MNIST), CC BY-SA 4.0 (FSDD)")
 
   def _split_generators(self, dl_manager):
     raw_dir = self.raw_data(dl_manager)

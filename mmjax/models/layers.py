@@ -66,13 +66,17 @@ class TransformerBlock(nn.Module):
     return x + nn.Dropout(self.dropout, deterministic=not train)(h)
 
 
-class Transformer(nn.Module):
-  """A stack of self-attention blocks over [B, L, D] with a padding mask [B, L]; final LayerNorm."""
-  num_layers: int = 2
+class BlockFields(nn.Module):
+  """The fields of every module built of TransformerBlocks (`transformer_block` reads them)."""
   num_heads: int = 4
   mlp_ratio: int = 4
   dropout: float = 0.0
   remat: bool = False  # recompute each block's activations in the backward pass (remat_block)
+
+
+class Transformer(BlockFields):
+  """A stack of self-attention blocks over [B, L, D] with a padding mask [B, L]; final LayerNorm."""
+  num_layers: int = 2
 
   @nn.compact
   def __call__(self, x, token_mask, train: bool = False):

@@ -13,7 +13,7 @@ from mmjax.models.encoders.recurrent import embed_sequence
 Size2D = Union[int, Sequence[int]]
 
 
-class TransformerEncoder(nn.Module):
+class TransformerEncoder(layers.BlockFields):
   """Tokens → positions → `layers.Transformer`; one class for all three input kinds.
 
   patch_size None: input is token ids [B, L] (0 = padding, masked out) or frames [B, T, F].
@@ -28,13 +28,9 @@ class TransformerEncoder(nn.Module):
   vocab_size: int = 64
   dim: int = 64
   num_layers: int = 2
-  num_heads: int = 4
-  mlp_ratio: int = 4
-  dropout: float = 0.0
   cls_token: bool = False
   positions: str = 'learned'  # 'learned' or 'sinusoidal'
   max_length: int = 512       # learned positions: most tokens (CLS included) ever seen
-  remat: bool = False         # recompute each block's activations in the backward pass
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -50,8 +46,8 @@ class TransformerEncoder(nn.Module):
       mask = jnp.concatenate([jnp.ones((b, 1), bool), mask], axis=1)
     h = layers.AddPositions(self.positions, self.max_length)(h)
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    h = layers.Transformer(self.num_layers, self.num_heads, self.mlp_ratio, self.dropout,
-                           self.remat)(
+    h = layers.Transformer(num_layers=self.num_layers, num_heads=self.num_heads,
+                           mlp_ratio=self.mlp_ratio, dropout=self.dropout, remat=self.remat)(
         h, mask, train=train)
     h = h * mask[..., None]
     if self.cls_token:

@@ -12,7 +12,7 @@ from mmjax.models.fusion.tokens import ModalityTokens
 
 
 @FUSIONS.register('bottleneck_fusion')
-class BottleneckFusion(nn.Module):
+class BottleneckFusion(layers.BlockFields):
   """A transformer per modality; from layer `fusion_layer` on, each modality's layer sees
   [its tokens; the bottleneck tokens], and after each layer the bottleneck is the mean of the
   modalities' updated copies.
@@ -25,12 +25,8 @@ class BottleneckFusion(nn.Module):
   num_layers: int = 2
   fusion_layer: int = 1
   num_bottlenecks: int = 4
-  num_heads: int = 4
-  mlp_ratio: int = 4
-  dropout: float = 0.0
   positions: Optional[str] = 'learned'
   pool: str = 'concat'  # 'concat' or 'bottleneck'
-  remat: bool = False  # recompute each block's activations in the backward pass
 
   @nn.compact
   def __call__(self, encodings, present, train: bool = False):

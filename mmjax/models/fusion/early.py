@@ -11,7 +11,7 @@ from mmjax.models.fusion.tokens import ModalityTokens
 
 
 @FUSIONS.register('early_fusion')
-class EarlyFusion(nn.Module):
+class EarlyFusion(layers.BlockFields):
   """Tokens projected to `dim`, tagged with a learned modality embedding, concatenated into one
   sequence for a Transformer; output is the mean over the real tokens of present modalities.
 
@@ -19,11 +19,7 @@ class EarlyFusion(nn.Module):
   """
   dim: int = 64
   num_layers: int = 2
-  num_heads: int = 4
-  mlp_ratio: int = 4
-  dropout: float = 0.0
   positions: Optional[str] = 'learned'  # per modality, before concatenation
-  remat: bool = False  # recompute each block's activations in the backward pass
 
   @nn.compact
   def __call__(self, encodings, present, train: bool = False):
@@ -34,7 +30,7 @@ class EarlyFusion(nn.Module):
       xs.append(x + self.param(f'{m}_embedding', nn.initializers.normal(0.02), (self.dim,)))
       masks.append(mask)
     x, mask = jnp.concatenate(xs, axis=1), jnp.concatenate(masks, axis=1)
-    x = layers.Transformer(self.num_layers, self.num_heads, self.mlp_ratio, self.dropout,
-                           self.remat)(
+    x = layers.Transformer(num_layers=self.num_layers, num_heads=self.num_heads,
+                           mlp_ratio=self.mlp_ratio, dropout=self.dropout, remat=self.remat)(
         x, mask, train=train)
     return layers.masked_mean(x, mask)

@@ -11,7 +11,7 @@ from mmjax.models.fusion.tokens import ModalityTokens
 
 
 @FUSIONS.register('mult')
-class MulT(nn.Module):
+class MulT(layers.BlockFields):
   """For each target modality t and source s ≠ t, `cross_layers` blocks in which t's tokens attend
   to s's tokens; the s→t outputs are concatenated feature-wise ([B, L_t, (M-1) dim]), run through
   `self_layers` of self-attention and mean-pooled. Output: concat over targets, [B, M (M-1) dim].
@@ -22,11 +22,7 @@ class MulT(nn.Module):
   dim: int = 32
   cross_layers: int = 1
   self_layers: int = 1
-  num_heads: int = 4
-  mlp_ratio: int = 4
-  dropout: float = 0.0
   positions: Optional[str] = 'sinusoidal'
-  remat: bool = False  # recompute each block's activations in the backward pass
 
   @nn.compact
   def __call__(self, encodings, present, train: bool = False):
@@ -51,7 +47,8 @@ class MulT(nn.Module):
           x = jnp.where(has_keys, block(x, mask, context=xs), x)
         streams.append(x)
       x = jnp.concatenate(streams, axis=-1)
-      x = layers.Transformer(self.self_layers, self.num_heads, self.mlp_ratio, self.dropout,
-                             self.remat, name=f'{t}_self')(x, mask_t, train=train)
+      x = layers.Transformer(num_layers=self.self_layers, num_heads=self.num_heads,
+                             mlp_ratio=self.mlp_ratio, dropout=self.dropout, remat=self.remat,
+                             name=f'{t}_self')(x, mask_t, train=train)
       pooled.append(layers.masked_mean(x, mask_t))  # zero for an absent target: mask_t is False
     return jnp.concatenate(pooled, axis=-1)
