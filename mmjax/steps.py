@@ -10,6 +10,7 @@ to an uninterrupted one and the draws do not depend on the device count.
 """
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import flax
@@ -22,6 +23,8 @@ from mmjax import evaluators
 from mmjax import objectives
 from mmjax import optim
 from mmjax import parallel
+from mmjax.data import input_pipeline
+from mmjax.models.base import modality_order
 from mmjax.models.model import build_model, compute_dtype
 
 
@@ -291,5 +294,11 @@ def eval_functions(config, objective, mesh) -> evaluators.Functions:
   embeds = bool(objective.embedding_modalities)
   return evaluators.Functions(
       mesh=mesh, metrics=make_eval_step(config, objective, mesh),
-      features=_sharded_jit(features, mesh), embed=_sharded_jit(embed, mesh) if embeds else None,
+      features=_sharded_jit(features, mesh),
+      data=functools.partial(input_pipeline.eval_data, config),
+      modalities=modality_order(config.model),
+      num_classes={t: int(c.num_classes) for t, c in config.tasks.items()},
+      add_noise=lambda x, m, levels, keys: corrupt.add_noise(x, m, levels, keys, config.dataset),
+      objective_name=(config.get('objective') or {}).get('name', 'classification'),
+      embed=_sharded_jit(embed, mesh) if embeds else None,
       embedding_modalities=objective.embedding_modalities)

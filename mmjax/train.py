@@ -169,7 +169,7 @@ def _prepare(config, workdir: str, accept_config_changes: bool):
   mesh = parallel.make_mesh()
   trainer = steps.build_trainer(config, mesh)
   train_iter = input_pipeline.train_iterator(config)
-  evals = evaluators.build(config, trainer.eval_fns)
+  evals = evaluators.build(config.get('evals'), trainer.eval_fns)
   initial_position = train_iter.get_state()
   first_batch = next(train_iter)  # for shapes; the loop starts from a restored position
   config_checks.check_labels(config, first_batch)

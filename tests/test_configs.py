@@ -104,5 +104,6 @@ def test_config_evaluators_fit_its_model(name, monkeypatch):
   monkeypatch.setattr(input_pipeline, 'eval_data', lambda config, split: None)
   module = importlib.import_module(f'configs.{name}')
   for config in (module.get_config(), module.get_config('synthetic')):
-    built = evaluators.build(config, steps.build_trainer(config, parallel.make_mesh()).eval_fns)
+    built = evaluators.build(config.evals,
+                             steps.build_trainer(config, parallel.make_mesh()).eval_fns)
     assert set(built) == set(config.evals)

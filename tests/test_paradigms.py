@@ -150,7 +150,7 @@ def test_task_level_heads_each_learn():
   for _ in range(config.num_train_steps):
     state, _ = step(state, parallel.global_batch(next(it), mesh))
   from mmjax import evaluators  # pylint: disable=import-outside-toplevel
-  [metrics] = evaluators.build(config, trainer.eval_fns)['validation'].run(state)
+  [metrics] = evaluators.build(config.evals, trainer.eval_fns)['validation'].run(state)
   # One task: its own head's accuracy is the run's `accuracy`.
   for name in ('accuracy', 'label/fused/accuracy', 'label/image/accuracy', 'label/audio/accuracy'):
     assert metrics[name] > 0.3, (name, metrics)
@@ -346,7 +346,7 @@ def test_robustness_missing_equals_a_direct_masked_evaluation(robust_run):
   assert lines['swapped=image']['accuracy'] == objectives.finalize(total)['accuracy']
   assert lines['swapped=image']['accuracy'] != lines['all']['accuracy']
   # A rerun of the evaluator gives the same figures, noise included.
-  again = evaluators.build(config, trainer.eval_fns)['robustness'].run(state)
+  again = evaluators.build(config.evals, trainer.eval_fns)['robustness'].run(state)
   assert [{k: v for k, v in l.items()} for l in again] == [
       {k: v for k, v in lines[l['condition']].items() if k not in ('step', 'split')}
       for l in again]

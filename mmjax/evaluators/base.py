@@ -4,9 +4,9 @@ training, and returns metrics lines that the trainer writes with `"split": name`
 `"condition"` field where an evaluator has several).
 
 Every evaluator sees each example of its split exactly once (the last batch is padded and the
-padding masked out). None builds or compiles a model: each calls the `Functions` the trainer
-compiled once for the run (mmjax.steps.eval_functions), as big_vision's evaluators call a
-`predict_fn`.
+padding masked out). None builds or compiles a model, nor reads the run's config: each gets its
+own dict (`cfg`) and the `Functions` the trainer built once for the run
+(mmjax.steps.eval_functions), as big_vision's evaluators get a `predict_fn`.
 
 Adding one: a module in this package that subclasses `Evaluator` and registers it, imported in
 the package's `__init__`; name its type in `config.evals`.
@@ -20,7 +20,6 @@ import numpy as np
 
 from mmjax import objectives
 from mmjax import parallel
-from mmjax.data import input_pipeline
 from mmjax.errors import UserError
 from mmjax.registry import Registry
 
@@ -29,18 +28,28 @@ EVALUATORS = Registry('evaluator type')
 
 @dataclasses.dataclass(frozen=True)
 class Functions:
-  """The run's compiled functions that evaluators call, each `(state, global batch)` → on every
-  process the same, replicated result:
+  """What evaluators get from the run. The compiled functions, each `(state, global batch)` → on
+  every process the same, replicated result:
 
   metrics: the objective's metric sums on the batch (the model in inference mode);
   features: ({'count'}, rows) with rows the encoders' pooled features {modality: [B, d]};
   embed: (the objective's metric sums, rows) with rows the objective's embeddings
     {modality: [B, d]} of `embedding_modalities`; None when the objective embeds nothing.
   Rows also hold the batch's `mask` and `labels/<task>`.
+
+  And what they may ask of the run: `data(split)`, the split for evaluation (each example once,
+  in global batches); `modalities`, the model's, in order; `num_classes`, {task: classes};
+  `add_noise(inputs, modality, levels, keys)`, mmjax.corrupt's noise with the dataset's scaling;
+  `objective_name`.
   """
   mesh: Any
   metrics: Callable
   features: Callable
+  data: Callable
+  modalities: tuple[str, ...]
+  num_classes: dict
+  add_noise: Callable
+  objective_name: str
   embed: Callable | None = None
   embedding_modalities: tuple[str, ...] = ()
 
@@ -48,11 +57,11 @@ class Functions:
 class Evaluator:
   """Scores the model on one split with the objective's metrics."""
 
-  def __init__(self, name: str, cfg, config, fns: Functions):
-    self.name, self.cfg, self.config, self.fns = name, cfg, config, fns
+  def __init__(self, name: str, cfg, fns: Functions):
+    self.name, self.cfg, self.fns = name, cfg, fns
     self.mesh = fns.mesh
     self.every_steps = int(cfg.get('every_steps', 0))
-    self.data = input_pipeline.eval_data(config, cfg.get('split', 'test'))
+    self.data = fns.data(cfg.get('split', 'test'))
 
   def due(self, step: int) -> bool:
     return self.every_steps > 0 and step % self.every_steps == 0
@@ -100,20 +109,21 @@ def collect(data, mesh, fn, state):
   return total, {k: np.concatenate(v) for k, v in rows.items()}
 
 
-def task_of(name, cfg, config) -> str:
-  """The task an evaluator's cfg names (`task`), or the config's only task."""
-  task = cfg.get('task') or (sorted(config.tasks)[0] if len(config.tasks) == 1 else None)
-  if task not in config.tasks:
-    raise UserError(f'evals.{name}.task={task!r}: name one of the tasks {sorted(config.tasks)}')
+def task_of(name, cfg, fns: Functions) -> str:
+  """The task an evaluator's cfg names (`task`), or the run's only task."""
+  tasks = sorted(fns.num_classes)
+  task = cfg.get('task') or (tasks[0] if len(tasks) == 1 else None)
+  if task not in tasks:
+    raise UserError(f'evals.{name}.task={task!r}: name one of the tasks {tasks}')
   return task
 
 
-def build(config, fns: Functions) -> dict[str, Evaluator]:
-  """{name: evaluator} from `config.evals`, in config order."""
+def build(evals, fns: Functions) -> dict[str, Evaluator]:
+  """{name: evaluator} from `evals` (a config's `evals` dict), in its order."""
   out = {}
-  for name, cfg in (config.get('evals') or {}).items():
+  for name, cfg in (evals or {}).items():
     if name == 'train':
       raise UserError("evals: 'train' names the training metrics; call the evaluator otherwise")
     kind = cfg.get('type', 'classification')
-    out[name] = EVALUATORS.get(kind, f'evals.{name}.type')(name, cfg, config, fns)
+    out[name] = EVALUATORS.get(kind, f'evals.{name}.type')(name, cfg, fns)
   return out

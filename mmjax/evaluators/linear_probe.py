@@ -13,10 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mmjax.data import input_pipeline
 from mmjax.errors import UserError
 from mmjax.evaluators.base import EVALUATORS, Evaluator, collect, task_of
-from mmjax.models.base import modality_order
 
 
 def _standardize(fit, *others):
@@ -75,18 +73,17 @@ class _Prefix:
 class LinearProbe(Evaluator):
   """A linear classifier on frozen encoder features; see the module docstring."""
 
-  def __init__(self, name, cfg, config, fns):
-    super().__init__(name, cfg, config, fns)
-    self.task = task_of(name, cfg, config)
-    self.num_classes = int(config.tasks[self.task].num_classes)
+  def __init__(self, name, cfg, fns):
+    super().__init__(name, cfg, fns)
+    self.task = task_of(name, cfg, fns)
+    self.num_classes = int(fns.num_classes[self.task])
     self.limit = int(cfg.get('max_fit_examples', 0))
-    self.fit_data = _Prefix(input_pipeline.eval_data(config, cfg.get('fit_split', 'train')),
-                            self.limit)
+    self.fit_data = _Prefix(fns.data(cfg.get('fit_split', 'train')), self.limit)
     self.steps = int(cfg.get('steps', 300))
     self.l2 = float(cfg.get('l2', 1e-4))
     if self.steps < 1 or self.l2 < 0:
       raise UserError(f'evals.{name}: steps={self.steps} must be >= 1 and l2={self.l2} >= 0')
-    self.modalities = modality_order(config.model)
+    self.modalities = fns.modalities
 
   def feature_sets(self, feats: dict) -> dict:
     sets = {m: feats[m] for m in self.modalities}

@@ -73,13 +73,12 @@ def recall_at_k(queries, gallery, query_labels, gallery_labels, ks) -> dict:
 class Retrieval(Evaluator):
   """Cross-modal Recall@k, class-match and exact-pair; see the module docstring."""
 
-  def __init__(self, name, cfg, config, fns):
+  def __init__(self, name, cfg, fns):
     if fns.embed is None or len(fns.embedding_modalities) != 2:
-      objective_name = (config.get('objective') or {}).get('name', 'classification')
       raise UserError(f'evals.{name}: type retrieval needs an objective that embeds two '
-                      f'modalities (objective.name=contrastive), not {objective_name!r}')
-    super().__init__(name, cfg, config, fns)
-    self.task = task_of(name, cfg, config)
+                      f'modalities (objective.name=contrastive), not {fns.objective_name!r}')
+    super().__init__(name, cfg, fns)
+    self.task = task_of(name, cfg, fns)
     self.ks = tuple(int(k) for k in cfg.get('ks', (1, 5, 10)))
     if not self.ks or min(self.ks) < 1:
       raise UserError(f'evals.{name}.ks={self.ks!r} must be positive integers')

@@ -12,7 +12,6 @@ from mmjax import corrupt
 from mmjax import parallel
 from mmjax.errors import UserError
 from mmjax.evaluators.base import EVALUATORS, Evaluator
-from mmjax.models.base import modality_order
 
 
 @EVALUATORS.register('robustness')
@@ -33,9 +32,9 @@ class Robustness(Evaluator):
   reruns, device counts and batch sizes give the same noise figures.
   """
 
-  def __init__(self, name, cfg, config, fns):
-    super().__init__(name, cfg, config, fns)
-    self.modalities = modality_order(config.model)
+  def __init__(self, name, cfg, fns):
+    super().__init__(name, cfg, fns)
+    self.modalities = fns.modalities
     default_missing = self.modalities if len(self.modalities) > 1 else ()
     self.missing = tuple(cfg.get('missing', default_missing))
     self.swapped = tuple(cfg.get('swapped', default_missing))
@@ -59,8 +58,7 @@ class Robustness(Evaluator):
       indices = batch_index * x.shape[0] + jnp.arange(x.shape[0])  # the global batch's
       keys = corrupt.example_keys(key, indices)
       levels = jnp.full((x.shape[0],), level, jnp.float32)
-      return {**batch_inputs, modality: corrupt.add_noise(x, modality, levels, keys,
-                                                          config.dataset)}
+      return {**batch_inputs, modality: fns.add_noise(x, modality, levels, keys)}
     self._add = jax.jit(add, static_argnums=1, out_shardings=sharded)
 
   def conditions(self) -> list[str]:

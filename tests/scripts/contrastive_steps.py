@@ -46,7 +46,7 @@ def main(out):
     results[f'{loss}/train_losses'] = np.array(losses)
     results[f'{loss}/log_scale'] = np.asarray(state.objective_params['log_scale'])
     config.evals = {'retrieval': {'type': 'retrieval', 'split': 'validation', 'ks': (1, 5)}}
-    [line] = evaluators.build(config, trainer.eval_fns)['retrieval'].run(state)
+    [line] = evaluators.build(config.evals, trainer.eval_fns)['retrieval'].run(state)
     for name, value in line.items():
       results[f'{loss}/retrieval/{name}'] = np.asarray(value)
   np.savez(out, **results)

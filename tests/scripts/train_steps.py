@@ -82,7 +82,7 @@ def main(out, variant=''):
   leaves = jax.tree_util.tree_leaves_with_path(trained)
   results = {jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves}
   if variant == 'paradigms':
-    for line in evaluators.build(config, trainer.eval_fns)['robustness'].run(state):
+    for line in evaluators.build(config.evals, trainer.eval_fns)['robustness'].run(state):
       results[f'robustness {line["condition"]}'] = np.array(
           [line['label/accuracy'], line['label_again/loss']])
   # How many of the state's arrays are split over the devices (config.fsdp), and what the step's
