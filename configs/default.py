@@ -52,7 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
   config.batch_size = 64            # global: across all devices and hosts
   # Each step's batch in this many micro-batches, their gradients averaged: the same update with
-  # 1/k of the activation memory (mmjax.steps.accumulated_gradients)
+  # 1/k of the activation memory (mmjax.training.steps.accumulated_gradients)
   config.grad_accum_steps = 1
   # Parameters, their moving average and the optimizer state split over the devices (FSDP-style)
   # instead of replicated on each: per-device state memory ÷ devices (mmjax.parallel.state_sharding)
@@ -70,7 +70,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.init_from_pattern = ''     # regex: copy only the parameters whose path matches it
   config.freeze = ''                # regex: parameters whose path matches it are not trained
   # Evaluate (and hand to distillation and init_from) an exponential moving average of the
-  # parameters with this decay, e.g. 0.99; 0: the parameters themselves (mmjax.steps.ema_decay)
+  # parameters with this decay, e.g. 0.99; 0: the parameters themselves
+  # (mmjax.training.steps.ema_decay)
   config.ema_decay = 0.0
   config.dtype = 'float32'          # compute dtype: 'float32' or 'bfloat16' (params stay float32)
   # JAX's persistent compilation cache: 'auto' ($MMJAX_COMPILATION_CACHE, else

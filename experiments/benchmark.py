@@ -57,7 +57,7 @@ import numpy as np
 
 from mmjax import compilation
 from mmjax import parallel
-from mmjax import steps
+from mmjax.training import steps
 from mmjax.data import input_pipeline
 from mmjax.errors import UserError
 
@@ -265,7 +265,7 @@ def measure(config, *, num_steps: int = 20, warmup: int = 3, eval_steps: int = 1
 
   loop_eps = input_eps = None
   if not random:
-    # The trainer's loop (mmjax.train), from a fresh iterator after two steps: the step
+    # The trainer's loop (mmjax.training.train), from a fresh iterator after two steps: the step
     # dispatched, then the next batch read and put on the devices; metrics left on the device.
     train_iter = input_pipeline.train_iterator(config)
     batches = parallel.DeviceBatches(train_iter, mesh)

@@ -15,7 +15,7 @@ import sys
 
 from absl import flags
 
-from mmjax import config_checks
+from mmjax.training import config_checks
 
 FLAGS = flags.FLAGS
 

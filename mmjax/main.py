@@ -1,7 +1,7 @@
 """Entry point: `python -m mmjax.main --config=configs/late_fusion.py --workdir=runs/lf`.
 
-Flags and one call; the work is in `mmjax.train`. Mistakes a user can fix (bad flags, config
-values, paths, data) end with one line `mmjax: error: ...` on stderr and exit status 1
+Flags and one call; the work is in `mmjax.training.train`. Mistakes a user can fix (bad flags,
+config values, paths, data) end with one line `mmjax: error: ...` on stderr and exit status 1
 (`mmjax.cli`).
 """
 
@@ -17,7 +17,7 @@ from mmjax import cli
 from mmjax import compilation
 from mmjax import parallel
 from mmjax import profiling
-from mmjax import train
+from mmjax.training import train
 from mmjax import writers
 from mmjax.errors import UserError
 

@@ -1,7 +1,7 @@
 """Optax optimizer and learning-rate schedule from `config.optimizer`, and freezing by
 `config.freeze`.
 
-The optimizer updates `{'model': params, 'objective': objective_params}` (see mmjax.steps).
+The optimizer updates `{'model': params, 'objective': objective_params}` (see mmjax.training.steps).
 """
 
 import re

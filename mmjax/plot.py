@@ -56,8 +56,8 @@ def draw(runs: dict[str, list[dict]], out) -> Curves:
   """Draws the runs ({name: metrics lines}) into `out` (a PNG) and returns what was drawn."""
   if not any(runs.values()):
     raise UserError(f'no metrics lines in {", ".join(runs)}: nothing to plot')
-  # Imported here: every run draws its curves once, at its end; importing mmjax.train should not
-  # pay for matplotlib.
+  # Imported here: every run draws its curves once, at its end; importing mmjax.training.train
+  # should not pay for matplotlib.
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use('Agg')  # files only: no display is needed or opened
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel

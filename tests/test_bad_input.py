@@ -17,7 +17,7 @@ import jax
 import pytest
 
 from configs import default
-from mmjax import train
+from mmjax.training import train
 from mmjax.data import input_pipeline
 from mmjax.errors import UserError
 from tests.conftest import RAW_DATA_DIR, REPO, run_python, small_config, tiny_config, tree_digest

@@ -18,8 +18,8 @@ import pytest
 from experiments import benchmark
 from mmjax import compilation
 from mmjax import parallel
-from mmjax import steps
-from mmjax import train
+from mmjax.training import steps
+from mmjax.training import train
 from mmjax.data import input_pipeline
 from mmjax.errors import UserError
 from mmjax.models.encoders import conv

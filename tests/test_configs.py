@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import optax
 import pytest
 
-from mmjax import parallel, steps
+from mmjax import parallel
+from mmjax.training import steps
 from mmjax.data import input_pipeline
 from tests.conftest import REPO
 

@@ -11,10 +11,11 @@ import pytest
 
 from configs import contrastive as contrastive_config
 from configs import contrastive_finetune
-from mmjax import evaluators, objectives, parallel, steps, train
+from mmjax import evaluators, objectives, parallel
+from mmjax.training import steps, train
 from mmjax.evaluators import linear_probe, retrieval
 from mmjax.objectives import contrastive
-from mmjax import transfer
+from mmjax.training import transfer
 from mmjax.data import input_pipeline
 from mmjax.errors import UserError
 from mmjax.models.model import build_model
@@ -361,7 +362,7 @@ def test_configs_name_the_evaluators_and_pretraining_path():
 
 def test_gradient_accumulation_is_refused_for_the_batch_wide_loss():
   """Micro-batches would give each example fewer negatives: not the large batch's loss."""
-  from mmjax import config_checks  # pylint: disable=import-outside-toplevel
+  from mmjax.training import config_checks  # pylint: disable=import-outside-toplevel
   from mmjax.errors import UserError  # pylint: disable=import-outside-toplevel
   config = small_config('synthetic')
   config.grad_accum_steps = 2

@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import default
-from mmjax import train
+from mmjax.training import train
 
 NUM_CLASSES = 4
 

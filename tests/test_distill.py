@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from configs import distill_audio
-from mmjax import checkpoint, parallel, steps, train
+from mmjax import checkpoint, parallel
+from mmjax.training import steps, train
 from mmjax.objectives import classification, distill
 from mmjax import workdir as workdirs
 from mmjax.data import input_pipeline

@@ -51,7 +51,8 @@ CHECKS = {
         "assert fused == {'Dense_0': 8, 'Dense_1': 8}, fused  # one Dense(dim) per modality\n",
     ('README.md', '# mmjax/objectives/label_smoothing.py'):
         # The objective the block registers trains by config alone, in the trainer's step.
-        "from mmjax import parallel, steps\n"
+        "from mmjax import parallel\n"
+        "from mmjax.training import steps\n"
         "from mmjax.data import input_pipeline\n"
         "from tests.conftest import tiny_config\n"
         "config = tiny_config(**{'objective.name': 'label_smoothing'})\n"
@@ -68,7 +69,7 @@ CHECKS = {
         "assert losses[-1] < losses[0], losses\n",
     ('README.md', '# mmjax/evaluators/feature_norm.py'):
         # The evaluator the block registers runs in a run configured by config alone.
-        "from mmjax import train\n"
+        "from mmjax.training import train\n"
         "from tests.conftest import tiny_config\n"
         "import json, pathlib, tempfile\n"
         "workdir = pathlib.Path(tempfile.mkdtemp()) / 'run'\n"
@@ -365,7 +366,7 @@ def test_the_readme_command_runs_the_slow_tests_and_not_slow_leaves_them_out():
 
 def test_every_metric_docs_metrics_md_names_is_logged(tmp_path):
   """docs/metrics.md's first column against the metrics.jsonl of a real (tiny) run."""
-  from mmjax import train  # pylint: disable=import-outside-toplevel
+  from mmjax.training import train  # pylint: disable=import-outside-toplevel
   from tests.conftest import tiny_config  # pylint: disable=import-outside-toplevel
   table = [l for l in (REPO / 'docs' / 'metrics.md').read_text().splitlines()
            if l.startswith('| ') and ': `' in l]

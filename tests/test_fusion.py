@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from mmjax import steps
+from mmjax.training import steps
 from mmjax.data import synthetic
 from mmjax.models.base import FUSIONS, Encoding
 from mmjax.models.model import MultimodalModel  # also registers every fusion

@@ -12,7 +12,7 @@ from experiments import plots
 from experiments import runner
 from experiments import runs as runs_lib
 from mmjax import health
-from mmjax import train
+from mmjax.training import train
 from tests.conftest import REPO
 from tests.test_sweep import _fake_run
 

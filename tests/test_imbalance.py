@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from configs import late_fusion_ogm
-from mmjax import objectives, parallel, steps, train
+from mmjax import objectives, parallel
+from mmjax.training import steps, train
 from mmjax.objectives import ogm_ge
 from mmjax.data import avmnist, datasets, input_pipeline
 from mmjax.errors import UserError

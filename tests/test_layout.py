@@ -56,7 +56,7 @@ def test_the_cycle_check_finds_a_cycle():
   """objectives imported contrastive at its bottom to register it, and contrastive imports
   objectives: the walk reports that pair."""
   graph = {'mmjax.objectives': {'mmjax.contrastive'}, 'mmjax.contrastive': {'mmjax.objectives'},
-           'mmjax.train': {'mmjax.objectives'}}
+           'mmjax.training.train': {'mmjax.objectives'}}
   assert _cycles(graph) == [['mmjax.contrastive', 'mmjax.objectives']]
 
 
@@ -68,8 +68,7 @@ LAYERS = (
                         'mmjax.optim')),
     ('models and data', ('mmjax.models', 'mmjax.data', 'mmjax.corrupt')),
     ('paradigms', ('mmjax.objectives', 'mmjax.evaluators')),
-    ('run loop', ('mmjax.steps', 'mmjax.train', 'mmjax.selection', 'mmjax.transfer',
-                  'mmjax.config_checks')),
+    ('run loop', ('mmjax.training',)),
     ('entry points', ('mmjax.main', 'mmjax.cli')),
 )
 
@@ -95,9 +94,9 @@ def test_every_module_has_a_layer_and_imports_none_above_it():
 
 def test_the_layer_check_finds_an_import_from_above():
   """An objective that imported the trainer's steps would be reported."""
-  graph = {'mmjax.objectives.distill': {'mmjax.steps', 'mmjax.checkpoint'},
-           'mmjax.steps': {'mmjax.objectives'}}
-  assert _upward_imports(graph) == [('mmjax.objectives.distill', 'mmjax.steps')]
+  graph = {'mmjax.objectives.distill': {'mmjax.training.steps', 'mmjax.checkpoint'},
+           'mmjax.training.steps': {'mmjax.objectives'}}
+  assert _upward_imports(graph) == [('mmjax.objectives.distill', 'mmjax.training.steps')]
 
 
 def test_mmjax_never_imports_experiments_or_configs():

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from configs import multitask
-from mmjax import corrupt, parallel, steps, train, writers
+from mmjax import corrupt, parallel, writers
+from mmjax.training import steps, train
 from mmjax.data import input_pipeline
 from mmjax.evaluators import robustness as robustness_lib
 from mmjax.errors import UserError
@@ -207,7 +208,7 @@ def test_bad_freeze_pattern_is_one_line(tmp_path, pattern, message):
 @pytest.mark.slow
 def test_init_from_pattern_copies_only_matching_parameters(robust_run, caplog):
   config, source, _ = robust_run
-  from mmjax import transfer  # pylint: disable=import-outside-toplevel
+  from mmjax.training import transfer  # pylint: disable=import-outside-toplevel
   config = override(config.copy_and_resolve_references(), seed=7, init_from=str(source),
                     init_from_pattern='^encoders_image/')
   mesh = parallel.make_mesh()

@@ -300,7 +300,7 @@ def test_training_on_gcs_writes_and_resumes_like_a_local_run(gcs, tmp_path, monk
   """4 steps, then the same workdir resumed to 8, on gs://bucket/run and on a local folder: the
   same metrics.jsonl, config.json and checkpoint steps. Orbax is handed the folder the bucket maps
   to (TensorStore's GCS driver is outside what the mock reaches)."""
-  from mmjax import train  # pylint: disable=import-outside-toplevel
+  from mmjax.training import train  # pylint: disable=import-outside-toplevel
   on_disk = lambda d: str(d).replace('gs://', str(gcs.parent) + '/') if 'gs://' in str(d) else d
   original = checkpoint.manager
   monkeypatch.setattr(checkpoint, 'manager',

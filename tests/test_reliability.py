@@ -25,8 +25,8 @@ import pytest
 from experiments import runs as runs_lib
 from mmjax import checkpoint
 from mmjax import corrupt
-from mmjax import steps
-from mmjax import train
+from mmjax.training import steps
+from mmjax.training import train
 from mmjax import workdir as workdirs
 from mmjax import writers
 from tests.conftest import REPO, run_python, start_python, tiny_config
@@ -409,7 +409,8 @@ def test_modality_dropout_draws_per_example_and_never_drops_all():
 
 
 def test_init_from_copies_every_matching_array(reference, caplog):
-  from mmjax import parallel, transfer  # pylint: disable=import-outside-toplevel
+  from mmjax import parallel
+  from mmjax.training import transfer  # pylint: disable=import-outside-toplevel
   from mmjax.data import input_pipeline  # pylint: disable=import-outside-toplevel
   config = tiny_config(seed=1, init_from=str(reference))
   mesh = parallel.make_mesh()

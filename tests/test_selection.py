@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from mmjax import selection
-from mmjax import train
+from mmjax.training import selection
+from mmjax.training import train
 from mmjax.errors import UserError
 from tests.conftest import REPO, tiny_config
 

@@ -10,7 +10,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from mmjax import train
+from mmjax.training import train
 from mmjax import writers
 from mmjax.errors import UserError
 from tests.conftest import run_python, small_config, tiny_config
@@ -160,7 +160,8 @@ def _final_state(workdir, step):
 
 @pytest.mark.slow
 def test_checkpoint_round_trip(tmp_path):
-  from mmjax import checkpoint, parallel, steps  # pylint: disable=import-outside-toplevel
+  from mmjax import checkpoint, parallel
+  from mmjax.training import steps  # pylint: disable=import-outside-toplevel
   from mmjax.data import input_pipeline  # pylint: disable=import-outside-toplevel
   config = small_config()
   mesh = parallel.make_mesh()
@@ -181,7 +182,8 @@ def test_checkpoint_round_trip(tmp_path):
 
 @pytest.mark.slow
 def test_evaluators_see_the_moving_average_of_the_parameters():
-  from mmjax import parallel, steps  # pylint: disable=import-outside-toplevel
+  from mmjax import parallel
+  from mmjax.training import steps  # pylint: disable=import-outside-toplevel
   from mmjax.data import input_pipeline  # pylint: disable=import-outside-toplevel
   mesh = parallel.make_mesh()
   config = small_config(ema_decay=0.9)
@@ -310,7 +312,8 @@ def test_cli_missing_workdir_and_bad_fusion_print_one_line(tmp_path):
 def test_init_compiled_for_speed_gives_the_default_compilers_parameters(monkeypatch):
   """`init` is compiled with cheaper LLVM optimisation on the CPU (steps.init_compiler_options);
   the parameters must not change by a bit, or a run would not reproduce one started before."""
-  from mmjax import parallel, steps  # pylint: disable=import-outside-toplevel
+  from mmjax import parallel
+  from mmjax.training import steps  # pylint: disable=import-outside-toplevel
   from mmjax.data import input_pipeline  # pylint: disable=import-outside-toplevel
   from tests.conftest import tiny_config  # pylint: disable=import-outside-toplevel
   config = tiny_config(**{'model.head': {'hidden': (16,), 'dropout': 0.0, 'param_init': 'torch'}})

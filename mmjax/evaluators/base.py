@@ -6,7 +6,7 @@ training, and returns metrics lines that the trainer writes with `"split": name`
 Every evaluator sees each example of its split exactly once (the last batch is padded and the
 padding masked out). None builds or compiles a model, nor reads the run's config: each gets its
 own dict (`cfg`) and the `Functions` the trainer built once for the run
-(mmjax.steps.eval_functions), as big_vision's evaluators get a `predict_fn`.
+(mmjax.training.steps.eval_functions), as big_vision's evaluators get a `predict_fn`.
 
 Adding one: a module in this package that subclasses `Evaluator` and registers it, imported in
 the package's `__init__`; name its type in `config.evals`.

@@ -56,8 +56,8 @@ class MultimodalModel(nn.Module):
   """
   config: Any  # config.model (ConfigDict)
   tasks: dict  # task name → number of classes
-  # The encoders' input dtype. With bfloat16 parameters (cast by mmjax.steps) every layer after
-  # the front ends then computes in bfloat16; the front ends (log-mel) compute in float32.
+  # The encoders' input dtype. With bfloat16 parameters (cast by mmjax.training.steps) every layer
+  # after the front ends then computes in bfloat16; the front ends (log-mel) compute in float32.
   dtype: Any = jnp.float32
 
   def setup(self):

@@ -11,7 +11,8 @@ import jax
 import numpy as np
 
 from configs import contrastive
-from mmjax import evaluators, parallel, steps
+from mmjax import evaluators, parallel
+from mmjax.training import steps
 from mmjax.data import input_pipeline
 from tests.conftest import override
 

@@ -18,7 +18,8 @@ import sys
 import jax
 import numpy as np
 
-from mmjax import evaluators, parallel, steps
+from mmjax import evaluators, parallel
+from mmjax.training import steps
 from mmjax.data import input_pipeline
 from tests.conftest import override, small_config, tiny_config
 

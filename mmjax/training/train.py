@@ -1,9 +1,9 @@
 """The training loop: steps, logging, evaluators on their schedule, checkpoints, preemption.
 
 What a run minimises is its objective (`mmjax.objectives`), what it measures its evaluators
-(`mmjax.evaluators`); the steps are in `mmjax.steps`. A run is a pure function of its config, so a
-run resumed from any checkpoint ends bitwise equal to an uninterrupted one. A run whose workdir
-already holds its final checkpoint (or with `num_train_steps=0`) only evaluates.
+(`mmjax.evaluators`); the steps are in `mmjax.training.steps`. A run is a pure function of its
+config, so a run resumed from any checkpoint ends bitwise equal to an uninterrupted one. A run
+whose workdir already holds its final checkpoint (or with `num_train_steps=0`) only evaluates.
 """
 
 import dataclasses
@@ -19,16 +19,16 @@ import numpy as np
 
 from mmjax import checkpoint
 from mmjax import compilation
-from mmjax import config_checks
+from mmjax.training import config_checks
 from mmjax import evaluators
 from mmjax import health
 from mmjax import objectives
 from mmjax import parallel
 from mmjax import plot
 from mmjax import profiling
-from mmjax import selection
-from mmjax import steps
-from mmjax import transfer
+from mmjax.training import selection
+from mmjax.training import steps
+from mmjax.training import transfer
 from mmjax import workdir as workdirs
 from mmjax import writers
 from mmjax.data import datasets
