@@ -98,7 +98,9 @@ def test_branch_outputs_are_the_official_linear_split_and_gradients_scale_by_k()
   jax.tree.map(np.testing.assert_array_equal, new['model']['heads'], grads['model']['heads'])
 
 
-def test_ge_adds_noise_with_the_modulated_gradients_std_and_only_while_active():
+def test_ge_adds_noise_with_the_unmodulated_gradients_std_and_only_while_active():
+  """As the authors' code: `grad = grad * coeff + normal(0, grad.std())`, the std read before
+  the assignment, so the dominant modality's noise is as large as its gradient was."""
   config = _config(**{'objective.alpha': 0.6, 'objective.start_step': 5,
                       'objective.end_step': 9})
   _, objective, state, batch = _setup(config)
@@ -107,10 +109,14 @@ def test_ge_adds_noise_with_the_modulated_gradients_std_and_only_while_active():
                                                   'objective.modulation': 'ogm'})), objective.model)
   scaled, _ = ogm_only.transform_gradients(grads, sums, jnp.int32(6), jax.random.key(1))
   noisy, _ = objective.transform_gradients(grads, sums, jnp.int32(6), jax.random.key(1))
+  modulated = 0
   for m in ('audio', 'image'):
-    k_g = np.asarray(scaled['model'][f'encoders_{m}']['Conv_0']['kernel'])  # 3x3x1x32
+    g = np.asarray(grads['model'][f'encoders_{m}']['Conv_0']['kernel'])  # 3x3x1x32
+    k_g = np.asarray(scaled['model'][f'encoders_{m}']['Conv_0']['kernel'])
     noise = np.asarray(noisy['model'][f'encoders_{m}']['Conv_0']['kernel']) - k_g
-    assert abs(noise.std() / k_g.std() - 1) < 0.2 and abs(noise.mean()) < 0.2 * k_g.std()
+    assert abs(noise.std() / g.std() - 1) < 0.2 and abs(noise.mean()) < 0.2 * g.std()
+    modulated += k_g.std() < 0.7 * g.std()  # where the noise's scale tells the two apart
+  assert modulated == 1
   # Outside [start_step, end_step): no modulation, no noise.
   for step in (4, 9):
     same, s = objective.transform_gradients(grads, sums, jnp.int32(step), jax.random.key(1))

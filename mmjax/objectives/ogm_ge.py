@@ -8,13 +8,15 @@ dominant modality's encoder is scaled down by how much that modality dominates t
   s_u = Σ_i softmax(out_u(x_i))[y_i]     (the batch's score of modality u's branch)
   ρ_u = s_u / s_v                       (the discrepancy ratio, v the other modality)
   k_u = 1 - tanh(α · ρ_u)  if ρ_u > 1,  else 1            (the paper's Eq. 10)
-  g_u ← k_u · g_u  (+ GE: + N(0, std(k_u · g_u)²) elementwise)
+  g_u ← k_u · g_u  (+ GE: + N(0, std(g_u)²) elementwise, the unmodulated gradient's spread)
 
 for every weight (kernel) of modality u's encoder; biases and normalisation parameters (1-D)
 keep their gradient, as in the official code, which modulates the 4-D convolution kernels of its
 ResNet encoders. With `modulation='ogm_ge'` Gaussian noise with the standard deviation of each
-modulated kernel's gradient is added to it (GE; the official code's per-tensor estimate of the
-gradient noise); `modulation='ogm'` scales only.
+kernel's gradient before modulation is added to it (GE), as the official code does
+(`grad = grad * coeff + normal(0, grad.std())`, the std read before the assignment);
+`modulation='ogm'` scales only. The official default modulates epochs 0 to 50 of 100: set the
+window with start_step and end_step.
 
 The branch output of modality u is the fused model's head with only u present, less half its output
 with neither: out_u = f(u only) - f(none) / 2. For a linear head over concatenated features,
@@ -121,10 +123,11 @@ class OGMGE(Classification):
       top = str(getattr(path[0], 'key', path[0]))
       m = top.removeprefix('encoders_') if top.startswith('encoders_') else None
       if m in k and g.ndim >= 2:
+        spread = jnp.std(g) + 1e-8  # of the gradient before modulation, as the official code
         g = k[m] * g
         if self.modulation == 'ogm_ge':
           noise = jax.random.normal(jax.random.fold_in(key, i), g.shape, jnp.float32)
-          g = g + jnp.where(active, jnp.std(g) + 1e-8, 0.0) * noise.astype(g.dtype)
+          g = g + jnp.where(active, spread, 0.0) * noise.astype(g.dtype)
       out.append(g)
     grads = {**grads, 'model': jax.tree_util.tree_unflatten(treedef, out)}
     sums = {**sums, **{f'ogm/{m}/coeff': v * sums['count'] for m, v in k.items()}}
