@@ -272,7 +272,11 @@ def percent(mean: float, std: float) -> str:
 
 def _metric_label(metric: str) -> str:
   """'test/accuracy' → 'test', 'robustness[missing=audio]/accuracy' → 'missing=audio',
+  'test/ogm/audio/accuracy' → 'audio branch',
   'validation/best_accuracy' → 'validation (best)'."""
+  branch = re.match(r'^[^/\[]+/ogm/(\w+)/accuracy$', metric)
+  if branch:  # OGM-GE's branch through the fused head: 'test/ogm/audio/accuracy' → 'audio branch'
+    return f'{branch.group(1)} branch'
   match = re.match(r'^([^/\[]+)(?:\[([^\]]*)\])?/(best_)?accuracy$', metric)
   if not match:
     return metric

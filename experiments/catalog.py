@@ -197,13 +197,15 @@ def avmnist_fusion_lr(quick: bool = False, seeds: int | None = None,
                metrics=f'^{SEARCH_METRIC}$', seed_major=False, first_seed=SEARCH_SEED)
 
 
-def _best_on_validation(path, method: str, candidates: list[dict]) -> dict | None:
-  """The overrides among `candidates` whose run of `method` in the search results at `path` has
-  the best validation accuracy, among its healthy runs (all, where none is); None until every
-  candidate has finished."""
+def _best_on_validation(path, method: str, candidates: list[dict],
+                        where: dict | None = None) -> dict | None:
+  """The overrides among `candidates` whose run of `method` in the search results at `path`
+  (those rows with the facet values `where`) has the best validation accuracy, among its healthy
+  runs (all, where none is); None until every candidate has finished."""
   from experiments import aggregate  # pylint: disable=import-outside-toplevel
   path = pathlib.Path(path)
-  rows = aggregate.read_csv(path) if path.exists() else []
+  rows = [r for r in (aggregate.read_csv(path) if path.exists() else [])
+          if all(r.get(k) == v for k, v in (where or {}).items())]
   done = {r['overrides']: r for r in rows if r['method'] == method and SEARCH_METRIC in r}
   wanted = {json.dumps(c, sort_keys=True): c for c in candidates}
   if set(wanted) - set(done):
@@ -377,6 +379,81 @@ def distillation(quick: bool = False, seeds: int | None = None,
                              paired_with='unimodal_audio')
 
 
+# Modality imbalance (configs/late_fusion_ogm.py): does one modality dominate late fusion as
+# the audio gets cleaner, and does OGM-GE (Peng et al., 2022) help? At each audio SNR, three
+# seeds of the unimodal models, of late fusion without a remedy (OGM-GE's objective with alpha 0
+# and no noise: plain training that logs each branch's accuracy through the fused head) and of
+# OGM-GE, modulating the first half of the run as the authors' default does (epochs 0-50 of 100),
+# at the alpha chosen on validation (one seed) from a grid around the authors' values.
+IMBALANCE_SNRS = {'-12 dB': 'standard', '-6 dB': 'snr-6db', '0 dB': 'snr0db'}
+OGM_ALPHAS = (0.1, 0.3, 1.0)
+IMBALANCE_SEEDS = 3
+IMBALANCE_SEARCH_RESULTS = runs_lib.REPO / 'results' / 'imbalance_alpha' / 'results.csv'
+IMBALANCE_METRICS = r'^test/(accuracy|ogm/\w+/accuracy)$'
+
+
+def _ogm(alpha: float, steps: int) -> dict:
+  return {'objective.alpha': alpha, 'objective.end_step': steps // 2}
+
+
+def _main_job_steps(steps: int | None, quick: bool) -> int:
+  return QUICK_STEPS if quick else steps or runs_lib.load_config(
+      runs_lib.Run('configs/late_fusion.py'), with_values=False).num_train_steps
+
+
+def imbalance_alpha(quick: bool = False, seeds: int | None = None,
+                    steps: int | None = None) -> Experiment:
+  """OGM-GE's alpha at each audio SNR, chosen on validation."""
+  snrs = {'0 dB': 'snr0db'} if quick else IMBALANCE_SNRS
+  n = _main_job_steps(steps, quick)
+  specs = [(f'configs/late_fusion_ogm.py:{variant}', _ogm(a, n), 'ogm_ge',
+            {'SNR': snr, 'alpha': f'{a:g}'}, seeds or 1)
+           for snr, variant in snrs.items() for a in ((0.3,) if quick else OGM_ALPHAS)]
+  settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
+  budget = (f'{budget}; seed {SEARCH_SEED}; OGM-GE modulating steps 0 to {n // 2} (the first '
+            "half, as the authors' default modulates epochs 0-50 of 100). Each alpha scored by "
+            'its best validation accuracy; imbalance trains three seeds of the best at each SNR')
+  return _grid('imbalance_alpha', "OGM-GE's alpha, chosen on validation", budget, specs, None,
+               lambda config: {**settings(config), **SAME_CLIPPING}, quick,
+               metrics=f'^{SEARCH_METRIC}$', first_seed=SEARCH_SEED)
+
+
+def imbalance(quick: bool = False, seeds: int | None = None,
+              steps: int | None = None) -> Experiment:
+  """Each unimodal model, late fusion without a remedy and with OGM-GE, at each audio SNR."""
+  snrs = {'0 dB': 'snr0db'} if quick else IMBALANCE_SNRS
+  n = _main_job_steps(steps, quick)
+  specs = [('configs/unimodal_image.py', {}, 'unimodal_image', {'SNR': 'any', 'remedy': '—'})]
+  waiting = []
+  for snr, variant in snrs.items():
+    join = {} if variant == 'standard' else {'dataset.joins.audio.dataset': f'fsdd/{variant}'}
+    specs.append(('configs/unimodal_audio.py', join, 'unimodal_audio', {'SNR': snr,
+                                                                        'remedy': '—'}))
+    late = f'configs/late_fusion_ogm.py:{variant}'
+    specs.append((late, {'objective.modulation': 'ogm', 'objective.alpha': 0.0}, 'late_fusion',
+                  {'SNR': snr, 'remedy': 'none'}))
+    chosen = _ogm(0.3, n) if quick else _best_on_validation(
+        IMBALANCE_SEARCH_RESULTS, 'ogm_ge', [_ogm(a, n) for a in OGM_ALPHAS], {'SNR': snr})
+    if chosen is None:
+      waiting.append(snr)
+      continue
+    specs.append((late, chosen, 'late_fusion', {
+        'SNR': snr, 'remedy': f'OGM-GE, alpha {chosen["objective.alpha"]:g}'}))
+  settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
+  budget = (f'{budget}; audio at each SNR (fsdd joined at that SNR; images unchanged); late '
+            "fusion without a remedy logs each branch's accuracy through the fused head "
+            '(ogm/<modality>/accuracy); OGM-GE modulates the first half of the run at the alpha '
+            'chosen on validation (`--experiment=imbalance_alpha`); the -12 dB unimodal runs are '
+            "avmnist_fusion's")
+  if waiting:
+    budget += f'; not run until their alpha search has finished: {", ".join(waiting)}'
+  experiment = _grid('imbalance', 'Modality imbalance and OGM-GE', budget, specs,
+                     seeds or (1 if quick else IMBALANCE_SEEDS),
+                     lambda config: {**settings(config), **SAME_CLIPPING}, quick,
+                     metrics=IMBALANCE_METRICS, seed_major=True)
+  return dataclasses.replace(experiment, shares_runs_with=('avmnist_fusion',))
+
+
 ZOO_STEPS = 300
 
 
@@ -451,6 +528,8 @@ EXPERIMENTS: dict[str, Callable[..., Experiment]] = {
     'recipe_ablation': recipe_ablation,
     'distillation_weights': distillation_weights,
     'distillation': distillation,
+    'imbalance_alpha': imbalance_alpha,
+    'imbalance': imbalance,
 }
 # Tables that are not in the README: `python -m experiments.zoo --variant=...`.
 OTHER_EXPERIMENTS: dict[str, Callable[..., Experiment]] = {

@@ -150,6 +150,39 @@ def test_distillation_searches_the_teachers_share_per_temperature_then_pairs_see
   assert scratch <= {r.name for r in catalog.get('avmnist_fusion').runs}
 
 
+def test_imbalance_chooses_ogm_alpha_per_snr_and_compares_with_no_remedy(tmp_path, monkeypatch):
+  """imbalance_alpha: OGM-GE at alpha 0.1, 0.3, 1 at each SNR, modulating the first half of the
+  main job's 1,300 steps; imbalance: three seeds of the unimodal models, late fusion without a
+  remedy (alpha 0, no noise) and OGM-GE at each SNR's best alpha, the -12 dB unimodal runs
+  shared with avmnist_fusion."""
+  search = catalog.get('imbalance_alpha')
+  assert len(search.runs) == 9
+  assert {r.overrides['objective.end_step'] for r in search.runs} == {650}
+  rows = [{'method': 'ogm_ge', 'SNR': r.facets['SNR'], catalog.SEARCH_METRIC:
+           0.8 - 0.01 * float(r.facets['alpha']), 'healthy': 1,
+           'overrides': json.dumps(r.overrides, sort_keys=True)}
+          for r in search.runs if r.facets['SNR'] != '0 dB']
+  aggregate.write_csv(aggregate.Results(rows, [], ['SNR']), tmp_path / 'results.csv')
+  monkeypatch.setattr(catalog, 'IMBALANCE_SEARCH_RESULTS', tmp_path / 'results.csv')
+  experiment = catalog.get('imbalance')
+  remedies = {(r.facets['SNR'], r.facets['remedy']) for r in experiment.runs
+              if r.label == 'late_fusion'}
+  assert remedies == {('-12 dB', 'none'), ('-6 dB', 'none'), ('0 dB', 'none'),
+                      ('-12 dB', 'OGM-GE, alpha 0.1'), ('-6 dB', 'OGM-GE, alpha 0.1')}
+  assert 'not run until their alpha search has finished: 0 dB' in experiment.budget
+  assert {r.seed for r in experiment.runs} == {0, 1, 2}
+  plain = [r for r in experiment.runs if r.facets.get('remedy') == 'none']
+  assert all(r.overrides == {'objective.modulation': 'ogm', 'objective.alpha': 0.0}
+             for r in plain)
+  fusion = {r.name for r in catalog.get('avmnist_fusion').runs}
+  shared = {r.name for r in experiment.runs if r.name in fusion}
+  assert shared == {f'unimodal_{m}__seed{s}' for m in ('image', 'audio') for s in range(3)}
+  assert experiment.shares_runs_with == ('avmnist_fusion',)
+  # Its table heads the branch accuracies by modality.
+  assert re.match(experiment.metrics, 'test/ogm/audio/accuracy')
+  assert aggregate._metric_label('test/ogm/audio/accuracy') == 'audio branch'
+
+
 def test_paired_differences_and_their_interval():
   """Each seed's difference from the baseline on that seed, and a 95% t-interval of the mean:
   differences 1..5 points have mean 3, std 1.58, t(0.975, 4) = 2.776, half-width 1.96."""
@@ -245,7 +278,8 @@ def test_bad_flags_are_one_error_line():
   assert proc.stderr.strip().splitlines() == [
       'mmjax: error: --experiment=nope: no such experiment; valid: avmnist_fusion_lr, '
       'avmnist_fusion, synthetic_interactions, robustness, recipe_ablation, '
-      'distillation_weights, distillation, zoo_avmnist, zoo_synthetic']
+      'distillation_weights, distillation, imbalance_alpha, imbalance, zoo_avmnist, '
+      'zoo_synthetic']
   with pytest.raises(UserError, match='--steps=0 must be at least 1'):
     catalog.get('robustness', steps=0)
   proc = run_python(['-m', 'experiments.sweep', '--experiment=robustness', '--jobs=0'])
