@@ -272,11 +272,18 @@ def percent(mean: float, std: float) -> str:
 
 def _metric_label(metric: str) -> str:
   """'test/accuracy' → 'test', 'robustness[missing=audio]/accuracy' → 'missing=audio',
-  'test/ogm/audio/accuracy' → 'audio branch',
+  'test/ogm/audio/accuracy' → 'audio branch', 'retrieval/audio_to_image/class/R@1' →
+  'audio→image class R@1', 'probe[features=audio]/accuracy' → 'probe on audio',
   'validation/best_accuracy' → 'validation (best)'."""
   branch = re.match(r'^[^/\[]+/ogm/(\w+)/accuracy$', metric)
   if branch:  # OGM-GE's branch through the fused head: 'test/ogm/audio/accuracy' → 'audio branch'
     return f'{branch.group(1)} branch'
+  recall = re.match(r'^[^/\[]+/(\w+)_to_(\w+)/(class|pair)/R@(\d+)$', metric)
+  if recall:  # retrieval: 'retrieval/audio_to_image/class/R@1' → 'audio→image class R@1'
+    return f'{recall.group(1)}→{recall.group(2)} {recall.group(3)} R@{recall.group(4)}'
+  probe = re.match(r'^[^/\[]+\[features=(\w+)\]/accuracy$', metric)
+  if probe:  # a linear probe: 'probe[features=audio]/accuracy' → 'probe on audio'
+    return f'probe on {probe.group(1)}'
   match = re.match(r'^([^/\[]+)(?:\[([^\]]*)\])?/(best_)?accuracy$', metric)
   if not match:
     return metric
@@ -339,18 +346,21 @@ def table(results: Results, columns: str | None = None) -> str:
   return '\n'.join(lines)
 
 
-def paired_differences(results: Results, baseline: str) -> dict[tuple, dict]:
+def paired_differences(results: Results, baseline: str,
+                       paired_on: tuple = ()) -> dict[tuple, dict]:
   """{group (method and facets): {'seeds': [...], 'diffs': [...] in points, 'mean', 'low', 'high'}}:
-  each group's headline metric minus `baseline`'s (a method) on the same seed, for every seed both
-  have, with a 95% t-interval of the mean difference (None below two pairs)."""
+  each group's headline metric minus `baseline`'s (a method) on the same seed (and the same
+  values of the facets `paired_on`), for every seed both have, with a 95% t-interval of the mean
+  difference (None below two pairs)."""
   from scipy import stats  # pylint: disable=import-outside-toplevel
   keys = ['method', *results.facets]
   rows = [r for r in results.rows if isinstance(r.get(HEADLINE), (int, float))]
-  base = {r['seed']: r[HEADLINE] for r in rows if r['method'] == baseline}
+  pair = lambda r: (r['seed'], *(r.get(f) for f in paired_on))
+  base = {pair(r): r[HEADLINE] for r in rows if r['method'] == baseline}
   out = {}
   for key, members in groups([r for r in rows if r['method'] != baseline], keys).items():
-    pairs = sorted((r['seed'], 100 * (r[HEADLINE] - base[r['seed']])) for r in members
-                   if r['seed'] in base)
+    pairs = sorted((r['seed'], 100 * (r[HEADLINE] - base[pair(r)])) for r in members
+                   if pair(r) in base)
     if not pairs:
       continue
     diffs = [d for _, d in pairs]
@@ -363,11 +373,11 @@ def paired_differences(results: Results, baseline: str) -> dict[tuple, dict]:
   return out
 
 
-def paired_table(results: Results, baseline: str) -> str:
+def paired_table(results: Results, baseline: str, paired_on: tuple = ()) -> str:
   """Markdown: each group's test accuracy minus `baseline`'s on the same seed (see
   `paired_differences`)."""
   keys = ['method', *results.facets]
-  found = paired_differences(results, baseline)
+  found = paired_differences(results, baseline, paired_on)
   if not found:
     return ''
   lines = [wrap(f'Difference from `{baseline}` on the same seed (test accuracy, points): every '
@@ -424,7 +434,8 @@ def markdown(results: Results, experiment) -> str:
            f'figure, and how many runs are healthy, from `{experiment.command}`.'),
       wrap(f'Budget: {experiment.budget}.'),
       body,
-      paired_table(results, experiment.paired_with) if experiment.paired_with else '',
+      (paired_table(results, experiment.paired_with, experiment.paired_on)
+       if experiment.paired_with else ''),
       wrap(health_note(results)),
       wrap(missing_note(results, total) + wall_note(results))])) + '\n'
 

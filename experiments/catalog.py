@@ -58,6 +58,7 @@ class Experiment:
   steps: int | None = None   # likewise
   shares_runs_with: tuple[str, ...] = ()  # experiments whose identical runs this one reuses
   paired_with: str | None = None  # a method each other one is compared with seed by seed
+  paired_on: tuple[str, ...] = ()  # facets a pair shares beside the seed
 
   @property
   def command(self) -> str:
@@ -106,7 +107,7 @@ def _tiny_model(config: str) -> dict:
 def _grid(name, title, budget, specs, seeds, settings, quick, columns=None, metrics=None,
           seed_major=False, first_seed=0) -> Experiment:
   """specs: (config, overrides, method, facets[, seeds]) tuples; each × seeds (its own, where a
-  spec gives them). `settings`: a dict every run shares, or a function of the config file giving
+  spec gives them); overrides may be a function of the seed. `settings`: a dict every run shares, or a function of the config file giving
   its runs'. `seed_major` orders the runs seed by seed (every spec's seed 0 first), so that a
   sweep stopped part-way leaves paired comparisons on its first seeds."""
   specs = [(*spec[:4], spec[4] if len(spec) > 4 else seeds) for spec in specs]
@@ -117,7 +118,9 @@ def _grid(name, title, budget, specs, seeds, settings, quick, columns=None, metr
   for (config, overrides, method, facets, _), seed in order:
     shared = settings(config) if callable(settings) else settings
     mode = {**shared, **(_tiny_model(config) if quick else {})}
-    grid.append(runs_lib.Run(config, overrides, first_seed + seed, mode, method, facets))
+    seed += first_seed
+    own = overrides(seed) if callable(overrides) else overrides  # a run that reads its seed's
+    grid.append(runs_lib.Run(config, own, seed, mode, method, facets))
   return Experiment(name, title, grid, budget, columns, metrics, quick)
 
 
@@ -454,6 +457,72 @@ def imbalance(quick: bool = False, seeds: int | None = None,
   return dataclasses.replace(experiment, shares_runs_with=('avmnist_fusion',))
 
 
+# Cross-modal contrastive learning (configs/contrastive.py, no label in the loss): five seeds of
+# pretraining with the pair ids the data has (images paired with one recording are each other's
+# positives), beside single-positive InfoNCE (what that is worth), and the two controls in the
+# same retrieval and probe code: randomly initialised encoders (0 steps) and the main job's
+# encoders, trained with labels and frozen, with projections trained by the same loss. Then
+# fine-tuning with 1% and 10% of the training labels, pretrained against from scratch.
+CONTRASTIVE_SEEDS = 5
+CONTRASTIVE_METRICS = (r'^(retrieval/\w+_to_\w+/class/R@1|retrieval/\w+_to_\w+/pair/R@1|'
+                       r'probe\[features=\w+\]/accuracy)$')
+LABEL_FRACTIONS = ('1%', '10%')
+
+
+def _fusion_run(seed: int, quick: bool) -> str:
+  """avmnist_fusion's main-job run of `seed`: the supervised encoders."""
+  return f'{"runs/sweeps/avmnist_fusion-quick" if quick else "results/avmnist_fusion"}' \
+         f'/runs/late_fusion__seed{seed}'
+
+
+def contrastive(quick: bool = False, seeds: int | None = None,
+                steps: int | None = None) -> Experiment:
+  """Retrieval and linear probes of pretrained encoders and of the two controls."""
+  config = 'configs/contrastive.py'
+  supervised = lambda seed: {'init_from': _fusion_run(seed, quick),
+                             'init_from_pattern': 'encoders_', 'freeze': 'encoders_'}
+  specs = [(config, {}, 'contrastive', {'encoders': 'pretrained, pairs as positives'}),
+           (config, {'dataset.pair_id': ''}, 'contrastive',
+            {'encoders': 'pretrained, one positive each'}),
+           (config, {'num_train_steps': 0}, 'contrastive', {'encoders': 'random (control)'}),
+           (config, supervised, 'contrastive',
+            {'encoders': 'trained with labels, frozen (control)'})]
+  budget = ("contrastive.py's own budget (1,000 steps at batch 256, AdamW 1e-3, cosine); "
+            'retrieval (class- and pair-level Recall@1 both ways, test split) and a linear '
+            'probe on each modality\'s pooled features (fitted on train, scored on test); '
+            'random encoders: the same model untrained; labelled encoders: avmnist_fusion\'s '
+            'main-job run of the same seed, frozen, its projections trained by the same loss')
+  settings = {'num_train_steps': QUICK_STEPS} if quick else {}
+  experiment = _grid('contrastive', 'Cross-modal contrastive pretraining', budget, specs,
+                     seeds or (1 if quick else CONTRASTIVE_SEEDS), settings, quick,
+                     metrics=CONTRASTIVE_METRICS, seed_major=True)
+  return experiment
+
+
+def contrastive_labels(quick: bool = False, seeds: int | None = None,
+                       steps: int | None = None) -> Experiment:
+  """Fine-tuning on a fraction of the labels: from the pretrained encoders, or from scratch."""
+  root = 'runs/sweeps/contrastive-quick' if quick else 'results/contrastive'
+  config = 'configs/contrastive_finetune.py'
+  specs = []
+  for fraction in (('1%',) if quick else LABEL_FRACTIONS):
+    split = {'dataset.train_split': f'train[:{fraction}]'}
+    specs.append((config, lambda seed, split=split: {
+        **split, 'init_from': f'{root}/runs/contrastive__seed{seed}'}, 'pretrained',
+                  {'labels': fraction}))
+    specs.append((config, {**split, 'init_from': ''}, 'scratch', {'labels': fraction}))
+  settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
+  budget = (f'{budget}; trained on the first 1% or 10% of the training split (550 or 5,500 '
+            'examples; validation and test whole); pretrained: the encoders of the contrastive '
+            'run of the same seed (`--experiment=contrastive`), the head fresh; scratch: the '
+            'same model from its initialisation')
+  experiment = _grid('contrastive_labels', 'Few labels: pretrained against from scratch',
+                     budget, specs, seeds or (1 if quick else CONTRASTIVE_SEEDS),
+                     lambda c: {**settings(c), **SAME_CLIPPING}, quick,
+                     metrics='^test/accuracy$', seed_major=True)
+  return dataclasses.replace(experiment, paired_with='scratch', paired_on=('labels',))
+
+
 ZOO_STEPS = 300
 
 
@@ -530,6 +599,8 @@ EXPERIMENTS: dict[str, Callable[..., Experiment]] = {
     'distillation': distillation,
     'imbalance_alpha': imbalance_alpha,
     'imbalance': imbalance,
+    'contrastive': contrastive,
+    'contrastive_labels': contrastive_labels,
 }
 # Tables that are not in the README: `python -m experiments.zoo --variant=...`.
 OTHER_EXPERIMENTS: dict[str, Callable[..., Experiment]] = {

@@ -310,7 +310,8 @@ def progress(run: Run, workdir) -> Progress:
     return Progress('diverged', stopped[-1], total)
   final = {l['split'] for l in lines if l.get('step') == total}
   lacking = [n for n in evaluator_names(config) if n not in final]
-  if total in ckpts and not lacking:
+  # A run of 0 steps (it only evaluates) has no checkpoint to write: its final lines finish it.
+  if (total in ckpts or total == 0) and not lacking:
     return Progress('finished', total, total)
   detail = f', no final {", ".join(lacking)} lines' if step >= total and lacking else ''
   return Progress('partial', step, total, detail)

@@ -183,6 +183,45 @@ def test_imbalance_chooses_ogm_alpha_per_snr_and_compares_with_no_remedy(tmp_pat
   assert aggregate._metric_label('test/ogm/audio/accuracy') == 'audio branch'
 
 
+def test_contrastive_pretrains_beside_two_controls_then_fine_tunes_on_few_labels():
+  """contrastive: five seeds of pretraining with pair ids, of single-positive InfoNCE, of random
+  encoders (no step) and of avmnist_fusion's labelled encoders of the same seed, frozen;
+  contrastive_labels: each seed's pretrained encoders and the scratch model on 1% and 10% of the
+  labels, compared seed by seed within each fraction."""
+  experiment = catalog.get('contrastive')
+  assert len(experiment.runs) == 4 * 5
+  fusion = {r.seed: aggregate.workdir(pathlib.Path('results/avmnist_fusion'), r)
+            for r in catalog.get('avmnist_fusion').runs if r.label == 'late_fusion'}
+  for run in experiment.runs:
+    kind = run.facets['encoders']
+    if kind.startswith('trained with labels'):
+      assert run.overrides == {'init_from': str(fusion[run.seed]),
+                               'init_from_pattern': 'encoders_', 'freeze': 'encoders_'}
+    elif kind.startswith('random'):
+      assert run.overrides == {'num_train_steps': 0}
+    elif kind.endswith('one positive each'):
+      assert run.overrides == {'dataset.pair_id': ''}
+    else:
+      assert run.overrides == {} and run.name == f'contrastive__seed{run.seed}'
+  assert [aggregate._metric_label(m) for m in ('retrieval/audio_to_image/class/R@1',
+                                               'probe[features=audio]/accuracy')] == [
+      'audio→image class R@1', 'probe on audio']
+  assert re.match(experiment.metrics, 'retrieval/image_to_audio/class/R@1')
+  labels = catalog.get('contrastive_labels')
+  assert len(labels.runs) == 2 * 2 * 5
+  assert (labels.paired_with, labels.paired_on) == ('scratch', ('labels',))
+  pretrained = {r.name: r for r in experiment.runs}
+  for run in labels.runs:
+    fraction = run.facets['labels']
+    assert run.overrides['dataset.train_split'] == f'train[:{fraction}]'
+    if run.label == 'pretrained':
+      source = pathlib.Path(run.overrides['init_from'])
+      assert source.parent == pathlib.Path('results/contrastive/runs')
+      assert pretrained[source.name].seed == run.seed
+    else:
+      assert run.overrides['init_from'] == ''
+
+
 def test_paired_differences_and_their_interval():
   """Each seed's difference from the baseline on that seed, and a 95% t-interval of the mean:
   differences 1..5 points have mean 3, std 1.58, t(0.975, 4) = 2.776, half-width 1.96."""
@@ -200,6 +239,14 @@ def test_paired_differences_and_their_interval():
   table = aggregate.paired_table(results, 'scratch')
   assert '| student | 1 | +1.0 +2.0 +3.0 +4.0 +5.0 | +3.0 | [+1.0, +5.0] | 5 |' in table
   assert '| student | 2 | -2.0 | -2.0 | — | 1 |' in table
+  # Paired on a facet too: each fraction's arm against that fraction's baseline only.
+  rows = [{'method': m, 'labels': f, 'seed': 0, aggregate.HEADLINE: acc}
+          for m, f, acc in (('scratch', '1%', 0.3), ('scratch', '10%', 0.6),
+                            ('pretrained', '1%', 0.5), ('pretrained', '10%', 0.65))]
+  found = aggregate.paired_differences(aggregate.Results(rows, [], ['labels']), 'scratch',
+                                       ('labels',))
+  assert {k: v['diffs'] for k, v in found.items()} == {('pretrained', '1%'): pytest.approx([20]),
+                                                       ('pretrained', '10%'): pytest.approx([5])}
 
 
 def test_every_run_of_every_experiment_parses_as_the_cli_parses_it(monkeypatch):
@@ -278,8 +325,8 @@ def test_bad_flags_are_one_error_line():
   assert proc.stderr.strip().splitlines() == [
       'mmjax: error: --experiment=nope: no such experiment; valid: avmnist_fusion_lr, '
       'avmnist_fusion, synthetic_interactions, robustness, recipe_ablation, '
-      'distillation_weights, distillation, imbalance_alpha, imbalance, zoo_avmnist, '
-      'zoo_synthetic']
+      'distillation_weights, distillation, imbalance_alpha, imbalance, contrastive, '
+      'contrastive_labels, zoo_avmnist, zoo_synthetic']
   with pytest.raises(UserError, match='--steps=0 must be at least 1'):
     catalog.get('robustness', steps=0)
   proc = run_python(['-m', 'experiments.sweep', '--experiment=robustness', '--jobs=0'])
@@ -320,6 +367,12 @@ def test_progress_of_a_workdir(tmp_path):
   _fake_run(tmp_path / 'no_eval', 0.5, final=False)
   assert runs_lib.progress(run, tmp_path / 'no_eval').describe() == (
       'partial: step 8 of 8, no final test lines')
+  # A run of 0 steps only evaluates: it writes no checkpoint, and its final lines finish it.
+  zero = runs_lib.Run(TINY, settings={'num_train_steps': 0})
+  _fake_run(tmp_path / 'zero', 0.5, total=0, checkpoint=False)
+  assert runs_lib.progress(zero, tmp_path / 'zero').state == 'finished'
+  _fake_run(tmp_path / 'zero_no_eval', 0.5, total=0, checkpoint=False, final=False)
+  assert runs_lib.progress(zero, tmp_path / 'zero_no_eval').state == 'partial'
   _fake_run(tmp_path / 'other', 0.5, total=4)
   state = runs_lib.progress(run, tmp_path / 'other')
   assert state.state == 'conflict' and 'num_train_steps=4, not 8' in state.detail
