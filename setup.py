@@ -43,6 +43,7 @@ setup(
         'tensorboardX>=2.6.2.2,<3',
         'matplotlib>=3.8',                   # curves.png of every run (mmjax.plot), sweep plots
         'psutil>=5.9',                       # experiments/bench_memory.py
+        'scipy>=1.13',                       # the sweeps' paired-difference intervals (t quantile)
     ],
     extras_require={
         'test': ['pytest>=8,<10', 'pytest-xdist>=3.5,<4', 'portpicker>=1.6,<2',
