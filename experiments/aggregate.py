@@ -396,11 +396,14 @@ def health_note(results: Results) -> str:
   bad = [r for r in results.rows if not r.get('healthy', 1)]
   if not results.rows or 'healthy' not in results.rows[0]:
     return ''
-  swapped = any(k.startswith('robustness[swapped=') for r in results.rows for k in r)
+  swapped = [any('[swapped=' in k for k in r) for r in results.rows]
   margin = f'{100 * health_lib.NOISE_MARGIN:.1f} point'
-  usage = (f"giving each example another example's modality moves accuracy by under {margin}"
-           if swapped else f'with the other modality removed within '
-           f'{100 * health_lib.CHANCE_MARGIN:.0f} points of chance')
+  swap = f"giving each example another example's modality moves accuracy by under {margin}"
+  removal = (f'with the other modality removed within {100 * health_lib.CHANCE_MARGIN:.0f} '
+             'points of chance')
+  # mmjax.health: the swap decides where a run measured it, removal where it did not.
+  usage = (swap if all(swapped) else removal if not any(swapped) else
+           f'{swap} (runs that measured it; the {swapped.count(False)} that did not: {removal})')
   rules = (f'Healthy: neither inert ({INERT_MARK}: {usage}, or the strongest noise on it moves '
            f'accuracy by under {margin}) nor diverged ({DIVERGED_MARK}: a non-finite loss, or '
            f'within {100 * health_lib.CHANCE_MARGIN:.0f} points of chance with every modality).')

@@ -1,6 +1,7 @@
 """Run health (mmjax.health): the flags on hand-made accuracies, the trainer's warning line, and
 the sweep's health columns, table marks and plots built from hand-made runs."""
 
+import dataclasses
 import json
 import logging
 
@@ -151,6 +152,19 @@ def test_health_columns_table_marks_and_healthy_counts(tmp_path):
   note = aggregate.health_note(results)
   assert ('2 of 5 runs are not: `late_fusion__seed1` (inert in audio); '
           '`unimodal_audio__seed1` (diverged).') in note
+  assert 'with the other modality removed within 5 points of chance' in note
+  # The rule the note states is the one each run was judged by: the swap where a run measured
+  # it (mmjax.health), removal for the runs that did not.
+  swapped = dataclasses.replace(results, rows=[
+      {**r, 'robustness[swapped=audio]/accuracy': 0.5} if r['seed'] == 0 else r
+      for r in results.rows])
+  note = aggregate.health_note(swapped)
+  assert ("giving each example another example's modality moves accuracy by under 0.5 point "
+          '(runs that measured it; the 3 that did not: with the other modality removed within 5 '
+          'points of chance)') in note
+  every = dataclasses.replace(results, rows=[
+      {**r, 'robustness[swapped=audio]/accuracy': 0.5} for r in results.rows])
+  assert 'removed' not in aggregate.health_note(every)
 
   aggregate.write_csv(results, tmp_path / 'results.csv')
   rows = aggregate.read_csv(tmp_path / 'results.csv')
