@@ -396,7 +396,9 @@ def health_note(results: Results) -> str:
   bad = [r for r in results.rows if not r.get('healthy', 1)]
   if not results.rows or 'healthy' not in results.rows[0]:
     return ''
-  swapped = [any('[swapped=' in k for k in r) for r in results.rows]
+  # Among the runs judged for use at all (two modalities or more: they have `missing=` lines).
+  swapped = [any('[swapped=' in k for k in r) for r in results.rows
+             if any('[missing=' in k or '[swapped=' in k for k in r)]
   margin = f'{100 * health_lib.NOISE_MARGIN:.1f} point'
   swap = f"giving each example another example's modality moves accuracy by under {margin}"
   removal = (f'with the other modality removed within {100 * health_lib.CHANCE_MARGIN:.0f} '

@@ -160,7 +160,7 @@ def test_health_columns_table_marks_and_healthy_counts(tmp_path):
       for r in results.rows])
   note = aggregate.health_note(swapped)
   assert ("giving each example another example's modality moves accuracy by under 0.5 point "
-          '(runs that measured it; the 3 that did not: with the other modality removed within 5 '
+          '(runs that measured it; the 2 that did not: with the other modality removed within 5 '
           'points of chance)') in note
   every = dataclasses.replace(results, rows=[
       {**r, 'robustness[swapped=audio]/accuracy': 0.5} for r in results.rows])
