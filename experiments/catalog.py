@@ -5,10 +5,15 @@ AV-MNIST experiments train every method on the main job's own budget and selecti
 3 epochs; validation accuracy every 0.3 epoch picks the state that test and robustness score),
 five seeds a method (ten for the main job in the recipe ablation). Each fusion's learning rate
 is first chosen on validation from a small grid (`avmnist_fusion_lr`, one seed); the fusion
-comparison and the robustness experiment then read the committed choice. A full sweep takes hours on a 2-core CPU: it
-resumes where it stopped, so run it in the background with `--jobs=2` and aggregate as runs
-finish. `quick` swaps in tiny encoders, a few steps and fewer methods, to check the whole path
-(runs, results.csv, table.md, plots) in minutes: its numbers mean nothing.
+comparison and the robustness experiment then read the committed choice. The paradigms follow
+the same pattern: a search on validation with one seed (`distillation_weights`,
+`imbalance_alpha`), then seeds at the chosen setting (`distillation`, `imbalance`); `contrastive`
+pretrains beside its controls and `contrastive_labels` fine-tunes those runs. An experiment that
+reads another's runs (a teacher, pretrained encoders, shared identical runs) runs after it. A full
+sweep takes hours on a 2-core CPU: it resumes where it stopped, so run it in the background with
+`--jobs=2` and aggregate as runs finish. `quick` swaps in tiny encoders, a few steps and fewer
+methods, to check the whole path (runs, results.csv, table.md, plots) in minutes: its numbers
+mean nothing.
 
 Adding one: write the function and register it in EXPERIMENTS.
 """
