@@ -112,8 +112,8 @@ def _tiny_model(config: str) -> dict:
 def _grid(name, title, budget, specs, seeds, settings, quick, columns=None, metrics=None,
           seed_major=False, first_seed=0) -> Experiment:
   """specs: (config, overrides, method, facets[, seeds]) tuples; each × seeds (its own, where a
-  spec gives them); overrides may be a function of the seed. `settings`: a dict every run shares, or a function of the config file giving
-  its runs'. `seed_major` orders the runs seed by seed (every spec's seed 0 first), so that a
+  spec gives them); overrides may be a function of the seed. `settings`: a dict every run
+  shares, or a function of the config file giving its runs'. `seed_major` orders the runs seed by seed (every spec's seed 0 first), so that a
   sweep stopped part-way leaves paired comparisons on its first seeds."""
   specs = [(*spec[:4], spec[4] if len(spec) > 4 else seeds) for spec in specs]
   most = max((spec[4] for spec in specs), default=0)
@@ -141,10 +141,11 @@ def _main_job_budget(steps: int | None, quick: bool) -> tuple[Callable[[str], di
                                               **_robustness_eval(quick, config)})
     return settings, (f'{steps} steps at batch {main.batch_size} ({epochs(steps)}); test and '
                       'robustness on the last state')
-  return lambda config: {}, (f"the main job's budget and selection for every method: {main.num_train_steps} "
-              f'steps at batch {main.batch_size} ({epochs(main.num_train_steps)}), validation '
-              f'accuracy every {main.evals.validation.every_steps} steps selects the state that '
-              'test and robustness (each modality missing, extra audio noise) score')
+  return lambda config: {}, (
+      f"the main job's budget and selection for every method: {main.num_train_steps} steps at "
+      f'batch {main.batch_size} ({epochs(main.num_train_steps)}), validation accuracy every '
+      f'{main.evals.validation.every_steps} steps selects the state that test and robustness '
+      '(each modality missing, extra audio noise) score')
 
 
 # Each fusion's learning rate is chosen on validation (the best validation accuracy over the run,

@@ -52,8 +52,8 @@ def strongest_noise(conditions, modality: str) -> str | None:
 
 def check(accuracy: dict, modalities, chance: float, nonfinite: bool = False) -> Health:
   """Health from `accuracy` = {condition: accuracy in [0, 1]} ('all', 'missing=<m>',
-  'swapped=<m>', 'noise=<m>,<kind>=<level>'; the robustness evaluator's conditions) of a run over `modalities`
-  whose chance level is `chance`. Conditions it lacks are not judged."""
+  'swapped=<m>', 'noise=<m>,<kind>=<level>'; the robustness evaluator's conditions) of a run
+  over `modalities` whose chance level is `chance`. Conditions it lacks are not judged."""
   inert, reasons, diverged = [], [], bool(nonfinite)
   if nonfinite:
     reasons.append('loss went non-finite')
