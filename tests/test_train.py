@@ -18,7 +18,8 @@ from tests.conftest import run_python, small_config, tiny_config
 
 # What train_steps.py records beside the losses and parameters that the tests compare: the
 # device count, XLA's per-device memory account, rematerialised regions and split state arrays.
-FIGURES = ('devices', 'temp_bytes', 'argument_bytes', 'barriers', 'split_arrays')
+FIGURES = ('devices', 'temp_bytes', 'argument_bytes', 'barriers', 'split_arrays',
+           'residual_bytes')
 
 
 def _train_steps(tmp_path, devices, variant=''):
@@ -68,12 +69,15 @@ def test_remat_recomputes_each_block_and_gives_the_same_losses_on_four_devices(t
                                                                                blocks):
   """`remat` on the encoders' blocks (3 conv blocks in each of two CNNs; the LSTM has none) and on
   the fusion's (MulT: 6 cross-attention blocks and 3 self-attention ones, with the CNNs' 6): one
-  rematerialised region per block, and
+  rematerialised region per block, the backward pass keeping a fraction of the activations
+  (measured here: late fusion 91.5 MB to 16.7 MB, MulT 144.9 MB to 20.2 MB at batch 64), and
   the same losses and parameters as without it. XLA:CPU drops the regions' barriers when it
   compiles, so its temporary memory stays the same here (docs/performance.md)."""
   plain, plain_figures = _train_steps(tmp_path / 'plain', 4, f'remat={config},0')
   remat, remat_figures = _train_steps(tmp_path / 'remat', 4, f'remat={config},1')
   assert plain_figures['barriers'] == 0 and remat_figures['barriers'] == blocks
+  kept = {'plain': plain_figures['residual_bytes'], 'remat': remat_figures['residual_bytes']}
+  assert kept['remat'] < 0.3 * kept['plain'], kept
   assert set(plain) == set(remat) and plain['losses'][-1] < plain['losses'][0]
   for name in plain:
     np.testing.assert_allclose(plain[name], remat[name], rtol=1e-5, atol=1e-5, err_msg=name)
