@@ -27,9 +27,10 @@ class Robustness(Evaluator):
   `swapped=<m>` gives each example modality m of the next example in its batch (the last takes
   the first's), every other modality its own: a model that uses m loses accuracy, one that
   ignores m loses none. Unlike removal, the input stays one the model trained on, so a fusion
-  that multiplies its modalities' features (and cannot run on one alone) is judged fairly. It
-  depends on the batch size; noise is a pure function of (seed, condition, example index), so
-  reruns, device counts and batch sizes give the same noise figures.
+  that multiplies its modalities' features (and cannot run on one alone) is judged fairly. The
+  swap is within each process's part of the batch, so its figure depends on the batch size and
+  the process count (not the device count); noise is a pure function of (seed, condition,
+  example index), so reruns, device counts and batch sizes give the same noise figures.
   """
 
   def __init__(self, name, cfg, fns):
