@@ -324,7 +324,7 @@ def robustness(quick: bool = False, seeds: int | None = None,
 # recipe holds at every T (with both weights 1, T = 4 diverged within 5 steps). The teacher's
 # share a is chosen on validation per T (one seed), then five seeds against training from
 # scratch (unimodal_audio, the same runs as avmnist_fusion's) on the same seeds.
-DISTILL_TEACHER = 'results/avmnist_fusion/runs/late_fusion__seed0'
+DISTILL_TEACHER = 'results/avmnist_fusion/runs/late_fusion__seed0'  # _fusion_run(0, False)
 DISTILL_TEMPERATURES = (1.0, 2.0, 4.0)
 DISTILL_SHARES = (0.25, 0.5, 0.75)
 DISTILL_SEARCH_RESULTS = runs_lib.REPO / 'results' / 'distillation_weights' / 'results.csv'
@@ -338,8 +338,7 @@ def _distill(temperature: float, share: float) -> dict:
 def _distill_settings(settings, quick: bool):
   """A config's settings, plus the teacher for the student's runs (in quick mode, the quick
   avmnist_fusion's main-job run)."""
-  teacher = ('runs/sweeps/avmnist_fusion-quick/runs/late_fusion__seed0' if quick else
-             DISTILL_TEACHER)
+  teacher = _fusion_run(0, quick)
   return lambda config: {**settings(config), **SAME_CLIPPING, **(
       {'distill.teacher': teacher} if runs_lib.config_stem(config) == 'distill_audio' else {})}
 
@@ -365,12 +364,10 @@ def distillation_weights(quick: bool = False, seeds: int | None = None,
 def distillation(quick: bool = False, seeds: int | None = None,
                  steps: int | None = None) -> Experiment:
   """The audio-only student at each temperature's chosen share against training from scratch."""
-  temperatures = (1.0,) if quick else DISTILL_TEMPERATURES
-  chosen = {t: _best_on_validation(DISTILL_SEARCH_RESULTS, 'distill_audio',
-                                   [_distill(t, a) for a in DISTILL_SHARES])
-            for t in temperatures}
-  if quick:
-    chosen = {1.0: _distill(1.0, 0.5)}
+  chosen = {1.0: _distill(1.0, 0.5)} if quick else {
+      t: _best_on_validation(DISTILL_SEARCH_RESULTS, 'distill_audio',
+                             [_distill(t, a) for a in DISTILL_SHARES])
+      for t in DISTILL_TEMPERATURES}
   waiting = [f'T={t:g}' for t, c in chosen.items() if c is None]
   specs = [('configs/unimodal_audio.py', {}, 'unimodal_audio', {'teacher': 'none (scratch)'})]
   specs += [('configs/distill_audio.py', c, 'distill_audio',
@@ -478,10 +475,15 @@ CONTRASTIVE_METRICS = (r'^(retrieval/\w+_to_\w+/class/R@1|retrieval/\w+_to_\w+/p
 LABEL_FRACTIONS = ('1%', '10%')
 
 
+def _run_dir(experiment: str, run_name: str, quick: bool) -> str:
+  """Where `experiment`'s sweep (the default --results_dir) keeps the run `run_name`."""
+  from experiments import runner  # pylint: disable=import-outside-toplevel
+  return f'{runner.default_results_dir(experiment, quick)}/runs/{run_name}'
+
+
 def _fusion_run(seed: int, quick: bool) -> str:
-  """avmnist_fusion's main-job run of `seed`: the supervised encoders."""
-  return f'{"runs/sweeps/avmnist_fusion-quick" if quick else "results/avmnist_fusion"}' \
-         f'/runs/late_fusion__seed{seed}'
+  """avmnist_fusion's main-job run of `seed`: the supervised encoders, and (seed 0) the teacher."""
+  return _run_dir('avmnist_fusion', f'late_fusion__seed{seed}', quick)
 
 
 def contrastive(quick: bool = False, seeds: int | None = None,
@@ -511,13 +513,13 @@ def contrastive(quick: bool = False, seeds: int | None = None,
 def contrastive_labels(quick: bool = False, seeds: int | None = None,
                        steps: int | None = None) -> Experiment:
   """Fine-tuning on a fraction of the labels: from the pretrained encoders, or from scratch."""
-  root = 'runs/sweeps/contrastive-quick' if quick else 'results/contrastive'
+  pretrained = lambda seed: _run_dir('contrastive', f'contrastive__seed{seed}', quick)
   config = 'configs/contrastive_finetune.py'
   specs = []
   for fraction in (('1%',) if quick else LABEL_FRACTIONS):
     split = {'dataset.train_split': f'train[:{fraction}]'}
     specs.append((config, lambda seed, split=split: {
-        **split, 'init_from': f'{root}/runs/contrastive__seed{seed}'}, 'pretrained',
+        **split, 'init_from': pretrained(seed)}, 'pretrained',
                   {'labels': fraction}))
     specs.append((config, {**split, 'init_from': ''}, 'scratch', {'labels': fraction}))
   settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
