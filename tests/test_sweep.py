@@ -63,9 +63,9 @@ def test_every_experiment_has_distinct_workdirs_and_runnable_commands(tmp_path):
         args = shlex.split(runs_lib.command_line(run, tmp_path / run.name))
         assert args[:3] == ['python', '-m', 'mmjax.main'] and f'--config.seed={run.seed}' in args
   # 7 fusions x 3 learning rates, and steps past the edge for the 4 whose best sat there: 3 of
-  # them twice (best at 1e-3, then at 3e-3), 2 of those a third time (then at 1e-2)
+  # them three times (best at 1e-3, then at 3e-3, then at 1e-2)
   search = catalog.get('avmnist_fusion_lr')
-  assert len(search.runs) == 30
+  assert len(search.runs) == 31
   assert 'again while it sat on the new edge: early_fusion AdamW 0.003, 0.01' in search.budget
   assert {r.seed for r in catalog.get('avmnist_fusion_lr').runs} == {catalog.SEARCH_SEED}
   assert len(catalog.get('synthetic_interactions').runs) == 90  # 10 methods x 3 datasets x 3
@@ -81,6 +81,17 @@ def test_every_experiment_has_distinct_workdirs_and_runnable_commands(tmp_path):
   other = catalog.get('avmnist_fusion', steps=5)
   assert {r.settings['num_train_steps'] for r in other.runs} == {5}
   assert other.command.endswith('--steps=5') and other.budget.startswith('5 steps at batch')
+
+
+def test_no_committed_search_chooses_a_rate_on_its_grids_edge():
+  """The rule the search's budget line states, held against the committed results: a method
+  whose search has finished is never chosen at its grid's lowest or highest rate (the grid must
+  then go a step further, in EDGE_EXTENSIONS)."""
+  chosen = catalog.chosen_settings()
+  assert chosen, 'no method in the committed search has finished'
+  for method, setting in chosen.items():
+    rates = catalog.LR_SEARCH[method][1]
+    assert min(rates) < setting['optimizer.learning_rate'] < max(rates), (method, setting, rates)
 
 
 def test_fusions_train_at_the_learning_rate_their_search_chose(tmp_path, monkeypatch):
