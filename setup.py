@@ -44,10 +44,12 @@ setup(
         'matplotlib>=3.8',                   # curves.png of every run (mmjax.plot), sweep plots
         'psutil>=5.9',                       # experiments/bench_memory.py
         'scipy>=1.13',                       # the sweeps' paired-difference intervals (t quantile)
+        'cvxpy>=1.5,<2',                     # mmjax.pid's convex program (Clarabel ships with it)
     ],
     extras_require={
+        # dit: reference BROJA values for mmjax.pid (tests/test_pid.py).
         'test': ['pytest>=8,<10', 'pytest-xdist>=3.5,<4', 'portpicker>=1.6,<2',
-                 'librosa>=0.10,<0.12'],
+                 'librosa>=0.10,<0.12', 'dit>=2.3,<3'],
         # `tensorboard --logdir runs` on the event files every run writes.
         'tensorboard': ['tensorboard>=2.16'],
         'cuda': [f'jax[cuda12]{JAX}'],

@@ -16,7 +16,7 @@ from tests.conftest import REPO
 DISTRIBUTION = {'PIL': 'pillow', 'absl': 'absl-py', 'tensorflow_datasets': 'tensorflow-datasets',
                 'orbax': 'orbax-checkpoint', 'ml_collections': 'ml-collections'}
 # pytest-xdist is not imported: pytest.ini's addopts load it (-n auto).
-TEST_ONLY = {'pytest', 'pytest-xdist', 'portpicker', 'librosa'}
+TEST_ONLY = {'pytest', 'pytest-xdist', 'portpicker', 'librosa', 'dit'}
 # Not imported by mmjax: TFDS imports it to build a dataset defined in a package, undeclared.
 FOR_TFDS = {'importlib-resources'}
 # Not imported by mmjax: jax's dependency, capped below a release slow to import (setup.py).
