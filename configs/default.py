@@ -66,6 +66,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.modality_dropout = {}      # {modality: p}: train with each modality absent w.p. p
   config.modality_noise = {}        # {modality: {'p': prob, 'snr_db' | 'std': (low, high)}}
   config.select_best = ''           # 'EVALUATOR/METRIC': final evaluators score the best state
+  # > 0: stop training once select_best's metric has not improved in this many of its evaluator's
+  # evaluations (0: train num_train_steps); the final evaluators score the best state
+  config.early_stopping_patience = 0
   config.init_from = ''             # a workdir: a fresh run starts from its matching params
   config.init_from_pattern = ''     # regex: copy only the parameters whose path matches it
   config.freeze = ''                # regex: parameters whose path matches it are not trained

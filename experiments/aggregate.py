@@ -87,9 +87,11 @@ def elapsed(root, names) -> tuple[float, int]:
 
 
 def run_metrics(lines: list[dict], total: int) -> dict:
-  """{column: value} from one run's metrics.jsonl lines (see the module docstring)."""
+  """{column: value} from one run's metrics.jsonl lines (see the module docstring); the final
+  evaluators' lines are those at step `total`."""
   out = {}
-  train = [l for l in lines if l.get('split') == 'train']
+  # (the lines that mark a stop, `stopped_early` or `stopped_nonfinite`, hold no figures)
+  train = [l for l in lines if l.get('split') == 'train' and 'loss' in l]
   if train:
     last = train[-1]
     for key in ('loss', 'accuracy'):
@@ -141,7 +143,9 @@ def collect(experiment, root) -> Results:
       missing.append((run, state))
       continue
     lines = runs_lib.read_metrics(wd)
-    metrics = run_metrics(lines, state.total)
+    # A finished run's final lines are at its last step (before num_train_steps when it
+    # stopped early).
+    metrics = run_metrics(lines, state.step if state.state == 'finished' else state.total)
     curves[run.name] = run_curves(lines)
     row = {'experiment': experiment.name, 'method': run.label, **run.facets,
            'seed': run.seed, 'run': run.name, 'config': run.config,

@@ -308,11 +308,14 @@ def progress(run: Run, workdir) -> Progress:
   stopped = [l['step'] for l in lines if l.get('split') == 'train' and l.get('stopped_nonfinite')]
   if stopped:
     return Progress('diverged', stopped[-1], total)
-  final = {l['split'] for l in lines if l.get('step') == total}
+  # Early stopping ends a run before num_train_steps, where its train metrics say so.
+  end = max([l['step'] for l in lines if l.get('split') == 'train' and l.get('stopped_early')]
+            or [total])
+  final = {l['split'] for l in lines if l.get('step') == end}
   lacking = [n for n in evaluator_names(config) if n not in final]
   # A run of 0 steps (it only evaluates) has no checkpoint to write: its final lines finish it.
-  if (total in ckpts or total == 0) and not lacking:
-    return Progress('finished', total, total)
+  if (end in ckpts or end == 0) and not lacking:
+    return Progress('finished', end, total)
   detail = f', no final {", ".join(lacking)} lines' if step >= total and lacking else ''
   return Progress('partial', step, total, detail)
 

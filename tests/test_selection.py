@@ -94,3 +94,45 @@ def test_every_configs_selection_names_a_metric_its_evaluator_reports(name):
   assert metric == 'loss' or (
       metric == 'accuracy' and len(config.tasks) == 1
       and config.objective.name in ('classification', 'distill', 'ogm_ge')), (name, spec)
+
+
+def test_early_stopping_ends_training_at_its_patience_and_scores_the_best_state(selected_run,
+                                                                                tmp_path):
+  """With early_stopping_patience=1 the run trains as the uninterrupted one until the validation
+  loss has not improved in an evaluation, stops there (its train metrics say so), and scores the
+  best state so far; rerunning it only evaluates."""
+  full = _lines(selected_run, 'validation')
+  best, stop = None, None
+  for line in full:  # where the criterion first holds, from the uninterrupted run's figures
+    if best is None or line['loss'] < best['loss']:
+      best = line
+    elif line['step'] - best['step'] >= 1 * 2:  # patience x every_steps
+      stop = line['step']
+      break
+  assert stop is not None and stop < 12, full  # else this config cannot show early stopping
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(_config(early_stopping_patience=1), str(workdir))
+  validation = _lines(workdir, 'validation')
+  assert validation == [l for l in full if l['step'] <= stop]  # each scored once, same figures
+  train_lines = _lines(workdir, 'train')
+  assert train_lines[-1] == {'step': stop, 'split': 'train', 'stopped_early': True}
+  assert max(l['step'] for l in train_lines) == stop
+  [test] = _lines(workdir, 'test')
+  assert (test['step'], test['selected_step']) == (stop, best['step'])
+  train.train_and_evaluate(_config(early_stopping_patience=1), str(workdir))
+  assert _lines(workdir, 'train') == train_lines
+  [again] = _lines(workdir, 'test')
+  assert (again['loss'], again['accuracy']) == (test['loss'], test['accuracy'])
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'early_stopping_patience': 2, 'select_best': ''},
+     'early_stopping_patience needs a metric to watch: set select_best'),
+    ({'early_stopping_patience': 2, 'evals.validation.every_steps': 0},
+     "evaluator 'validation' never runs during training; set evals.validation.every_steps > 0"),
+    ({'early_stopping_patience': -1}, 'early_stopping_patience=-1 must be a whole number >= 0'),
+])
+def test_bad_early_stopping_is_one_line_before_training(overrides, message, tmp_path):
+  with pytest.raises(UserError, match=message.replace('(', r'\(')):
+    train.train_and_evaluate(_config(**overrides), str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()

@@ -400,6 +400,30 @@ def test_progress_of_a_workdir(tmp_path):
       f'{synthetic.Synthetic.VERSION}; use another --results_dir or move that workdir away')
 
 
+def test_a_run_stopped_early_is_finished_at_its_stop_and_aggregated_there(tmp_path):
+  """early_stopping_patience ends a run before num_train_steps: its train metrics mark the step,
+  where its checkpoint and final evaluator lines are."""
+  run = runs_lib.Run(TINY, settings={'num_train_steps': 8})
+  workdir = aggregate.workdir(tmp_path, run)
+  workdir.mkdir(parents=True)
+  (workdir / 'config.json').write_text(json.dumps(
+      {'num_train_steps': 8, 'seed': 0, 'evals': {'test': {'type': 'classification'}}}))
+  with (workdir / 'metrics.jsonl').open('w') as f:
+    for line in ({'step': 3, 'split': 'train', 'loss': 2.0, 'accuracy': 0.2},
+                 {'step': 6, 'split': 'train', 'loss': 0.8, 'accuracy': 0.6},
+                 {'step': 6, 'split': 'train', 'stopped_early': True},
+                 {'step': 6, 'split': 'test', 'loss': 0.9, 'accuracy': 0.7, 'num_examples': 100,
+                  'selected_step': 4}):
+      f.write(json.dumps(line) + '\n')
+  assert runs_lib.progress(run, workdir).describe() == 'partial: step 6 of 8'  # no checkpoint
+  (workdir / 'checkpoints' / '6').mkdir(parents=True)
+  state = runs_lib.progress(run, workdir)
+  assert (state.state, state.step, state.total) == ('finished', 6, 8)
+  [row] = aggregate.collect(catalog.Experiment('x', 'x', [run], 'b'), tmp_path).rows
+  assert (row['step'], row['test/accuracy'], row['test/selected_step']) == (6, 0.7, 4)
+  assert (row['train/loss'], row['train/accuracy']) == (0.8, 0.6)
+
+
 def test_dataset_versions_are_read_once_per_config_not_per_run(tmp_path, monkeypatch):
   loads = []
   load_config = runs_lib.load_config

@@ -41,6 +41,7 @@ def validate(config) -> None:
     raise UserError(f'ema_decay={config.ema_decay} must be in [0, 1) (0: no moving average)')
   if config.on_nonfinite not in ('stop', 'skip'):
     raise UserError(f"on_nonfinite={config.on_nonfinite!r}; valid values: stop, skip")
+  _validate_early_stopping(config)
   for task in config.tasks:
     if '/' in task:
       raise UserError(f"task name {task!r} contains '/', which separates metric names; rename it")
@@ -80,6 +81,22 @@ def _validate_grad_accum(config) -> None:
     raise UserError('grad_accum_steps>1 with objective contrastive: its loss compares the examples '
                     'of a batch with each other, so micro-batches would change it; lower batch_size '
                     'instead')
+
+
+def _validate_early_stopping(config) -> None:
+  patience = config.get('early_stopping_patience', 0)
+  if not isinstance(patience, int) or patience < 0:
+    raise UserError(f'early_stopping_patience={patience!r} must be a whole number >= 0 (0: '
+                    'train num_train_steps)')
+  if not patience:
+    return
+  name = (config.get('select_best') or '').partition('/')[0]
+  if not name:
+    raise UserError('early_stopping_patience needs a metric to watch: set select_best, e.g. '
+                    '"validation/accuracy"')
+  if name in (config.get('evals') or {}) and not config.evals[name].get('every_steps', 0):
+    raise UserError(f'early_stopping_patience: evaluator {name!r} never runs during training; '
+                    f'set evals.{name}.every_steps > 0')
 
 
 def _validate_modality_dropout(config, modalities: set) -> None:

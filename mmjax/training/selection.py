@@ -7,6 +7,11 @@ improves on the best so far (strictly: the first of equal values is kept), the s
 `<workdir>/best` (one Orbax checkpoint, with the step, metric and value beside it). A metric whose
 name ends in `loss` is minimised, any other maximised. A resumed or eval-only run reads the best
 so far from there, so it selects what an uninterrupted run would.
+
+With `config.early_stopping_patience = k`, training stops at the selecting evaluator's k-th
+evaluation without improvement (`converged`); the run's train metrics record `stopped_early`
+there, and the final evaluators score the best state. Rerunning the command after that only
+evaluates, as after a run that trained to the end.
 """
 
 import math
@@ -72,6 +77,11 @@ class BestState:
     self._saver.save(step, state, {'evaluator': self.evaluator, 'metric': self.metric,
                                    'value': value})
     self._saver.wait()
+
+  def converged(self, step: int, patience: int, every_steps: int) -> bool:
+    """Whether, at `step`, the metric has not improved in `patience` evaluations (those at
+    every `every_steps` steps) since its best: early stopping's criterion."""
+    return patience > 0 and self.step is not None and step - self.step >= patience * every_steps
 
   def restore(self, state):
     """The best state, in the layout of `state`."""

@@ -102,6 +102,9 @@ class _Run:
   saver: checkpoint.Saver | None = None
   writer: writers.MetricWriter | None = None
   best: selection.BestState | None = None
+  # The selecting evaluator's lines at the step early stopping ended training, reused by the
+  # final evaluation instead of scoring the same state twice.
+  converged_lines: list | None = None
 
   @property
   def mngr(self):
@@ -131,7 +134,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       workdirs.record_changes(workdir, changes, start_step)
       workdirs.write_config(workdir, config, dataset_versions)
       # Evaluators that run again at the step the run resumes from replace their earlier lines.
-      rerun = tuple(run.evals) if start_step >= config.num_train_steps else ()
+      done = start_step >= config.num_train_steps or _converged(run, start_step)
+      rerun = tuple(run.evals) if done else ()
       run.writer = writers.MetricWriter(workdir, resume_step=start_step, rerun_splits=rerun)
       try:
         run.writer.write_config(json.loads(config.to_json_best_effort()),
@@ -234,9 +238,12 @@ def _final_evaluation(run: _Run, state) -> dict:
     logging.warning('skipped %d of %d updates for a non-finite loss, gradient or parameters '
                     '(on_nonfinite=skip)', skipped, run.config.num_train_steps)
   results, extra, best = {}, {}, run.best
-  if best is not None:
+  if best is not None and run.converged_lines is not None:
+    results[best.evaluator] = run.converged_lines  # scored at this step, when training stopped
+  elif best is not None:
     results[best.evaluator] = _run_evaluator(run.evals[best.evaluator], state, run.writer, step)
     best.update(step, results[best.evaluator], state)
+  if best is not None:
     if best.step is not None:
       if best.step != step:
         state = best.restore(state)
@@ -275,7 +282,8 @@ def _run_evaluator(evaluator, state, writer, step, extra=None) -> list[dict]:
 
 
 def _train_loop(run: _Run, start_step: int, pending: list):
-  """Trains from `start_step` to config.num_train_steps; the final state, or None if preempted."""
+  """Trains from `start_step` to config.num_train_steps, or until early stopping's criterion
+  holds; the final state, or None if preempted."""
   config, state, total = run.config, run.state, run.config.num_train_steps
   preemption = Preemption(run.mngr)
   clock = _Clock(run, start_step)
@@ -283,7 +291,7 @@ def _train_loop(run: _Run, start_step: int, pending: list):
   batches = parallel.DeviceBatches(run.train_iter, run.trainer.mesh)
   tracer = profiling.Tracer(config, run.workdir)
   try:
-    while step < total:
+    while step < total and not _converged(run, step):
       tracer.before(step + 1, state)
       state, sums = run.trainer.train_step(state, batches.take())
       step += 1
@@ -300,7 +308,10 @@ def _train_loop(run: _Run, start_step: int, pending: list):
         _log_train(run, clock, step, state, jax.device_get(pending))  # the host sync
         pending = []
       if not at_end:  # at the end every evaluator runs once, after the loop
-        _scheduled_evaluations(run, state, step)
+        lines = _scheduled_evaluations(run, state, step)
+        if _converged(run, step):
+          at_end, run.converged_lines, pending = True, lines, _stop_early(run, clock, step,
+                                                                          state, pending)
       stop = preemption.reached(step)
       if step % config.checkpoint_every_steps == 0 or at_end or stop:
         host = jax.device_get(pending)
@@ -313,6 +324,8 @@ def _train_loop(run: _Run, start_step: int, pending: list):
         writers.log('preempted: saved a checkpoint at step %d; rerun the same command to resume',
                     step)
         return None
+      if at_end:
+        break
     run.saver.wait()
     return state
   finally:
@@ -356,12 +369,35 @@ def _log_train(run: _Run, clock: _Clock, step: int, state, host_sums: list) -> N
               _accuracies(metrics), metrics['examples_per_sec'], writers.duration(eta))
 
 
-def _scheduled_evaluations(run: _Run, state, step: int) -> None:
+def _scheduled_evaluations(run: _Run, state, step: int) -> list | None:
+  """Runs the evaluators due at `step`; the selecting evaluator's lines if it ran."""
+  selecting = None
   for evaluator in run.evals.values():
     if evaluator.due(step):
       lines = _run_evaluator(evaluator, state, run.writer, step)
       if run.best is not None and evaluator.name == run.best.evaluator:
         run.best.update(step, lines, state)
+        selecting = lines
+  return selecting
+
+
+def _converged(run: _Run, step: int) -> bool:
+  """Early stopping's criterion (config.early_stopping_patience) at `step`."""
+  patience = run.config.get('early_stopping_patience', 0)
+  return bool(patience) and run.best is not None and run.best.converged(
+      step, patience, run.evals[run.best.evaluator].every_steps)
+
+
+def _stop_early(run: _Run, clock, step: int, state, pending: list) -> list:
+  """Logs the steps since the last log line and marks the run stopped at `step` (what a sweep
+  reads as finished); the pending sums left (none)."""
+  if pending:
+    _log_train(run, clock, step, state, jax.device_get(pending))
+  run.writer.write(step, 'train', {'stopped_early': True})
+  writers.log('early stopping at step %d: %s/%s last improved at step %d (%d evaluations ago)',
+              step, run.best.evaluator, run.best.metric, run.best.step,
+              (step - run.best.step) // run.evals[run.best.evaluator].every_steps)
+  return []
 
 
 def _stop_if_nonfinite(run: _Run, host_sums: list, step: int) -> None:
