@@ -433,6 +433,35 @@ def missing_note(results: Results, total: int) -> str:
   return f'{len(results.missing)} of {total} runs not finished: {"; ".join(items)}.'
 
 
+_PID = re.compile(r'^([^/\[]+)\[predictions\]/synergy$')
+
+
+def interactions_table(results: Results, facet: str | None) -> str:
+  """Markdown: for each value of `facet` (a probe), the data's partial information decomposition
+  (a pid evaluator's `labels` line) and each method's predictions' (mean ± std over its runs), in
+  bits, beside test accuracy; '' when no run measured one."""
+  names = {m.group(1) for r in results.rows for k in r for m in [_PID.match(k)] if m}
+  if not names or facet is None:
+    return ''
+  [name] = sorted(names)[:1]
+  rows = [r for r in results.rows if f'{name}[predictions]/synergy' in r]
+  parts = ['redundancy', *sorted({k.split('/', 1)[1] for r in rows for k in r
+                                  if k.startswith(f'{name}[labels]/unique_')}), 'synergy']
+  labels = ['R', *[f'U {p[len("unique_"):]}' for p in parts[1:-1]], 'S']
+  lines = [f'| {facet} | method | test accuracy (%), per seed | ' + ' | '.join(labels) + ' | n |',
+           '|---|---|---:|' + '---:|' * (len(parts) + 1)]
+  bits = lambda values: (f'{mean_std(values)[0]:.2f}' if len(values) == 1 else
+                         '{:.2f} ± {:.2f}'.format(*mean_std(values)))
+  for (value,), members in groups(rows, [facet]).items():
+    data = [bits([members[0][f'{name}[labels]/{p}']]) for p in parts]
+    lines.append(f'| {value} | data | — | ' + ' | '.join(data) + ' | |')
+    for (method,), runs in groups(members, ['method']).items():
+      cells = [bits([r[f'{name}[predictions]/{p}'] for r in runs]) for p in parts]
+      lines.append(f'| {value} | {method} | {_seed_figures(runs, HEADLINE)} | ' +
+                   ' | '.join(cells) + f' | {len(runs)} |')
+  return '\n'.join(lines)
+
+
 def markdown(results: Results, experiment) -> str:
   """table.md: what ran on what budget, the table (or that no run has finished), what is missing."""
   total = len(experiment.runs)
@@ -445,8 +474,17 @@ def markdown(results: Results, experiment) -> str:
       body,
       (paired_table(results, experiment.paired_with, experiment.paired_on)
        if experiment.paired_with else ''),
+      _with_caption(interactions_table(results, experiment.columns), (
+          'What each model\'s predictions use, in bits: the partial information decomposition '
+          '(redundancy R, uniqueness U of each modality, synergy S; `mmjax/pid.py`) of (image '
+          'latent, audio latent; prediction) on the test split, beside the data\'s own (the '
+          'label in place of the prediction).')),
       wrap(health_note(results)),
       wrap(missing_note(results, total) + wall_note(results))])) + '\n'
+
+
+def _with_caption(table_text: str, caption: str) -> str:
+  return f'{wrap(caption)}\n\n{table_text}' if table_text else ''
 
 
 def wrap(text: str, width: int = 100) -> str:

@@ -30,18 +30,22 @@ from mmjax.errors import UserError
 AVMNIST_METHODS = ('unimodal_image', 'unimodal_audio', 'early_fusion', 'late_fusion',
                    'decision_fusion', 'tensor_fusion', 'lowrank_fusion', 'gated_fusion', 'mult',
                    'bottleneck_fusion')
-# `redundant_noisy`, not `redundant`: on `redundant` every method but audio alone reached 100% in
-# 300 steps, so it told the methods apart no more than `unique` does (results/ before 3.0.0).
-SYNTHETIC_DATASETS = ('redundant_noisy', 'unique', 'synergy')
+# The interaction probes, each with a known decomposition (mmjax.data.synthetic); `redundant`
+# is the tests' data.
+SYNTHETIC_DATASETS = ('redundancy', 'unique_image', 'unique_audio', 'synergy', 'mixed')
 ROBUSTNESS_METHODS = ('late_fusion', 'decision_fusion', 'gated_fusion')
 UNIMODAL_METHODS = ('unimodal_image', 'unimodal_audio')
 MODALITY_DROPOUT = {'image': 0.3, 'audio': 0.3}
 AVMNIST_SEEDS = 5   # a comparison between methods: five seeds each
 
-# synthetic_interactions gets 300 steps at batch 64 (6.4 epochs of its 3,000 examples): on
-# synergy (seed 0), tensor, late and decision fusion reached 52, 43 and 51% after 80 steps,
-# 100, 60 and 50% (decision fusion's ceiling) after 300.
-SYNTHETIC_STEPS = 300
+# synthetic_interactions trains each run until it converges: validation accuracy every 50 steps
+# selects the state the test and PID evaluators score, and a run stops once that accuracy has not
+# improved in 6 evaluations (300 steps), or at 2,000 steps. (Version 3's fixed 300 steps stopped
+# seeds of one method at 100% and at ~50% on its synergy column.)
+SYNTHETIC_STEPS = 2000
+SYNTHETIC_EVERY = 50
+SYNTHETIC_PATIENCE = 6
+SYNTHETIC_SEEDS = 5
 QUICK_STEPS = 4
 
 
@@ -257,19 +261,43 @@ def avmnist_fusion(quick: bool = False, seeds: int | None = None,
                lambda config: {**settings(config), **SAME_CLIPPING}, quick, seed_major=True)
 
 
+def _pid_eval(split: str) -> dict:
+  return {'pid': {'type': 'pid', 'split': split, 'every_steps': 0,
+                  'sources': {'image': 'image_latent', 'audio': 'audio_latent'}}}
+
+
 def synthetic_interactions(quick: bool = False, seeds: int | None = None,
                            steps: int | None = None) -> Experiment:
+  """Every method on each interaction probe (mmjax.data.synthetic), trained to convergence;
+  test accuracy and the PID of each model's predictions beside the data's."""
+  from mmjax.data import synthetic  # pylint: disable=import-outside-toplevel
   methods = ('late_fusion',) if quick else AVMNIST_METHODS
   steps = steps or (QUICK_STEPS if quick else SYNTHETIC_STEPS)
+  probes = ('unique_image', 'synergy') if quick else SYNTHETIC_DATASETS
   specs = [(f'configs/{m}.py:synthetic', {'dataset.name': f'synthetic/{d}'}, m, {'dataset': d})
-           for m in methods for d in SYNTHETIC_DATASETS]
+           for m in methods for d in probes]
   batch = _batch('configs/late_fusion.py:synthetic')
-  budget = (f'{steps} steps at batch {batch} ({steps * batch / 3000:.1f} epochs of the 3,000 '
-            "training examples), each method's `:synthetic` config otherwise; test accuracy on "
-            '1,000 examples; chance is 10%')
+  if quick:  # no selection: 4 steps, then test and PID on validation's 500 examples
+    settings = _budget(steps, {**_test_eval(), **_pid_eval('validation')})
+  else:
+    settings = {'num_train_steps': steps, 'log_every_steps': SYNTHETIC_EVERY,
+                'checkpoint_every_steps': 250, 'select_best': 'validation/accuracy',
+                'early_stopping_patience': SYNTHETIC_PATIENCE,
+                'evals': {'validation': {'type': 'classification', 'split': 'validation',
+                                         'every_steps': SYNTHETIC_EVERY},
+                          **_test_eval(), **_pid_eval('test')}}
+  ceilings = '; '.join(f'{d} {100 * c:.0f}% / {100 * b:.0f}%' for d in SYNTHETIC_DATASETS
+                       for b, c in [synthetic.bayes_and_chance(d)])
+  test = synthetic.PROBE_SPLIT_SIZES['test']
+  budget = (f"each method's `:synthetic` config at batch {batch}, trained until validation "
+            f'accuracy (every {SYNTHETIC_EVERY} steps) has not improved in {SYNTHETIC_PATIENCE} '
+            f'evaluations or for at most {steps} steps ({steps * batch / 3000:.0f} epochs of '
+            f'the 3,000 training examples); test accuracy and PID on the {test:,} test '
+            'examples, at the best validation state. Chance / Bayes ceiling given the two latent '
+            f'classes: {ceilings}')
   return _grid('synthetic_interactions', 'Which fusions capture redundancy, uniqueness, synergy',
-               budget, specs, seeds or (1 if quick else 3), _budget(steps, _test_eval()), quick,
-               columns='dataset')
+               budget, specs, seeds or (1 if quick else SYNTHETIC_SEEDS), settings, quick,
+               columns='dataset', metrics=r'^test/accuracy$', seed_major=True)
 
 
 def _robustness_eval(quick: bool, config: str = 'configs/late_fusion.py') -> dict:

@@ -180,6 +180,10 @@ def test_cli_wrong_checksum(existing, tmp_path):
     ({'dataset.name': 'avmnist/snr0db'},
      "dataset 'avmnist/snr0db' not found: avmnist has the configs standard, clean; AV-MNIST with "
      'fsdd/snr0db audio is avmnist/standard with --config.dataset.joins.audio.dataset=fsdd/snr0db'),
+    ({'dataset.name': 'synthetic/unique'},
+     "dataset 'synthetic/unique' not found: synthetic has the configs redundant, redundancy, "
+     'unique_image, unique_audio, synergy, mixed; version 4.0.0 replaced synthetic/unique with '
+     'synthetic/unique_image (and unique_audio)'),
     ({'model.encoders.image.name': 'nope'},
      "unknown encoder 'nope' (model.encoders.image.name); valid names: "),
     ({'model.fusion.name': 'nope'}, "unknown fusion 'nope' (model.fusion.name); valid names: "),
@@ -220,7 +224,7 @@ def test_cli_wrong_checksum(existing, tmp_path):
     ({'select_best': 'validation/accurcy'},
      "select_best=validation/accurcy: evaluator 'validation' gives no 'accurcy'; it gives "
      'accuracy, '),
-], ids=['dataset', 'removed_dataset_config', 'encoder', 'fusion', 'frontend', 'optimizer',
+], ids=['dataset', 'removed_dataset_config', 'removed_synthetic_config', 'encoder', 'fusion', 'frontend', 'optimizer',
         'schedule', 'steps',
         'checkpoint_every', 'learning_rate', 'learning_rate_inf', 'keep_no_checkpoint',
         'keep_negative_checkpoints', 'on_nonfinite', 'modality_not_in_dataset',

@@ -167,7 +167,7 @@ def test_processes_sharing_a_data_dir_build_a_dataset_once(tmp_path):
   unbuilt dataset at the same moment: one builds it, the other waits and reads it."""
   data_dir, ready = tmp_path / 'tfds', tmp_path / 'ready'
   ready.mkdir()
-  procs = [start_python(['tests/scripts/prepare_together.py', 'synthetic/unique', str(data_dir),
+  procs = [start_python(['tests/scripts/prepare_together.py', 'synthetic/unique_image', str(data_dir),
                          str(ready), me, other],
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
            for me, other in (('a', 'b'), ('b', 'a'))]

@@ -68,7 +68,7 @@ def test_every_experiment_has_distinct_workdirs_and_runnable_commands(tmp_path):
   assert len(search.runs) == 31
   assert 'again while it sat on the new edge: early_fusion AdamW 0.003, 0.01' in search.budget
   assert {r.seed for r in catalog.get('avmnist_fusion_lr').runs} == {catalog.SEARCH_SEED}
-  assert len(catalog.get('synthetic_interactions').runs) == 90  # 10 methods x 3 datasets x 3
+  assert len(catalog.get('synthetic_interactions').runs) == 250  # 10 methods x 5 probes x 5
   ablation = catalog.get('recipe_ablation')
   assert len(ablation.runs) == sum(step[2] for step in catalog.RECIPE_STEPS)
   assert [r.facets['recipe'] for r in ablation.runs[:2]] == ['main job',
@@ -611,6 +611,33 @@ def test_facet_columns_and_robustness_plots(tmp_path):
                                 '| img | — | 80.0 | 1/1 | 1 |']
 
 
+def test_interactions_table_puts_each_models_decomposition_beside_the_datas():
+  def row(method, seed, accuracy, predicted, data=(0.0, 0.0, 0.0, 1.0)):
+    out = {'method': method, 'probe': 'synergy', 'seed': seed, 'test/accuracy': accuracy}
+    for condition, values in (('labels', data), ('predictions', predicted)):
+      out.update({f'pid[{condition}]/{p}': v for p, v in zip(
+          ('redundancy', 'unique_audio', 'unique_image', 'synergy'), values)})
+    return out
+
+  rows = [row('late_fusion', 0, 1.0, (0.0, 0.0, 0.0, 1.0)),
+          row('late_fusion', 1, 0.9, (0.0, 0.0, 0.02, 0.8)),
+          row('decision_fusion', 0, 0.5, (0.0, 0.0, 0.9, 0.0))]
+  results = aggregate.Results(rows, [], ['probe'])
+  assert aggregate.interactions_table(results, 'probe').splitlines() == [
+      '| probe | method | test accuracy (%), per seed | R | U audio | U image | S | n |',
+      '|---|---|---:|---:|---:|---:|---:|---:|',
+      '| synergy | data | — | 0.00 | 0.00 | 0.00 | 1.00 | |',
+      '| synergy | late_fusion | 100.0 90.0 | 0.00 ± 0.00 | 0.00 ± 0.00 | 0.01 ± 0.01 | '
+      '0.90 ± 0.14 | 2 |',
+      '| synergy | decision_fusion | 50.0 | 0.00 | 0.00 | 0.90 | 0.00 | 1 |']
+  experiment = catalog.Experiment('x', 'x', [None] * 3, 'b', columns='probe')
+  assert 'partial information decomposition' in aggregate.markdown(results, experiment)
+  without = aggregate.Results([{k: v for k, v in r.items() if 'pid' not in k} for r in rows], [],
+                              ['probe'])
+  assert aggregate.interactions_table(without, 'probe') == ''
+  assert 'partial information' not in aggregate.markdown(without, experiment)
+
+
 # ------------------------------------------------------------------------------------------------
 # End to end
 
@@ -629,22 +656,26 @@ def test_quick_sweep_end_to_end_skips_finished_runs_and_resumes_an_interrupted_o
           f'--results_dir={root}']
   proc = run_python(args, timeout=600)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-  assert '3 of 3 runs finished' in proc.stdout
+  assert '2 of 2 runs finished' in proc.stdout
   rows = aggregate.read_csv(root / 'results.csv')
-  assert [r['dataset'] for r in rows] == ['redundant_noisy', 'unique', 'synergy']
-  assert all(r['test/num_examples'] == 1000 and r['step'] == 4 and r['wall_s'] > 0 for r in rows)
+  assert [r['dataset'] for r in rows] == ['unique_image', 'synergy']
+  assert all(r['test/num_examples'] == 4000 and r['step'] == 4 and r['wall_s'] > 0 for r in rows)
+  assert all(r['pid[labels]/num_examples'] == 500 for r in rows)
+  # The data's own decomposition, measured on validation's 500 examples (a small upward bias)
+  unique, synergy = rows
+  assert unique['pid[labels]/unique_image'] > 3.0 and synergy['pid[labels]/synergy'] > 0.9
   table = (root / 'table.md').read_text()
-  assert '| method | redundant_noisy | unique | synergy | healthy | n |' in table
-  assert 'All 3 runs finished.' in table
+  assert '| method | unique_image | synergy | healthy | n |' in table
+  assert 'All 2 runs finished.' in table
   assert (root / 'accuracy.png').stat().st_size > 0
-  # The three runs train one program: the 2nd and 3rd load it from the persistent cache.
+  # The runs train one program: the 2nd loads it from the persistent cache.
   for run in catalog.get('synthetic_interactions', quick=True).runs[1:]:
     log = (root / 'logs' / f'{run.name}.log').read_text()
     loaded = re.search(r'; (\d+) loaded from the persistent compilation cache', log)
     assert loaded and int(loaded.group(1)) >= 2, log[-2000:]  # its train and eval steps at least
 
   [run] = [r for r in catalog.get('synthetic_interactions', quick=True).runs
-           if r.facets['dataset'] == 'unique']
+           if r.facets['dataset'] == 'unique_image']
   workdir = aggregate.workdir(root, run)
   reference = _without_timing(workdir)
   # Killed after the step-2 checkpoint: the final one is lost (its later lines are rewritten).
@@ -652,11 +683,11 @@ def test_quick_sweep_end_to_end_skips_finished_runs_and_resumes_an_interrupted_o
   shutil.rmtree(workdir / 'checkpoints' / '4')
   proc = run_python(args, timeout=600)  # the same command again
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-  assert proc.stdout.count('finished, skipped') == 2, proc.stdout
+  assert proc.stdout.count('finished, skipped') == 1, proc.stdout
   assert f'{run.name}: running (resuming: partial: step 4 of 4)' in proc.stdout
   assert 'resumed from step 2' in (root / 'logs' / f'{run.name}.log').read_text()
   assert _without_timing(workdir) == reference
-  assert len(aggregate.read_csv(root / 'results.csv')) == 3
+  assert len(aggregate.read_csv(root / 'results.csv')) == 2
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The synthetic tri-modal dataset: deterministic, and each builder config places the label where
-it says (checked with nearest-template decoders that read one modality each)."""
+"""The synthetic tri-modal dataset: deterministic, each builder config places the label where it
+says (checked with nearest-template decoders that read one modality each), and the exact joint of
+its latent classes has the partial information decomposition its docstring states."""
 
 import io
 
@@ -53,17 +54,40 @@ def test_examples_are_deterministic():
 
 @pytest.mark.parametrize('config, informative', [
     ('redundant', {'image', 'audio', 'text'}),
-    ('redundant_noisy', {'image', 'audio', 'text'}),
-    ('unique', {'image'}),
+    ('redundancy', {'image', 'audio'}),
+    ('unique_image', {'image'}),
+    ('unique_audio', {'audio'}),
+    ('synergy', set()),
 ])
 def test_label_is_where_the_config_puts_it(config, informative):
+  """In every probe the text reads the label at chance (it showed the label in version 3's
+  redundant_noisy, which a keyword count read at ~57%)."""
   for modality, decode in (('image', _decode_image), ('audio', _decode_audio),
                            ('text', _decode_text)):
     acc = _accuracy(config, decode)
-    if modality in informative:
-      assert acc > 0.3, (config, modality, acc)   # chance is 0.1
+    chance = synthetic.bayes_and_chance(config)[1]
+    if modality in informative:  # redundant's audio is at -12 dB and its text mostly noise
+      assert acc > (0.3 if config == 'redundant' else 0.9), (config, modality, acc)
     else:
-      assert acc < 0.2, (config, modality, acc)
+      assert acc < chance + 0.1, (config, modality, acc)
+
+
+@pytest.mark.parametrize('config', synthetic.PROBES)
+def test_each_modality_shows_its_latent_class_clearly(config):
+  """The stored latents are what the image and audio show, readable in nearly every example
+  (the probes' audio at 0 dB holds about half its power in the tone's band, redundant's -12 dB
+  audio about a tenth), so the Bayes ceiling on the latents is nearly the ceiling on the data."""
+  examples = [synthetic.make_example(config, 'train', i) for i in range(N)]
+  assert np.mean([_decode_image(ex) == ex['image_latent'] for ex in examples]) > 0.95
+  assert np.mean([_decode_audio(ex) == ex['audio_latent'] for ex in examples]) > 0.95
+  assert _tone_power_fraction(examples) > 0.4
+  assert _tone_power_fraction(
+      [synthetic.make_example('redundant', 'train', i) for i in range(N)]) < 0.2
+  # Each example's label is the one the exact joint gives its latents (the label is a function
+  # of them in every probe), so the data's PID and ceiling below are the examples'.
+  joint = synthetic.latent_joint(config)
+  assert all(joint[ex['image_latent'], ex['audio_latent'], ex['label']] > 0 for ex in examples)
+  assert all((joint[ex['image_latent'], ex['audio_latent']] > 0).sum() == 1 for ex in examples)
 
 
 def _tone_power_fraction(examples):
@@ -72,62 +96,38 @@ def _tone_power_fraction(examples):
   return np.mean([bands.max() / total for bands, total in map(_band_powers, examples)])
 
 
-@pytest.fixture(scope='module')
-def synergy():
-  """N synergy examples and their decoded (image class, audio class, label)."""
+def test_synergy_needs_both_modalities_and_their_xor():
+  """Neither decoded class alone predicts the label better than chance (50%: two classes), and
+  the XOR of their parities reads it in nearly every example, which no sum of per-modality
+  scores computes."""
   examples = [synthetic.make_example('synergy', 'train', i) for i in range(N)]
-  decoded = np.array([[_decode_image(ex), _decode_audio(ex), ex['label']] for ex in examples])
-  return examples, decoded.T
-
-
-def test_synergys_image_and_audio_each_show_their_class_clearly(synergy):
-  """On `synergy` what is hard is the interaction, not reading each part: its audio is clean
-  (0 dB: `unimodal_audio.py:synthetic` reads 0-dB tones at 99% after 80 steps, redundant's
-  -12 dB ones at 16% after 80 and 91% after 300), and the decoded classes give the label."""
-  examples, (image, audio, label) = synergy
-  assert _tone_power_fraction(examples) > 0.4
-  assert _tone_power_fraction(
-      [synthetic.make_example('redundant', 'train', i) for i in range(N)]) < 0.2
-  k = synthetic.NUM_CLASSES
-  assert np.mean((image + k // 2 * (audio >= k // 2)) % k == label) > 0.95
-
-
-def test_synergy_needs_both_modalities_and_their_xor(synergy):
-  """Image alone gives the label up to one bit (at most 50%), audio alone nothing, and that bit
-  is the XOR of the two modalities' halves, which no sum of per-modality scores computes."""
-  _, (image, audio, label) = synergy
-  k = synthetic.NUM_CLASSES
-  assert np.mean(image % (k // 2) == label % (k // 2)) > 0.95  # the image fixes label mod 5
-  assert 0.4 < np.mean(image == label) < 0.6
-  assert np.mean(audio == label) < 0.2
-  high = label >= k // 2
-  assert 0.4 < np.mean(high == (audio >= k // 2)) < 0.6  # neither half alone tells the bit
-  assert 0.4 < np.mean(high == (image >= k // 2)) < 0.6
-  assert np.mean(high == ((image >= k // 2) ^ (audio >= k // 2))) > 0.95
-
-
-def test_redundant_noisy_shows_the_label_in_both_modalities_each_beside_another_class():
-  """Either modality alone reads the label in about 60% of examples (its weight above half);
-  the class both modalities show is the label, which reads it in about 96% (the module
-  docstring's figures)."""
-  examples = [synthetic.make_example('redundant_noisy', 'train', i) for i in range(N)]
+  image = np.array([_decode_image(ex) for ex in examples])
+  audio = np.array([_decode_audio(ex) for ex in examples])
   label = np.array([ex['label'] for ex in examples])
-  image = np.array([_template_scores(ex) for ex in examples])
-  audio = np.sqrt(np.array([_band_powers(ex)[0] for ex in examples]))  # amplitudes
-  for scores in (image, audio):
-    assert 0.45 < np.mean(scores.argmax(1) == label) < 0.72
-  image, audio = image / image.max(1, keepdims=True), audio / audio.max(1, keepdims=True)
-  decoded = []
-  for i, a in zip(image, audio):
-    # The class in both modalities' top two; when both show the same two, the stronger.
-    shared = set(np.argsort(i)[-2:]) & set(np.argsort(a)[-2:])
-    decoded.append(max(shared or range(synthetic.NUM_CLASSES), key=lambda c: i[c] + a[c]))
-  assert np.mean(np.array(decoded) == label) > 0.9
+  assert set(label) == {0, 1}
+  for decoded in (image, audio):  # the best rule from one modality: each class's majority label
+    best = sum(max(np.sum(label[decoded == c] == 0), np.sum(label[decoded == c] == 1))
+               for c in range(synthetic.NUM_CLASSES))
+    assert best / N < 0.62
+  assert np.mean((image + audio) % 2 == label) > 0.95
 
 
-def test_uniques_image_blends_the_label_with_another_class_and_its_audio_is_loud():
-  """`unique`: image alone reads the label in about 60% of examples, and the distractor audio is
-  as clean as synergy's (0 dB), so a fusion is tempted to use it."""
-  examples = [synthetic.make_example('unique', 'train', i) for i in range(N)]
-  assert 0.45 < np.mean([_decode_image(ex) == ex['label'] for ex in examples]) < 0.72
-  assert _tone_power_fraction(examples) > 0.4
+# The data's PID in bits, from the exact joint of the latents (the module docstring's figures).
+LOG10, LOG5 = np.log2(10), np.log2(5)
+DATA_PID = {
+    'redundancy': {'redundancy': LOG10, 'unique_1': 0, 'unique_2': 0, 'synergy': 0},
+    'unique_image': {'redundancy': 0, 'unique_1': LOG10, 'unique_2': 0, 'synergy': 0},
+    'unique_audio': {'redundancy': 0, 'unique_1': 0, 'unique_2': LOG10, 'synergy': 0},
+    'synergy': {'redundancy': 0, 'unique_1': 0, 'unique_2': 0, 'synergy': 1},
+    'mixed': {'redundancy': LOG5, 'unique_1': 0, 'unique_2': 0, 'synergy': 1},
+}
+
+
+@pytest.mark.parametrize('config', synthetic.PROBES)
+def test_each_probes_latent_joint_has_the_stated_decomposition(config):
+  from mmjax import pid  # pylint: disable=import-outside-toplevel
+  measured = pid.decompose(synthetic.latent_joint(config))
+  for key, bits in DATA_PID[config].items():
+    assert measured[key] == pytest.approx(bits, abs=1e-3), (config, key, measured)
+  bayes, chance = synthetic.bayes_and_chance(config)
+  assert bayes == pytest.approx(1.0) and chance == pytest.approx(0.5 if config == 'synergy' else 0.1)

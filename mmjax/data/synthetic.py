@@ -1,29 +1,27 @@
-"""A deterministic tri-modal (image, audio, text) dataset for tests and fusion studies.
+"""A deterministic tri-modal (image, audio, text) dataset for tests and interaction probes.
 
-Every example is a pure function of (builder config, split, index). The builder configs control
-how the label is spread across modalities, the classic way to tell fusion methods apart:
+Every example is a pure function of (builder config, split, index). Each example shows two latent
+classes: `image_latent` x1 (the image's class template) and `audio_latent` x2 (the audio's tone),
+both stored as features; the label y is a function of (x1, x2) that the builder config fixes.
+The probes place the label's information where partial information decomposition (PID) says:
 
-- `redundant`: each modality alone predicts the label; every method should learn it.
-- `redundant_noisy`: each modality shows the label blended with a random other class, a
-  different one per modality (weights drawn from U(0.3, 0.8), the label's weight above half in
-  60% of examples). One modality alone reads the label in about 60% of examples; the class both
-  modalities show is the label, and picking it reads about 96%.
-- `unique`: only the image carries the label, blended with another class as in
-  `redundant_noisy` (so image alone reads it in about 60% of examples); the audio, a clean tone
-  of a random class, and the text are distractors.
-- `synergy`: label = (a + 5 * [b >= 5]) mod K with `a` the image's class and `b` the audio's.
-  The image gives the label up to one bit, so image alone reaches at most 50%; audio alone is
-  at chance. That bit, [label >= 5], is [a >= 5] XOR [b >= 5]: a sum of per-modality scores
-  (decision fusion) cannot compute an XOR and also stays at 50%, while a fusion that multiplies
-  or mixes the two representations can reach 100%.
+- `redundancy`: x1 = x2 = y, uniform over 10 classes: log2(10) = 3.32 bits of redundancy.
+- `unique_image` / `unique_audio`: y = x1 (resp. x2), the other latent independent: 3.32 bits
+  unique to that modality.
+- `synergy`: y = (x1 + x2) mod 2 (the XOR of the two latents' parities), x1, x2 uniform and
+  independent: each modality alone carries 0 bits about y, the pair 1 bit, all of it synergy.
+  A sum of per-modality scores (decision fusion) cannot compute an XOR.
+- `mixed`: x1 = 2r + p1, x2 = 2r + p2, y = 2r + (p1 XOR p2), with r uniform over 5 and the
+  parities uniform bits: log2(5) = 2.32 bits of redundancy and 1 bit of synergy.
 
-How noisy each modality is depends on the config (`NOISE`). Only `redundant`, the tests' data,
-keeps version 1.0.0's audio at -12 dB; the others' is at 0 dB, so that what is hard is how the
-label is spread across the modalities, not hearing the tone. Version 2.0.0's
-`synergy` had label = (a + b) mod K, a full 10x10 interaction that only tensor fusion's seed 0
-learnt in 300 steps (72.9%; every other run at chance), so its column told methods apart
-hardly at all; its `unique` showed the label unblended beside -12 dB audio, and every method
-but early fusion and audio alone read it at 100%.
+`latent_joint(config)` is the exact joint p(x1, x2, y), from which the data's PID, the Bayes
+ceiling (100% given the latents, in every probe) and chance (the majority class's share) follow
+analytically. In every probe the text shows a third class drawn independently of everything
+else, so it carries 0 bits: the models see it, and it cannot help them.
+
+`redundant` is the tests' data, kept as version 1.0.0 made it: the label is in every modality
+(text included) and its audio is at -12 dB. The probes' audio is at 0 dB, so what is hard is how
+the label is spread across the modalities, not hearing the tone.
 """
 
 import io
@@ -44,13 +42,12 @@ SPLIT_SIZES = {'train': 3000, 'validation': 500, 'test': 1000}
 # Per config: the std of the Gaussian noise added to the unit-variance image template, and the
 # audio's tone-to-noise ratio. A small model per modality is clearly above chance on redundant's
 # image and audio; the tests' short runs rely on redundant's image being this clean.
-NOISE = {
-    'redundant': {'image_std': 1.3, 'audio_snr_db': -12.0},
-    'unique': {'image_std': 1.3, 'audio_snr_db': 0.0},
-    'redundant_noisy': {'image_std': 1.3, 'audio_snr_db': 0.0},
-    'synergy': {'image_std': 1.3, 'audio_snr_db': 0.0},
-}
-BLEND_WEIGHT = (0.3, 0.8)  # redundant_noisy, unique: the range of the label's weight in a blend
+PROBES = ('redundancy', 'unique_image', 'unique_audio', 'synergy', 'mixed')
+NOISE = {'redundant': {'image_std': 1.3, 'audio_snr_db': -12.0},
+         **{p: {'image_std': 1.3, 'audio_snr_db': 0.0} for p in PROBES}}
+# The probes' test split is larger: a model's PID is estimated from its predictions on it, over
+# 100 (x1, x2) cells.
+PROBE_SPLIT_SIZES = {'train': 3000, 'validation': 500, 'test': 4000}
 TEXT_KEYWORD_PROB = 0.12
 
 
@@ -66,12 +63,8 @@ _TEMPLATES = _class_templates()
 _FREQS = 300.0 + 250.0 * np.arange(NUM_CLASSES)  # one tone per class, Hz
 
 
-def _image(cls, rng, noise_std, blend=None):
-  """blend: None, or (other class, the label's weight) to show a mix of two classes."""
-  template = _TEMPLATES[cls]
-  if blend is not None:
-    template = blend[1] * template + (1 - blend[1]) * _TEMPLATES[blend[0]]
-  x = template + noise_std * rng.normal(size=(IMAGE_SIZE, IMAGE_SIZE))
+def _image(cls, rng, noise_std):
+  x = _TEMPLATES[cls] + noise_std * rng.normal(size=(IMAGE_SIZE, IMAGE_SIZE))
   x = np.clip(128 + 40 * x, 0, 255).astype(np.uint8)
   buf = io.BytesIO()
   Image.fromarray(x).save(buf, format='PNG')
@@ -83,11 +76,8 @@ def _tone(cls, rng):
   return np.sin(2 * np.pi * _FREQS[cls] * (1 + 0.02 * rng.normal()) * t + rng.uniform(0, 2 * np.pi))
 
 
-def _audio(cls, rng, snr_db, blend=None):
-  """blend as for `_image`: the two tones' amplitudes are the weights."""
+def _audio(cls, rng, snr_db):
   tone = _tone(cls, rng)
-  if blend is not None:
-    tone = blend[1] * tone + (1 - blend[1]) * _tone(blend[0], rng)
   noise_std = np.sqrt(0.5 / 10 ** (snr_db / 10))  # tone power is 0.5
   x = tone + noise_std * rng.normal(size=AUDIO_SAMPLES)
   return np.clip(x / (4 * noise_std) * 32767, -32768, 32767).astype(np.int16)
@@ -101,11 +91,40 @@ def _text(cls, rng):
   return np.pad(tokens, (0, TEXT_LENGTH - length)).astype(np.int32)
 
 
-def _blends(cls, rng, n):
-  """n draws of (another class than `cls`, the weight of `cls` in the mix)."""
-  others = (cls + 1 + rng.integers(0, NUM_CLASSES - 1, size=n)) % NUM_CLASSES
-  weights = rng.uniform(*BLEND_WEIGHT, size=n)
-  return [(int(o), float(w)) for o, w in zip(others, weights)]
+def sources_and_label(config_name: str, a: int, b: int) -> tuple[int, int, int]:
+  """(x1, x2, y) of an example whose two uniform draws over the classes are a and b."""
+  if config_name in ('redundant', 'redundancy'):
+    return a, a, a
+  if config_name == 'unique_image':
+    return a, b, a
+  if config_name == 'unique_audio':
+    return a, b, b
+  if config_name == 'synergy':
+    return a, b, (a + b) % 2
+  if config_name == 'mixed':  # r = a // 2 shared; parities a % 2, b % 2
+    return a, 2 * (a // 2) + b % 2, 2 * (a // 2) + (a + b) % 2
+  raise ValueError(f'unknown synthetic config {config_name!r}; valid: redundant, '
+                   f'{", ".join(PROBES)}')
+
+
+def latent_joint(config_name: str) -> np.ndarray:
+  """The exact p[x1, x2, y] of `config_name` ([10, 10, 10]): a and b uniform and independent."""
+  joint = np.zeros((NUM_CLASSES,) * 3)
+  for a in range(NUM_CLASSES):
+    for b in range(NUM_CLASSES):
+      joint[sources_and_label(config_name, a, b)] += 1 / NUM_CLASSES**2
+  return joint
+
+
+def bayes_and_chance(config_name: str) -> tuple[float, float]:
+  """(the best accuracy any model reading (x1, x2) exactly can reach, the majority class's
+  share: the best without either)."""
+  joint = latent_joint(config_name)
+  return float(joint.max(axis=2).sum()), float(joint.sum(axis=(0, 1)).max())
+
+
+def split_sizes(config_name: str) -> dict[str, int]:
+  return SPLIT_SIZES if config_name == 'redundant' else PROBE_SPLIT_SIZES
 
 
 def make_example(config_name: str, split: str, index: int) -> dict:
@@ -113,36 +132,30 @@ def make_example(config_name: str, split: str, index: int) -> dict:
   seed = zlib.crc32(f'{config_name}/{split}/{index}'.encode())
   rng = np.random.default_rng(seed)
   a, b, distractor = (int(v) for v in rng.integers(0, NUM_CLASSES, size=3))
-  image_blend = audio_blend = None
-  if config_name in ('redundant', 'redundant_noisy'):
-    label = a
-    image_cls, audio_cls, text_cls = a, a, a
-    if config_name == 'redundant_noisy':
-      image_blend, audio_blend = _blends(a, rng, 2)
-  elif config_name == 'unique':
-    label = a
-    image_cls, audio_cls, text_cls = a, b, distractor
-    [image_blend] = _blends(a, rng, 1)
-  elif config_name == 'synergy':
-    label = (a + NUM_CLASSES // 2 * (b >= NUM_CLASSES // 2)) % NUM_CLASSES
-    image_cls, audio_cls, text_cls = a, b, distractor
-  else:
-    raise ValueError(f'unknown synthetic config {config_name!r}')
+  x1, x2, label = sources_and_label(config_name, a, b)
+  text_cls = label if config_name == 'redundant' else distractor
   noise = NOISE[config_name]
   return {
       'id': index,
-      'image': _image(image_cls, rng, noise['image_std'], image_blend),
-      'audio': _audio(audio_cls, rng, noise['audio_snr_db'], audio_blend),
+      'image': _image(x1, rng, noise['image_std']),
+      'audio': _audio(x2, rng, noise['audio_snr_db']),
       'text': _text(text_cls, rng),
       'label': label,
+      'image_latent': x1,
+      'audio_latent': x2,
   }
 
 
 class Synthetic(tfds.core.GeneratorBasedBuilder):
   """Synthetic tri-modal classification (see module docstring)."""
 
-  VERSION = tfds.core.Version('3.0.0')
+  VERSION = tfds.core.Version('4.0.0')
   RELEASE_NOTES = {
+      '4.0.0': 'Interaction probes with a known PID (redundancy, unique_image, unique_audio, '
+               'synergy, mixed) replace redundant_noisy, unique and synergy; every example '
+               'stores its latent classes (image_latent, audio_latent); the probes\' text is '
+               'independent of the label and their test split has 4,000 examples. redundant\'s '
+               'examples are unchanged.',
       '3.0.0': "synergy's label is (a + 5 * [b >= 5]) mod K instead of (a + b) mod K; unique's "
                "image blends the label with another class and its audio is at 0 dB; new config "
                'redundant_noisy; redundant is unchanged.',
@@ -150,13 +163,20 @@ class Synthetic(tfds.core.GeneratorBasedBuilder):
                'unchanged.',
       '1.0.0': 'Image noise 1.3 and audio at -12 dB in every config.',
   }
+  REMOVED_CONFIGS = {
+      'redundant_noisy': 'version 4.0.0 replaced synthetic/redundant_noisy with the probes '
+                         'synthetic/redundancy, unique_image, unique_audio, synergy and mixed',
+      'unique': 'version 4.0.0 replaced synthetic/unique with synthetic/unique_image (and '
+                'unique_audio)',
+  }
   BUILDER_CONFIGS = [
       tfds.core.BuilderConfig(name='redundant', description='every modality predicts the label'),
-      tfds.core.BuilderConfig(name='redundant_noisy',
-                              description='every modality shows the label blended with another '
-                                          'class'),
-      tfds.core.BuilderConfig(name='unique', description='only the image predicts the label'),
-      tfds.core.BuilderConfig(name='synergy', description='label = (image + 5 * [audio >= 5]) mod K'),
+      tfds.core.BuilderConfig(name='redundancy', description='image and audio both show the label'),
+      tfds.core.BuilderConfig(name='unique_image', description='only the image shows the label'),
+      tfds.core.BuilderConfig(name='unique_audio', description='only the audio shows the label'),
+      tfds.core.BuilderConfig(name='synergy',
+                              description="label = XOR of the image's and the audio's parities"),
+      tfds.core.BuilderConfig(name='mixed', description='2.32 bits redundant, 1 bit synergistic'),
   ]
 
   def _info(self):
@@ -169,14 +189,17 @@ class Synthetic(tfds.core.GeneratorBasedBuilder):
             'audio': tfds.features.Tensor(shape=(AUDIO_SAMPLES,), dtype=np.int16),
             'text': tfds.features.Tensor(shape=(TEXT_LENGTH,), dtype=np.int32),
             'label': tfds.features.ClassLabel(num_classes=NUM_CLASSES),
+            'image_latent': np.int32,
+            'audio_latent': np.int32,
         }),
         supervised_keys=None,
     )
 
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing to download
-    return {split: self._generate_examples(split) for split in SPLIT_SIZES}
+    return {split: self._generate_examples(split)
+            for split in split_sizes(self.builder_config.name)}
 
   def _generate_examples(self, split):
-    for index in range(SPLIT_SIZES[split]):
+    for index in range(split_sizes(self.builder_config.name)[split]):
       yield index, make_example(self.builder_config.name, split, index)

@@ -33,6 +33,8 @@ class Functions:
 
   metrics: the objective's metric sums on the batch (the model in inference mode);
   features: ({'count'}, rows) with rows the encoders' pooled features {modality: [B, d]};
+  predict: ({'count'}, rows) with rows each head's predicted class `predictions/<head>` [B]
+    (classification objectives, whose outputs are logits per head);
   embed: (the objective's metric sums, rows) with rows the objective's embeddings
     {modality: [B, d]} of `embedding_modalities`; None when the objective embeds nothing.
   Rows also hold the batch's `mask` and `labels/<task>`.
@@ -50,6 +52,7 @@ class Functions:
   num_classes: dict
   add_noise: Callable
   objective_name: str
+  predict: Callable | None = None
   embed: Callable | None = None
   embedding_modalities: tuple[str, ...] = ()
 

@@ -291,10 +291,17 @@ def eval_functions(config, objective, mesh) -> evaluators.Functions:
     _, sums = objective(state.objective_params, outputs, batch)
     return sums, with_labels(objective.embed(state.objective_params, outputs), batch)
 
+  def predict(state, batch):
+    outputs, _ = objective.apply_model(variables(state), batch, train=False)
+    rows = {f'predictions/{head}': jnp.argmax(logits, -1).astype(jnp.int32)
+            for head, logits in outputs.items()}
+    return {'count': batch['mask'].astype(jnp.float32).sum()}, with_labels(rows, batch)
+
   embeds = bool(objective.embedding_modalities)
   return evaluators.Functions(
       mesh=mesh, metrics=make_eval_step(config, objective, mesh),
       features=_sharded_jit(features, mesh),
+      predict=_sharded_jit(predict, mesh),
       data=functools.partial(input_pipeline.eval_data, config),
       modalities=modality_order(config.model),
       num_classes={t: int(c.num_classes) for t, c in config.tasks.items()},
