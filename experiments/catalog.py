@@ -40,11 +40,12 @@ AVMNIST_SEEDS = 5   # a comparison between methods: five seeds each
 
 # synthetic_interactions trains each run until it converges: validation accuracy every 50 steps
 # selects the state the test and PID evaluators score, and a run stops once that accuracy has not
-# improved in 6 evaluations (300 steps), or at 2,000 steps. (Version 3's fixed 300 steps stopped
-# seeds of one method at 100% and at ~50% on its synergy column.)
-SYNTHETIC_STEPS = 2000
+# improved in 10 evaluations (500 steps), or at 3,000 steps. (Version 3's fixed 300 steps stopped
+# seeds of one method at 100% and at ~50% on its synergy column: a plateau shorter than the
+# patience does not end a run.)
+SYNTHETIC_STEPS = 3000
 SYNTHETIC_EVERY = 50
-SYNTHETIC_PATIENCE = 6
+SYNTHETIC_PATIENCE = 10
 SYNTHETIC_SEEDS = 5
 QUICK_STEPS = 4
 
