@@ -16,6 +16,9 @@ def synthetic_dataset(variant: str = 'redundant') -> ml_collections.ConfigDict:
       'train_split': 'train',
       'num_workers': 0,        # grain worker processes for decoding (0 = in the main process)
       'read_threads': 0,       # threads reading batches ahead (0 = one per core, at most 16)
+      # True: no global training batch holds two examples of one pair (needs pair_id;
+      # mmjax.data.input_pipeline.OneExamplePerPair)
+      'one_example_per_pair': False,
       # modality → TFDS feature and preprocessing (mmjax.data.preprocess)
       'modalities': {
           'image': {'feature': 'image', 'mean': 0.5, 'std': 0.5},

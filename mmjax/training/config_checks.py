@@ -63,6 +63,7 @@ def validate(config) -> None:
     raise UserError(f'init_from={init_from!r} must be a workdir path or ""')
   input_pipeline.local_batch_size(config.batch_size)
   _validate_grad_accum(config)
+  _validate_one_example_per_pair(config)
 
 
 def _validate_grad_accum(config) -> None:
@@ -81,6 +82,14 @@ def _validate_grad_accum(config) -> None:
     raise UserError('grad_accum_steps>1 with objective contrastive: its loss compares the examples '
                     'of a batch with each other, so micro-batches would change it; lower batch_size '
                     'instead')
+
+
+def _validate_one_example_per_pair(config) -> None:
+  value = config.dataset.get('one_example_per_pair', False)
+  if not isinstance(value, bool):
+    raise UserError(f'dataset.one_example_per_pair={value!r} must be True or False')
+  if value and not config.dataset.get('pair_id'):
+    raise UserError(input_pipeline.ONE_PER_PAIR_NEEDS_PAIR_ID)
 
 
 def _validate_early_stopping(config) -> None:
