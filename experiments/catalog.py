@@ -524,10 +524,14 @@ def contrastive(quick: bool = False, seeds: int | None = None,
   specs = [(config, {}, 'contrastive', {'encoders': 'pretrained, pairs as positives'}),
            (config, {'dataset.pair_id': ''}, 'contrastive',
             {'encoders': 'pretrained, one positive each'}),
+           (config, {'dataset.one_example_per_pair': True}, 'contrastive',
+            {'encoders': 'pretrained, one example per pair in a batch'}),
            (config, {'num_train_steps': 0}, 'contrastive', {'encoders': 'random (control)'}),
            (config, supervised, 'contrastive',
             {'encoders': 'trained with labels, frozen (control)'})]
   budget = ("contrastive.py's own budget (1,000 steps at batch 256, AdamW 1e-3, cosine); "
+            'the images paired with one recording are positives of each other, or each other\'s '
+            'negatives (one positive each), or never in one batch (one example per pair); '
             'retrieval (class- and pair-level Recall@1 both ways, test split) and a linear '
             'probe on each modality\'s pooled features (fitted on train, scored on test); '
             'random encoders: the same model untrained; labelled encoders: avmnist_fusion\'s '

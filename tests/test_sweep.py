@@ -196,12 +196,13 @@ def test_imbalance_chooses_ogm_alpha_per_snr_and_compares_with_no_remedy(tmp_pat
 
 
 def test_contrastive_pretrains_beside_two_controls_then_fine_tunes_on_few_labels():
-  """contrastive: five seeds of pretraining with pair ids, of single-positive InfoNCE, of random
-  encoders (no step) and of avmnist_fusion's labelled encoders of the same seed, frozen;
+  """contrastive: five seeds of pretraining with pair ids, of single-positive InfoNCE, of batches
+  holding one example per pair, of random encoders (no step) and of avmnist_fusion's labelled
+  encoders of the same seed, frozen;
   contrastive_labels: each seed's pretrained encoders and the scratch model on 1% and 10% of the
   labels, compared seed by seed within each fraction."""
   experiment = catalog.get('contrastive')
-  assert len(experiment.runs) == 4 * 5
+  assert len(experiment.runs) == 5 * 5
   fusion = {r.seed: aggregate.workdir(pathlib.Path('results/avmnist_fusion'), r)
             for r in catalog.get('avmnist_fusion').runs if r.label == 'late_fusion'}
   for run in experiment.runs:
@@ -213,6 +214,8 @@ def test_contrastive_pretrains_beside_two_controls_then_fine_tunes_on_few_labels
       assert run.overrides == {'num_train_steps': 0}
     elif kind.endswith('one positive each'):
       assert run.overrides == {'dataset.pair_id': ''}
+    elif kind.endswith('one example per pair in a batch'):
+      assert run.overrides == {'dataset.one_example_per_pair': True}
     else:
       assert run.overrides == {} and run.name == f'contrastive__seed{run.seed}'
   assert [aggregate._metric_label(m) for m in ('retrieval/audio_to_image/class/R@1',
