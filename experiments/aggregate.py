@@ -448,15 +448,19 @@ def interactions_table(results: Results, facet: str | None) -> str:
   parts = ['redundancy', *sorted({k.split('/', 1)[1] for r in rows for k in r
                                   if k.startswith(f'{name}[labels]/unique_')}), 'synergy']
   labels = ['R', *[f'U {p[len("unique_"):]}' for p in parts[1:-1]], 'S']
+  labels.append('S, labels at its accuracy')
   lines = [f'| {facet} | method | test accuracy (%), per seed | ' + ' | '.join(labels) + ' | n |',
-           '|---|---|---:|' + '---:|' * (len(parts) + 1)]
+           '|---|---|---:|' + '---:|' * (len(parts) + 2)]
   bits = lambda values: (f'{mean_std(values)[0]:.2f}' if len(values) == 1 else
                          '{:.2f} ± {:.2f}'.format(*mean_std(values)))
   for (value,), members in groups(rows, [facet]).items():
     data = [bits([members[0][f'{name}[labels]/{p}']]) for p in parts]
-    lines.append(f'| {value} | data | — | ' + ' | '.join(data) + ' | |')
+    lines.append(f'| {value} | data | — | ' + ' | '.join(data) + ' | — | |')
+    null = f'{name}[labels_at_model_accuracy]/synergy'
     for (method,), runs in groups(members, ['method']).items():
       cells = [bits([r[f'{name}[predictions]/{p}'] for r in runs]) for p in parts]
+      cells.append(bits([r[null] for r in runs if null in r]) if any(null in r for r in runs)
+                   else '—')
       lines.append(f'| {value} | {method} | {_seed_figures(runs, HEADLINE)} | ' +
                    ' | '.join(cells) + f' | {len(runs)} |')
   return '\n'.join(lines)
@@ -478,7 +482,9 @@ def markdown(results: Results, experiment) -> str:
           'What each model\'s predictions use, in bits: the partial information decomposition '
           '(redundancy R, uniqueness U of each modality, synergy S; `mmjax/pid.py`) of (image '
           'latent, audio latent; prediction) on the test split, beside the data\'s own (the '
-          'label in place of the prediction).')),
+          'label in place of the prediction). Errors alone put some information into S: the '
+          'last column is S of the labels with as many of them wrong as the model got wrong, '
+          'at random.')),
       wrap(health_note(results)),
       wrap(missing_note(results, total) + wall_note(results))])) + '\n'
 

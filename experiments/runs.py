@@ -308,9 +308,11 @@ def progress(run: Run, workdir) -> Progress:
   stopped = [l['step'] for l in lines if l.get('split') == 'train' and l.get('stopped_nonfinite')]
   if stopped:
     return Progress('diverged', stopped[-1], total)
-  # Early stopping ends a run before num_train_steps, where its train metrics say so.
-  end = max([l['step'] for l in lines if l.get('split') == 'train' and l.get('stopped_early')]
-            or [total])
+  # Early stopping ends a run before num_train_steps, where its train metrics say so (unless it
+  # trained on after that, resumed with a changed config).
+  trained = max([l['step'] for l in lines if l.get('split') == 'train' and 'loss' in l] or [0])
+  end = max([l['step'] for l in lines if l.get('split') == 'train' and l.get('stopped_early')
+             and l['step'] >= trained] or [total])
   final = {l['split'] for l in lines if l.get('step') == end}
   lacking = [n for n in evaluator_names(config) if n not in final]
   # A run of 0 steps (it only evaluates) has no checkpoint to write: its final lines finish it.

@@ -2,6 +2,7 @@
 (x1, x2; the model's prediction), x1 and x2 a discrete feature per modality."""
 
 import json
+import types
 import pathlib
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from mmjax import evaluators
 from mmjax import parallel
+from mmjax.data import input_pipeline
 from mmjax.data import synthetic
 from mmjax.errors import UserError
 from mmjax.evaluators import interactions
@@ -16,20 +18,25 @@ from mmjax.training import train
 from tests.conftest import tiny_config
 
 
-class _Split:
-  """A split of hand-made examples: raw features by index (`examples.source`) and, in padded and
-  masked batches, the rows the model's predictions come from."""
+class _Source(list):
+  def __getitems__(self, indices):
+    return [self[i] for i in indices]
 
-  class _Source(list):
-    def __getitems__(self, indices):
-      return [self[i] for i in indices]
+
+class _Split:
+  """A split of hand-made examples: their features (`examples`, read as the pipeline's Examples
+  reads them) and, in padded and masked batches, the rows the model's predictions come from."""
+
+  class _Examples(input_pipeline.Examples):
+    def __init__(self, features: dict):  # pylint: disable=super-init-not-called
+      n = len(features['label'])
+      self.source = _Source({k: int(v[i]) for k, v in features.items()} for i in range(n))
+      self.config = types.SimpleNamespace(name='hand-made')
 
   def __init__(self, features: dict, batch: int = 64):
     n = len(features['label'])
     self.num_examples, self.batch, self.features = n, batch, features
-    self.examples = type('Examples', (), {})()
-    self.examples.source = self._Source(
-        {k: int(v[i]) for k, v in features.items()} for i in range(n))
+    self.examples = self._Examples(features)
 
   def __iter__(self):
     n = self.num_examples
@@ -38,7 +45,7 @@ class _Split:
       yield {'mask': i < n, 'index': np.minimum(i, n - 1)}
 
 
-def _evaluator(split, predicted, **cfg):
+def _evaluator(split, predicted, objective='classification', **cfg):
   """A pid evaluator whose 'model' predicts `predicted[index]` for each example."""
   def predict(state, batch):
     del state
@@ -50,7 +57,7 @@ def _evaluator(split, predicted, **cfg):
   fns = evaluators.Functions(
       mesh=parallel.make_mesh(), metrics=None, features=None, data=lambda name: split,
       modalities=('image', 'audio'), num_classes={'label': 10}, add_noise=None,
-      objective_name='classification', predict=predict)
+      objective_name=objective, predict=predict if objective == 'classification' else None)
   cfg = {'type': 'pid', 'split': 'test',
          'sources': {'image': 'image_latent', 'audio': 'audio_latent'}, **cfg}
   return interactions.Interactions('pid', cfg, fns)
@@ -66,7 +73,7 @@ def parity_split():
 
 def test_a_model_that_computes_the_xor_shows_the_datas_synergy(parity_split):
   f = parity_split.features
-  labels, predictions = (
+  labels, predictions, _ = (
       {k: v for k, v in line.items() if k != 'condition'}
       for line in _evaluator(parity_split, f['label']).run(None))
   assert {k: predictions[k] for k in labels} == labels  # predictions equal to the labels
@@ -78,26 +85,57 @@ def test_a_model_that_computes_the_xor_shows_the_datas_synergy(parity_split):
 
 
 def test_a_model_that_reads_one_modality_shows_its_uniqueness_not_synergy(parity_split):
-  """Predicting the image's parity (what a sum of per-modality scores can do at best here) gets
-  half the examples right and carries one bit unique to the image, none of the label's
-  synergy."""
+  """Predicting the image's parity (what one modality alone can do at best here) gets half the
+  examples right and carries one bit unique to the image, none of the label's synergy."""
   f = parity_split.features
-  [_, line] = _evaluator(parity_split, f['image_latent'] % 2).run(None)
+  [_, line, _] = _evaluator(parity_split, f['image_latent'] % 2).run(None)
   assert line['unique_image'] == pytest.approx(1.0, abs=0.03)
   assert line['synergy'] + line['unique_audio'] + line['redundancy'] < 0.03
   assert line['accuracy'] == pytest.approx(0.5, abs=0.03)
   # A prediction independent of both sources carries nothing.
   rng = np.random.default_rng(1)
-  [_, noise] = _evaluator(parity_split, rng.integers(0, 2, size=4000)).run(None)
+  [_, noise, _] = _evaluator(parity_split, rng.integers(0, 2, size=4000)).run(None)
   assert noise['total'] < 0.03
 
 
+def test_a_sum_of_per_modality_scores_reaches_the_or_and_half_a_bit_of_synergy(parity_split):
+  """The best an additive model (decision fusion) can do on the XOR: the OR of the parities, 75%
+  right, with an OR's decomposition (0.31 bits redundant, 0.5 synergistic), between one
+  modality's 50% and the XOR's 100%."""
+  f = parity_split.features
+  [_, line, _] = _evaluator(parity_split, (f['image_latent'] % 2) | (f['audio_latent'] % 2)).run(
+      None)
+  assert line['accuracy'] == pytest.approx(0.75, abs=0.02)
+  assert line['synergy'] == pytest.approx(0.5, abs=0.03)
+  assert line['redundancy'] == pytest.approx(0.311, abs=0.03)
+
+
+def test_errors_alone_show_in_the_labels_at_the_models_accuracy():
+  """On a uniqueness probe, predictions 90% right put spurious synergy into the estimate (the
+  data has none): the third line shows how much errors alone put there, so the two compare."""
+  rng = np.random.default_rng(2)
+  x1, x2 = rng.integers(0, 10, size=(2, 4000))
+  split = _Split({'image_latent': x1, 'audio_latent': x2, 'label': x1})
+  predicted = np.where(rng.random(4000) < 0.9, x1, (x1 + rng.integers(1, 10, size=4000)) % 10)
+  labels, predictions, null = _evaluator(split, predicted).run(None)
+  assert null['condition'] == 'labels_at_model_accuracy'
+  assert labels['synergy'] < 0.01 and predictions['synergy'] > 0.08
+  assert predictions['synergy'] == pytest.approx(null['synergy'], abs=0.05)
+  assert predictions['unique_image'] == pytest.approx(null['unique_image'], abs=0.1)
+  # As many labels changed as predictions are wrong, each to another class.
+  perfect = _evaluator(split, x1).run(None)[2]
+  assert {k: perfect[k] for k in labels if k != 'condition'} == {
+      k: labels[k] for k in labels if k != 'condition'}
+
+
 def test_sources_must_name_two_modalities_and_real_features(parity_split):
+  with pytest.raises(UserError, match="the pid evaluator needs objective.name='classification'"):
+    _evaluator(parity_split, parity_split.features['label'], objective='contrastive')
   with pytest.raises(UserError, match='name two modalities'):
     _evaluator(parity_split, parity_split.features['label'], sources={'image': 'image_latent'})
-  with pytest.raises(UserError, match="the dataset has no feature 'pitch'"):
-    _evaluator(parity_split, parity_split.features['label'],
-               sources={'image': 'image_latent', 'audio': 'pitch'}).run(None)
+  with pytest.raises(UserError, match="evals.pid.sources.audio='pitch' is not a feature of"):
+    _evaluator(parity_split, parity_split.features['label'],  # before training, not after
+               sources={'image': 'image_latent', 'audio': 'pitch'})
 
 
 def _lines(workdir, split):
@@ -115,7 +153,7 @@ def test_a_trained_run_measures_its_predictions_on_the_synergy_probe(tmp_path):
                       'sources': {'image': 'image_latent', 'audio': 'audio_latent'}}
   train.train_and_evaluate(config, str(tmp_path / 'run'))
   [test] = _lines(tmp_path / 'run', 'test')
-  labels, predictions = _lines(tmp_path / 'run', 'pid')
+  labels, predictions, _ = _lines(tmp_path / 'run', 'pid')
   assert (labels['condition'], predictions['condition']) == ('labels', 'predictions')
   assert labels['num_examples'] == synthetic.PROBE_SPLIT_SIZES['test'] == test['num_examples']
   assert labels['synergy'] == pytest.approx(1.0, abs=0.02)

@@ -131,6 +131,8 @@ def test_early_stopping_ends_training_at_its_patience_and_scores_the_best_state(
     ({'early_stopping_patience': 2, 'evals.validation.every_steps': 0},
      "evaluator 'validation' never runs during training; set evals.validation.every_steps > 0"),
     ({'early_stopping_patience': -1}, 'early_stopping_patience=-1 must be a whole number >= 0'),
+    ({'early_stopping_patience': True},
+     'early_stopping_patience=True must be a whole number >= 0'),
 ])
 def test_bad_early_stopping_is_one_line_before_training(overrides, message, tmp_path):
   with pytest.raises(UserError, match=message.replace('(', r'\(')):

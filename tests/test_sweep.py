@@ -425,6 +425,10 @@ def test_a_run_stopped_early_is_finished_at_its_stop_and_aggregated_there(tmp_pa
   [row] = aggregate.collect(catalog.Experiment('x', 'x', [run], 'b'), tmp_path).rows
   assert (row['step'], row['test/accuracy'], row['test/selected_step']) == (6, 0.7, 4)
   assert (row['train/loss'], row['train/accuracy']) == (0.8, 0.6)
+  # Resumed with a changed config (another patience), it trained on: the mark no longer ends it.
+  with (workdir / 'metrics.jsonl').open('a') as f:
+    f.write(json.dumps({'step': 8, 'split': 'train', 'loss': 0.7, 'accuracy': 0.7}) + '\n')
+  assert runs_lib.progress(run, workdir).describe() == 'partial: step 8 of 8, no final test lines'
 
 
 def test_dataset_versions_are_read_once_per_config_not_per_run(tmp_path, monkeypatch):
@@ -616,7 +620,8 @@ def test_facet_columns_and_robustness_plots(tmp_path):
 
 def test_interactions_table_puts_each_models_decomposition_beside_the_datas():
   def row(method, seed, accuracy, predicted, data=(0.0, 0.0, 0.0, 1.0)):
-    out = {'method': method, 'probe': 'synergy', 'seed': seed, 'test/accuracy': accuracy}
+    out = {'method': method, 'probe': 'synergy', 'seed': seed, 'test/accuracy': accuracy,
+           'pid[labels_at_model_accuracy]/synergy': 0.1 * seed}
     for condition, values in (('labels', data), ('predictions', predicted)):
       out.update({f'pid[{condition}]/{p}': v for p, v in zip(
           ('redundancy', 'unique_audio', 'unique_image', 'synergy'), values)})
@@ -627,12 +632,13 @@ def test_interactions_table_puts_each_models_decomposition_beside_the_datas():
           row('decision_fusion', 0, 0.5, (0.0, 0.0, 0.9, 0.0))]
   results = aggregate.Results(rows, [], ['probe'])
   assert aggregate.interactions_table(results, 'probe').splitlines() == [
-      '| probe | method | test accuracy (%), per seed | R | U audio | U image | S | n |',
-      '|---|---|---:|---:|---:|---:|---:|---:|',
-      '| synergy | data | — | 0.00 | 0.00 | 0.00 | 1.00 | |',
+      '| probe | method | test accuracy (%), per seed | R | U audio | U image | S | '
+      'S, labels at its accuracy | n |',
+      '|---|---|---:|---:|---:|---:|---:|---:|---:|',
+      '| synergy | data | — | 0.00 | 0.00 | 0.00 | 1.00 | — | |',
       '| synergy | late_fusion | 100.0 90.0 | 0.00 ± 0.00 | 0.00 ± 0.00 | 0.01 ± 0.01 | '
-      '0.90 ± 0.14 | 2 |',
-      '| synergy | decision_fusion | 50.0 | 0.00 | 0.00 | 0.90 | 0.00 | 1 |']
+      '0.90 ± 0.14 | 0.05 ± 0.07 | 2 |',
+      '| synergy | decision_fusion | 50.0 | 0.00 | 0.00 | 0.90 | 0.00 | 0.00 | 1 |']
   experiment = catalog.Experiment('x', 'x', [None] * 3, 'b', columns='probe')
   assert 'partial information decomposition' in aggregate.markdown(results, experiment)
   without = aggregate.Results([{k: v for k, v in r.items() if 'pid' not in k} for r in rows], [],
@@ -664,7 +670,8 @@ def test_quick_sweep_end_to_end_skips_finished_runs_and_resumes_an_interrupted_o
   assert [r['dataset'] for r in rows] == ['unique_image', 'synergy']
   assert all(r['test/num_examples'] == 4000 and r['step'] == 4 and r['wall_s'] > 0 for r in rows)
   assert all(r['pid[labels]/num_examples'] == 500 for r in rows)
-  # The data's own decomposition, measured on validation's 500 examples (a small upward bias)
+  # The data's own decomposition, measured on validation's 500 examples (the estimate of a
+  # label's entropy from 500 examples falls a little short of log2 10 = 3.32 bits)
   unique, synergy = rows
   assert unique['pid[labels]/unique_image'] > 3.0 and synergy['pid[labels]/synergy'] > 0.9
   table = (root / 'table.md').read_text()

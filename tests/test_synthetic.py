@@ -57,7 +57,6 @@ def test_examples_are_deterministic():
     ('redundancy', {'image', 'audio'}),
     ('unique_image', {'image'}),
     ('unique_audio', {'audio'}),
-    ('synergy', set()),
 ])
 def test_label_is_where_the_config_puts_it(config, informative):
   """In every probe the text reads the label at chance (it showed the label in version 3's
@@ -110,6 +109,19 @@ def test_synergy_needs_both_modalities_and_their_xor():
                for c in range(synthetic.NUM_CLASSES))
     assert best / N < 0.62
   assert np.mean((image + audio) % 2 == label) > 0.95
+
+
+def test_mixed_shares_half_the_digit_and_hides_its_parity_in_an_xor():
+  """`mixed`: image and audio both show r = label // 2 (so either alone reads the label at most
+  half the time, its parity a coin flip), and the label's parity is the XOR of theirs."""
+  examples = [synthetic.make_example('mixed', 'train', i) for i in range(N)]
+  image = np.array([_decode_image(ex) for ex in examples])
+  audio = np.array([_decode_audio(ex) for ex in examples])
+  label = np.array([ex['label'] for ex in examples])
+  assert np.mean(image // 2 == label // 2) > 0.95 and np.mean(audio // 2 == label // 2) > 0.95
+  for decoded in (image, audio):
+    assert 0.35 < np.mean(decoded == label) < 0.65
+  assert np.mean(2 * (image // 2) + (image + audio) % 2 == label) > 0.95
 
 
 # The data's PID in bits, from the exact joint of the latents (the module docstring's figures).

@@ -10,7 +10,9 @@ The probes place the label's information where partial information decomposition
   unique to that modality.
 - `synergy`: y = (x1 + x2) mod 2 (the XOR of the two latents' parities), x1, x2 uniform and
   independent: each modality alone carries 0 bits about y, the pair 1 bit, all of it synergy.
-  A sum of per-modality scores (decision fusion) cannot compute an XOR.
+  A sum of per-modality scores (decision fusion) cannot compute an XOR: its best is the OR of the
+  parities, right in 75% of examples (its predictions then hold 0.31 bits of redundancy and 0.5
+  of synergy, as an OR does), against 50% for one modality alone and 100% for an XOR.
 - `mixed`: x1 = 2r + p1, x2 = 2r + p2, y = 2r + (p1 XOR p2), with r uniform over 5 and the
   parities uniform bits: log2(5) = 2.32 bits of redundancy and 1 bit of synergy.
 

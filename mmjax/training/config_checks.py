@@ -94,7 +94,7 @@ def _validate_one_example_per_pair(config) -> None:
 
 def _validate_early_stopping(config) -> None:
   patience = config.get('early_stopping_patience', 0)
-  if not isinstance(patience, int) or patience < 0:
+  if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
     raise UserError(f'early_stopping_patience={patience!r} must be a whole number >= 0 (0: '
                     'train num_train_steps)')
   if not patience:
