@@ -295,7 +295,8 @@ def synthetic_interactions(quick: bool = False, seeds: int | None = None,
             f'evaluations or for at most {steps} steps ({steps * batch / 3000:.0f} epochs of '
             f'the 3,000 training examples); test accuracy and PID on the {test:,} test '
             'examples, at the best validation state. Chance / Bayes ceiling given the two latent '
-            f'classes: {ceilings}')
+            f'classes: {ceilings} (on synergy a sum of per-modality scores, decision fusion\'s, '
+            'reaches at most 75%: the OR of the parities)')
   return _grid('synthetic_interactions', 'Which fusions capture redundancy, uniqueness, synergy',
                budget, specs, seeds or (1 if quick else SYNTHETIC_SEEDS), settings, quick,
                columns='dataset', metrics=r'^test/accuracy$', seed_major=True)
