@@ -451,8 +451,10 @@ def interactions_table(results: Results, facet: str | None) -> str:
   labels.append('S, labels at its accuracy')
   lines = [f'| {facet} | method | test accuracy (%), per seed | ' + ' | '.join(labels) + ' | n |',
            '|---|---|---:|' + '---:|' * (len(parts) + 2)]
-  bits = lambda values: (f'{mean_std(values)[0]:.2f}' if len(values) == 1 else
-                         '{:.2f} ± {:.2f}'.format(*mean_std(values)))
+  # (+ 0.0: a part the solver leaves a hair below 0 shows as 0.00, not -0.00)
+  shown = lambda x: round(x, 2) + 0.0
+  bits = lambda values: (f'{shown(mean_std(values)[0]):.2f}' if len(values) == 1 else
+                         '{:.2f} ± {:.2f}'.format(*map(shown, mean_std(values))))
   for (value,), members in groups(rows, [facet]).items():
     data = [bits([members[0][f'{name}[labels]/{p}']]) for p in parts]
     lines.append(f'| {value} | data | — | ' + ' | '.join(data) + ' | — | |')

@@ -629,7 +629,7 @@ def test_interactions_table_puts_each_models_decomposition_beside_the_datas():
 
   rows = [row('late_fusion', 0, 1.0, (0.0, 0.0, 0.0, 1.0)),
           row('late_fusion', 1, 0.9, (0.0, 0.0, 0.02, 0.8)),
-          row('decision_fusion', 0, 0.5, (0.0, 0.0, 0.9, 0.0))]
+          row('decision_fusion', 0, 0.5, (-1e-9, 0.0, 0.9, 0.0))]
   results = aggregate.Results(rows, [], ['probe'])
   assert aggregate.interactions_table(results, 'probe').splitlines() == [
       '| probe | method | test accuracy (%), per seed | R | U audio | U image | S | '
