@@ -33,6 +33,9 @@ TIMINGS = 'timings.jsonl'
 # which selects the state the others score (its last line is the last state's).
 ACCURACY = re.compile(r'^(?!(?:train|validation)[/\[])[^/\[]+(\[[^\]]*\])?/accuracy$')
 _CONDITION = re.compile(r'^[^/\[]+\[([^\]]*)\]/accuracy$')
+# A chance level measured on the data (the pid evaluator's: the most frequent label's share),
+# which replaces 1 / num_classes where the labels do not use every class alike.
+_DATA_CHANCE = re.compile(r'^[^/\[]+\[labels\]/chance$')
 TEXT_COLUMNS = ('experiment', 'method', 'run', 'config', 'overrides', 'inert')
 INERT_MARK, DIVERGED_MARK = '†', '‡'  # beside a seed's figure in tables
 
@@ -188,6 +191,8 @@ def health_columns(row: dict, config: dict, nonfinite: bool) -> dict:
   tasks = config.get('tasks') or {}
   classes = [t.get('num_classes') for t in tasks.values()] if len(tasks) == 1 else []
   chance = health_lib.chance_level(classes[0]) if classes and classes[0] else None
+  measured = [v for k, v in row.items() if _DATA_CHANCE.match(k) and isinstance(v, (int, float))]
+  chance = measured[0] if measured else chance
   modalities = list((config.get('model') or {}).get('encoders') or
                     [c.split('=', 1)[1] for c in accuracy if c.startswith('missing=')])
   # Without one task's chance level, only a non-finite loss can be judged.

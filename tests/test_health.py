@@ -219,3 +219,15 @@ def test_training_curves_show_each_seeds_validation_and_gradient_norms(tmp_path)
   plot = plots.curves_plot(aggregate.Results(rows, [], [], curves=curves), tmp_path)
   assert plot.name == 'training_curves.png' and (tmp_path / plot.name).stat().st_size > 0
   assert plot.curves == {'late_fusion': {0: {100: 0.6, 200: 0.8}, 1: {100: 0.3, 200: 0.85}}}
+
+
+def test_a_chance_level_measured_on_the_data_replaces_one_over_the_classes():
+  """On the synergy probe the label takes 2 of 10 classes: chance is 50%, and a model there has
+  learnt nothing; the pid evaluator's `chance` says so, where 1/10 would call it healthy."""
+  row = {'test/accuracy': 0.52, 'pid[labels]/synergy': 1.0}
+  config = {'tasks': {'label': {'num_classes': 10}}, 'model': {'encoders': {'image': {}}}}
+  assert aggregate.health_columns(row, config, False)['healthy'] == 1
+  flags = aggregate.health_columns({**row, 'pid[labels]/chance': 0.5}, config, False)
+  assert (flags['chance'], flags['diverged'], flags['healthy']) == (0.5, 1, 0)
+  assert aggregate.health_columns({**row, 'test/accuracy': 0.75, 'pid[labels]/chance': 0.5},
+                                  config, False)['healthy'] == 1

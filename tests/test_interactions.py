@@ -76,6 +76,7 @@ def test_a_model_that_computes_the_xor_shows_the_datas_synergy(parity_split):
   labels, predictions, _ = (
       {k: v for k, v in line.items() if k != 'condition'}
       for line in _evaluator(parity_split, f['label']).run(None))
+  assert labels.pop('chance') == pytest.approx(0.5, abs=0.02)  # labels 0 and 1 alike
   assert {k: predictions[k] for k in labels} == labels  # predictions equal to the labels
   for line in (labels, predictions):
     assert line['synergy'] == pytest.approx(1.0, abs=0.03)  # the bias of 4,000 examples
@@ -124,8 +125,8 @@ def test_errors_alone_show_in_the_labels_at_the_models_accuracy():
   assert predictions['unique_image'] == pytest.approx(null['unique_image'], abs=0.1)
   # As many labels changed as predictions are wrong, each to another class.
   perfect = _evaluator(split, x1).run(None)[2]
-  assert {k: perfect[k] for k in labels if k != 'condition'} == {
-      k: labels[k] for k in labels if k != 'condition'}
+  assert {k: perfect[k] for k in labels if k not in ('condition', 'chance')} == {
+      k: labels[k] for k in labels if k not in ('condition', 'chance')}
 
 
 def test_sources_must_name_two_modalities_and_real_features(parity_split):

@@ -8,7 +8,8 @@ Configured as `{'type': 'pid', 'split': 'test', 'sources': {'image': 'image_late
 'audio_latent'}}` (two modalities, each named with the dataset feature that stands for it; `task`
 as for the other evaluators). Three lines, in bits, each with `redundancy`, `unique_<modality>`
 for both, `synergy` and `total` (= I(x1, x2; ·)): `condition: labels`, the data's own
-decomposition of (x1, x2; label) on the split; `condition: predictions`, the model's
+decomposition of (x1, x2; label) on the split, with `chance`, the most frequent label's share
+(what run health judges the model's accuracy against); `condition: predictions`, the model's
 (x1, x2; predicted class), with the predictions' `accuracy`; and `condition:
 labels_at_model_accuracy`, the labels with as many of them (chosen at random, seeded) replaced by
 another class as the model got wrong: what errors alone, with no interaction the data lacks, do to
@@ -61,6 +62,7 @@ class Interactions(Evaluator):
                   f'unique_{m1}': parts['unique_1'], f'unique_{m2}': parts['unique_2'],
                   'synergy': parts['synergy'], 'total': parts['total'],
                   'num_examples': len(labels)})
+    out[0]['chance'] = float(np.bincount(labels).max() / len(labels))
     out[1]['accuracy'] = float(np.mean(predictions == labels))
     return out
 
