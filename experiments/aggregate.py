@@ -448,12 +448,12 @@ def interactions_table(results: Results, facet: str | None) -> str:
   names = {m.group(1) for r in results.rows for k in r for m in [_PID.match(k)] if m}
   if not names or facet is None:
     return ''
-  [name] = sorted(names)[:1]
+  name = min(names)  # one pid evaluator per run
   rows = [r for r in results.rows if f'{name}[predictions]/synergy' in r]
   parts = ['redundancy', *sorted({k.split('/', 1)[1] for r in rows for k in r
                                   if k.startswith(f'{name}[labels]/unique_')}), 'synergy']
-  labels = ['R', *[f'U {p[len("unique_"):]}' for p in parts[1:-1]], 'S']
-  labels.append('S, labels at its accuracy')
+  labels = ['R', *[f'U {p[len("unique_"):]}' for p in parts[1:-1]], 'S',
+            'S, labels at its accuracy']
   lines = [f'| {facet} | method | test accuracy (%), per seed | ' + ' | '.join(labels) + ' | n |',
            '|---|---|---:|' + '---:|' * (len(parts) + 2)]
   # (+ 0.0: a part the solver leaves a hair below 0 shows as 0.00, not -0.00)

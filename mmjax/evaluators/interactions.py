@@ -19,6 +19,8 @@ kept 90% right show 0.15 bits of synergy where the data has none. So read a mode
 that third line, not beside 0.
 """
 
+import functools
+
 import numpy as np
 
 from mmjax import pid
@@ -48,8 +50,7 @@ class Interactions(Evaluator):
     _, rows = collect(self.data, self.mesh, self.fns.predict, state)
     labels = rows[f'labels/{self.task}']
     predictions = rows[f'predictions/{self.task}']
-    x1, x2 = (self.data.examples.integer_feature(f, f'evals.{self.name}.sources.{m}')
-              for m, f in self.sources.items())
+    x1, x2 = self._sources
     if not len(x1) == len(labels) == self.data.num_examples:
       raise RuntimeError(f'{self.name}: {len(labels)} predictions for {len(x1)} examples')
     sizes = (int(x1.max()) + 1, int(x2.max()) + 1, self.fns.num_classes[self.task])
@@ -65,6 +66,13 @@ class Interactions(Evaluator):
     out[0]['chance'] = float(np.bincount(labels).max() / len(labels))
     out[1]['accuracy'] = float(np.mean(predictions == labels))
     return out
+
+  @functools.cached_property
+  def _sources(self) -> list[np.ndarray]:
+    """Each source feature of every example of the split, in the order the evaluation visits
+    them: read once, in one pass over the records, on the first evaluation."""
+    fields = {f'evals.{self.name}.sources.{m}': f for m, f in self.sources.items()}
+    return list(self.data.examples.integer_features(fields).values())
 
 
 def _with_errors(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:

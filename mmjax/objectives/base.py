@@ -73,9 +73,13 @@ class Objective:
     raise NotImplementedError(f'{type(self).__name__} embeds no modality')
 
 
+def name_of(config) -> str:
+  """The objective a config names (`objective.name`; classification when it names none)."""
+  return (config.get('objective') or {}).get('name', 'classification')
+
+
 def build(config, model) -> Objective:
-  name = (config.get('objective') or {}).get('name', 'classification')
-  return OBJECTIVES.get(name, 'objective.name')(config, model)
+  return OBJECTIVES.get(name_of(config), 'objective.name')(config, model)
 
 
 def finalize(sums: dict) -> dict:

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 
 from mmjax import corrupt
+from mmjax import objectives
 from mmjax.data import input_pipeline
 from mmjax.errors import UserError
 
@@ -77,8 +78,7 @@ def _validate_grad_accum(config) -> None:
     raise UserError(f'grad_accum_steps={k} must divide the per-device batch ({config.batch_size} '
                     f'over {jax.device_count()} devices = {per_device}); change batch_size or '
                     'grad_accum_steps')
-  objective = (config.get('objective') or {}).get('name', 'classification')
-  if objective == 'contrastive':
+  if objectives.name_of(config) == 'contrastive':
     raise UserError('grad_accum_steps>1 with objective contrastive: its loss compares the examples '
                     'of a batch with each other, so micro-batches would change it; lower batch_size '
                     'instead')

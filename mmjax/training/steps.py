@@ -275,10 +275,6 @@ def make_eval_step(config, objective, mesh):
   return _sharded_jit(eval_step, mesh)
 
 
-def objective_name(config) -> str:
-  return (config.get('objective') or {}).get('name', 'classification')
-
-
 def eval_functions(config, objective, mesh) -> evaluators.Functions:
   """The functions evaluators call (see evaluators.Functions), each compiled on first use."""
   variables = lambda state: _in_compute_dtype(config, state.eval_variables())
@@ -306,11 +302,12 @@ def eval_functions(config, objective, mesh) -> evaluators.Functions:
       mesh=mesh, metrics=make_eval_step(config, objective, mesh),
       features=_sharded_jit(features, mesh),
       # Only a classification objective's outputs are each head's logits.
-      predict=_sharded_jit(predict, mesh) if objective_name(config) == 'classification' else None,
+      predict=(_sharded_jit(predict, mesh) if objectives.name_of(config) == 'classification'
+               else None),
       data=functools.partial(input_pipeline.eval_data, config),
       modalities=modality_order(config.model),
       num_classes={t: int(c.num_classes) for t, c in config.tasks.items()},
       add_noise=lambda x, m, levels, keys: corrupt.add_noise(x, m, levels, keys, config.dataset),
-      objective_name=objective_name(config),
+      objective_name=objectives.name_of(config),
       embed=_sharded_jit(embed, mesh) if embeds else None,
       embedding_modalities=objective.embedding_modalities)

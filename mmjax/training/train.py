@@ -238,12 +238,12 @@ def _final_evaluation(run: _Run, state) -> dict:
     logging.warning('skipped %d of %d updates for a non-finite loss, gradient or parameters '
                     '(on_nonfinite=skip)', skipped, run.config.num_train_steps)
   results, extra, best = {}, {}, run.best
-  if best is not None and run.converged_lines is not None:
-    results[best.evaluator] = run.converged_lines  # scored at this step, when training stopped
-  elif best is not None:
-    results[best.evaluator] = _run_evaluator(run.evals[best.evaluator], state, run.writer, step)
-    best.update(step, results[best.evaluator], state)
   if best is not None:
+    if run.converged_lines is not None:  # scored at this step, when training stopped
+      results[best.evaluator] = run.converged_lines
+    else:
+      results[best.evaluator] = _run_evaluator(run.evals[best.evaluator], state, run.writer, step)
+      best.update(step, results[best.evaluator], state)
     if best.step is not None:
       if best.step != step:
         state = best.restore(state)
@@ -285,13 +285,15 @@ def _train_loop(run: _Run, start_step: int, pending: list):
   """Trains from `start_step` to config.num_train_steps, or until early stopping's criterion
   holds; the final state, or None if preempted."""
   config, state, total = run.config, run.state, run.config.num_train_steps
+  # A run resumed after early stopping's criterion held trains no further step.
+  end = start_step if _converged(run, start_step) else total
   preemption = Preemption(run.mngr)
   clock = _Clock(run, start_step)
   step = start_step
   batches = parallel.DeviceBatches(run.train_iter, run.trainer.mesh)
   tracer = profiling.Tracer(config, run.workdir)
   try:
-    while step < total and not _converged(run, step):
+    while step < end:
       tracer.before(step + 1, state)
       state, sums = run.trainer.train_step(state, batches.take())
       step += 1
@@ -310,8 +312,8 @@ def _train_loop(run: _Run, start_step: int, pending: list):
       if not at_end:  # at the end every evaluator runs once, after the loop
         lines = _scheduled_evaluations(run, state, step)
         if _converged(run, step):
-          at_end, run.converged_lines, pending = True, lines, _stop_early(run, clock, step,
-                                                                          state, pending)
+          _stop_early(run, clock, step, state, pending)
+          at_end, pending, run.converged_lines = True, [], lines
       stop = preemption.reached(step)
       if step % config.checkpoint_every_steps == 0 or at_end or stop:
         host = jax.device_get(pending)
@@ -388,16 +390,15 @@ def _converged(run: _Run, step: int) -> bool:
       step, patience, run.evals[run.best.evaluator].every_steps)
 
 
-def _stop_early(run: _Run, clock, step: int, state, pending: list) -> list:
+def _stop_early(run: _Run, clock, step: int, state, pending: list) -> None:
   """Logs the steps since the last log line and marks the run stopped at `step` (what a sweep
-  reads as finished); the pending sums left (none)."""
+  reads as finished)."""
   if pending:
     _log_train(run, clock, step, state, jax.device_get(pending))
   run.writer.write(step, 'train', {'stopped_early': True})
   writers.log('early stopping at step %d: %s/%s last improved at step %d (%d evaluations ago)',
               step, run.best.evaluator, run.best.metric, run.best.step,
               (step - run.best.step) // run.evals[run.best.evaluator].every_steps)
-  return []
 
 
 def _stop_if_nonfinite(run: _Run, host_sums: list, step: int) -> None:
