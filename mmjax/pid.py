@@ -27,12 +27,11 @@ where both pair marginals are positive, since Δ_p forces q to 0 everywhere else
 bits (theirs are in nats).
 """
 
-import cvxpy as cp
 import numpy as np
 from scipy import sparse
 
 # An interior-point solver for the exponential cones of `rel_entr`, installed with cvxpy.
-SOLVER = cp.CLARABEL
+SOLVER = 'CLARABEL'
 
 
 def decompose(joint: np.ndarray) -> dict[str, float]:
@@ -110,6 +109,9 @@ def _drop_unused_values(p: np.ndarray) -> np.ndarray:
 
 def _least_synergy(p: np.ndarray) -> np.ndarray:
   """q* = argmin over q in Δ_p of I_q(X1,X2;Y), shape of p."""
+  # Imported here: cvxpy takes seconds to import, and every process that imports mmjax's
+  # evaluators (the CLI included) would pay it.
+  import cvxpy as cp  # pylint: disable=g-import-not-at-top
   p1y, p2y, py = p.sum(axis=1), p.sum(axis=0), p.sum(axis=(0, 1))
   # Outside these cells q(x1, y) = 0 or q(x2, y) = 0 with q >= 0 forces q = 0.
   x1, x2, y = np.nonzero((p1y[:, None, :] > 0) & (p2y[None, :, :] > 0))
