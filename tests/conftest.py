@@ -97,6 +97,12 @@ def compilation_cache(tmp_path_factory):
   return path
 
 
+def full_suite_only(*values, id=None):  # pylint: disable=redefined-builtin
+  """A parametrized case that only the whole suite runs (marked slow): the quick loop keeps one or
+  a few cases of each family, the README's command runs them all."""
+  return pytest.param(*values, id=id, marks=pytest.mark.slow)
+
+
 def override(config, **overrides):
   """Sets dotted fields: override(config, **{'optimizer.name': 'sgd'})."""
   for key, value in overrides.items():

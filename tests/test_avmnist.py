@@ -11,7 +11,6 @@ import functools
 import hashlib
 import http.server
 import io
-import os
 import pathlib
 import shutil
 import tarfile
@@ -484,12 +483,14 @@ def _build_fsdd_clean(data_dir, raw_dir=None, manual_dir=None):
   return builder
 
 
+@pytest.mark.slow
 def test_manual_dir_is_the_raw_dir(tmp_path, monkeypatch):
   monkeypatch.setenv("MMJAX_RAW_DATA_DIR", str(tmp_path / "not-here"))
   builder = _build_fsdd_clean(tmp_path / "tfds", manual_dir=_link_tree(tmp_path / "raw"))
   assert builder.is_prepared()
 
 
+@pytest.mark.slow
 def test_raw_dir_argument_wins_over_manual_dir(tmp_path):
   (tmp_path / "other" / "fsdd").mkdir(parents=True)  # a manual dir lacking the recordings
   builder = _build_fsdd_clean(tmp_path / "tfds", raw_dir=RAW, manual_dir=tmp_path / "other")

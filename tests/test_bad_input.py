@@ -20,7 +20,8 @@ from configs import default
 from mmjax.training import train
 from mmjax.data import input_pipeline
 from mmjax.errors import UserError
-from tests.conftest import RAW_DATA_DIR, REPO, run_python, small_config, tiny_config, tree_digest
+from tests.conftest import (RAW_DATA_DIR, REPO, full_suite_only, run_python, small_config,
+                            tiny_config, tree_digest)
 
 TINY = 'tests/scripts/tiny_config.py'
 
@@ -66,23 +67,28 @@ def _cli_error(args, env_extra=None, workdir=None):
 @pytest.mark.parametrize('args, message', [
     (['--config.nope=1'],
      '--config.nope: no such config field; fields there: batch_size, '),
-    (['--config.batch_siz=32'],
-     '--config.batch_siz: no such config field; did you mean batch_size?'),
+    full_suite_only(['--config.batch_siz=32'],
+                    '--config.batch_siz: no such config field; did you mean batch_size?',
+                    id='misspelt_key'),
     (['--config.eval_every_steps=100'],
      '--config.eval_every_steps: no such config field; it was replaced by '
      '--config.evals.validation.every_steps'),
     (['--config.batch_size=abc'],
      "flag --config.batch_size=abc: invalid literal for int() with base 10: 'abc'; "
      '--config.batch_size takes a value of type int, e.g. 16'),
-    (['--config.model.encoders.audio.features=abc'],
-     "--config.model.encoders.audio.features=('abc',): expected a tuple of int like (4,)"),
-    (['--num_processes=2'], '--num_processes and --process_id need --coordinator_address'),
+    full_suite_only(['--config.model.encoders.audio.features=abc'],
+                    "--config.model.encoders.audio.features=('abc',): expected a tuple of int "
+                    'like (4,)', id='wrong_tuple_type'),
+    full_suite_only(['--num_processes=2'],
+                    '--num_processes and --process_id need --coordinator_address',
+                    id='num_processes_alone'),
     # A field inside a dict the config leaves empty: it used to list "fields there: " and nothing.
-    (['--config.modality_dropout.image=0.3'],
-     "--config.modality_dropout.image: no such config field; config.modality_dropout is empty in "
-     """this config: set it whole, e.g. '--config.modality_dropout={"image": VALUE}'"""),
-], ids=['unknown_key', 'misspelt_key', 'renamed_key', 'wrong_type', 'wrong_tuple_type', 'num_processes_alone',
-        'field_of_an_empty_dict'])
+    full_suite_only(['--config.modality_dropout.image=0.3'],
+                    '--config.modality_dropout.image: no such config field; '
+                    'config.modality_dropout is empty in this config: set it whole, e.g. '
+                    """'--config.modality_dropout={"image": VALUE}'""", id='field_of_an_empty_dict'),
+], ids=['unknown_key', 'misspelt_key', 'renamed_key', 'wrong_type', 'wrong_tuple_type',
+        'num_processes_alone', 'field_of_an_empty_dict'])
 def test_cli_bad_flags(existing, args, message):
   error = _cli_error([f'--config={TINY}', f'--workdir={existing}', *args], workdir=existing)
   assert error.startswith(message), error

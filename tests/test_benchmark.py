@@ -24,7 +24,7 @@ from mmjax.data import input_pipeline
 from mmjax.errors import UserError
 from mmjax.models.encoders import conv
 from mmjax.models.model import build_model
-from tests.conftest import REPO, run_python, tiny_config
+from tests.conftest import REPO, full_suite_only, run_python, tiny_config
 
 
 def test_harness_reports_every_figure():
@@ -83,6 +83,7 @@ def test_table_says_whether_other_jobs_shared_the_machine(load_before, says):
   assert says in context and f'load average {load_before:.1f} before and 3.5 after' in context
 
 
+@pytest.mark.slow
 def test_one_compile_each_for_train_and_eval_steps(tmp_path, caplog):
   """Evaluations during training, at the end, and a resumed run: one compile per step each run."""
   for total in (8, 12):  # the second run resumes the first from its step-8 checkpoint
@@ -158,8 +159,9 @@ def _dot_and_conv_dtypes(lowered_text: str) -> list[tuple[str, str]]:
   return [(f'{a} {b}', op) for op, a, b in found]
 
 
-@pytest.mark.parametrize('spec', ['late_fusion:synthetic', 'bottleneck_fusion:synthetic',
-                                  'mult:synthetic'])
+@pytest.mark.parametrize('spec', ['late_fusion:synthetic',
+                                  full_suite_only('bottleneck_fusion:synthetic'),
+                                  full_suite_only('mult:synthetic')])
 def test_bfloat16_computes_every_layer_in_bfloat16(spec):
   """CNNs, the LSTM and the transformers: every matmul and convolution of the train step (its
   backward pass included) takes bfloat16 operands, except the log-mel front end's float32 mel
@@ -182,6 +184,7 @@ def test_bfloat16_computes_every_layer_in_bfloat16(spec):
   assert len(float32) <= 1, float32
 
 
+@pytest.mark.slow
 def test_bfloat16_trains_with_float32_parameters_optimizer_state_and_metrics():
   config = tiny_config(dtype='bfloat16', **{'optimizer.learning_rate': 3e-3})
   mesh = parallel.make_mesh()
@@ -207,7 +210,8 @@ def test_bfloat16_trains_with_float32_parameters_optimizer_state_and_metrics():
   assert int(state.nonfinite_steps) == 0
 
 
-@pytest.mark.parametrize('shape', [(2, 8, 6, 3), (2, 7, 5, 1), (1, 1, 5, 2), (3, 3, 1, 4)])
+@pytest.mark.parametrize('shape', [(2, 8, 6, 3), full_suite_only((2, 7, 5, 1)),
+                                   full_suite_only((1, 1, 5, 2)), (3, 3, 1, 4)])
 def test_max_pool_by_reshape_matches_flax_max_pool_and_its_gradient(shape):
   x = jax.random.normal(jax.random.key(0), shape)  # no ties
   window = tuple(2 if side > 1 else 1 for side in shape[1:3])

@@ -359,6 +359,7 @@ def test_labels_do_not_enter_the_pretraining_loss():
   assert a == b
 
 
+@pytest.mark.slow
 def test_finetune_starts_from_the_pretrained_encoders(pretrained):
   workdir, _, _ = pretrained
   config = contrastive_finetune.get_config('synthetic')

@@ -43,6 +43,7 @@ def _student(teacher_dir, **overrides):
                              'optimizer.learning_rate': 1e-2, **overrides})
 
 
+@pytest.mark.slow
 def test_teacher_is_frozen_and_absent_from_the_students_checkpoint(teacher, tmp_path):
   before = tree_digest(teacher)
   config = _student(teacher)

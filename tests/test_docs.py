@@ -162,6 +162,7 @@ def test_build_command_fills_in_mmjax_defaults():
 
 
 @needs_raw_data
+@pytest.mark.slow
 def test_build_command_reads_the_raw_dir_from_manual_dir(tmp_path):
   """The documented command, with a relative --manual_dir and no MMJAX_RAW_DATA_DIR: the files
   can only come from the manual dir."""
@@ -270,6 +271,7 @@ def test_ci_runs_the_command_as_written_and_refuses_what_acts_before_the_conftes
         proc.stderr), proc.stderr
 
 
+@pytest.mark.slow
 def test_the_suite_clears_what_a_fresh_machine_would_not_have_set(tmp_path):
   """A forced device count, a platform, a prebuilt TFDS_DATA_DIR, a PYTHONPATH or an mmjax
   setting in the shell that runs the README's command must not reach the tests; scripts that

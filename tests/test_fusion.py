@@ -16,6 +16,7 @@ from mmjax.training import steps
 from mmjax.data import synthetic
 from mmjax.models.base import FUSIONS, Encoding
 from mmjax.models.model import MultimodalModel  # also registers every fusion
+from tests.conftest import full_suite_only
 
 TASKS = {'label': 10}
 BATCH = 6
@@ -110,8 +111,16 @@ def assert_same(a, b):
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=0, atol=1e-5), a, b)
 
 
-@pytest.mark.parametrize('n', sorted(MODALITY_SETS))
-@pytest.mark.parametrize('name,options', FUSION_CASES)
+# Each fusion case on each modality set. The quick loop compiles each fusion once; the attention
+# fusions' other cases (the slowest compiles of the file) run in the whole suite.
+CASES = [
+    full_suite_only(*case.values, n, id=f'{case.id}-{n}')
+    if case.values[0] in ('mult', 'bottleneck_fusion') and (n == 3 or case.values[1]) else
+    pytest.param(*case.values, n, id=f'{case.id}-{n}')
+    for case in FUSION_CASES for n in sorted(MODALITY_SETS)]
+
+
+@pytest.mark.parametrize('name,options,n', CASES)
 def test_shape_and_finite(name, options, n):
   for out in outputs(name, options, n).values():
     if getattr(FUSIONS.get(name), 'outputs_logits', False):
@@ -124,16 +133,14 @@ def test_shape_and_finite(name, options, n):
       assert np.isfinite(x).all()
 
 
-@pytest.mark.parametrize('n', sorted(MODALITY_SETS))
-@pytest.mark.parametrize('name,options', FUSION_CASES)
+@pytest.mark.parametrize('name,options,n', CASES)
 def test_absent_modality_cannot_change_output(name, options, n):
   out = outputs(name, options, n)
   for m in MODALITY_SETS[n]:
     assert_same(out[f'{m} changed'], out[m])
 
 
-@pytest.mark.parametrize('n', sorted(MODALITY_SETS))
-@pytest.mark.parametrize('name,options', FUSION_CASES)
+@pytest.mark.parametrize('name,options,n', CASES)
 def test_padding_cannot_change_output(name, options, n):
   out = outputs(name, options, n)
   assert_same(out['padding changed'], out['padding'])
@@ -184,6 +191,7 @@ def _fit(model, encs, present, y, steps=300):
   return float(loss_fn(params))
 
 
+@pytest.mark.slow
 def test_lowrank_fits_what_tensor_fusion_fits():
   """Target: a random linear map of vec([x_a; 1] ⊗ [x_b; 1]), some modalities absent (x = 0).
   With rank ≥ d + 1 per output LMF can represent it exactly, as can TFN + linear; rank 1 cannot."""

@@ -98,6 +98,7 @@ def test_branch_outputs_are_the_official_linear_split_and_gradients_scale_by_k()
   jax.tree.map(np.testing.assert_array_equal, new['model']['heads'], grads['model']['heads'])
 
 
+@pytest.mark.slow
 def test_ge_adds_noise_with_the_unmodulated_gradients_std_and_only_while_active():
   """As the authors' code: `grad = grad * coeff + normal(0, grad.std())`, the std read before
   the assignment, so the dominant modality's noise is as large as its gradient was."""

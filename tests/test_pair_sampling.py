@@ -121,6 +121,7 @@ def test_a_resumed_iterator_continues_the_same_batches():
       np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_without_the_field_the_stream_is_the_shuffled_range():
   """The default (and one_example_per_pair=False with a pair_id) reads what it always has."""
   for pair_id in (None, 'label'):

@@ -296,6 +296,7 @@ def _metrics(path):
           for l in _lines(path)]
 
 
+@pytest.mark.slow
 def test_training_on_gcs_writes_and_resumes_like_a_local_run(gcs, tmp_path, monkeypatch):
   """4 steps, then the same workdir resumed to 8, on gs://bucket/run and on a local folder: the
   same metrics.jsonl, config.json and checkpoint steps. Orbax is handed the folder the bucket maps

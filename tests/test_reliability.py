@@ -347,6 +347,7 @@ def test_nonfinite_stop_is_one_line_naming_the_step_and_last_good_checkpoint(
   assert runs_lib.progress(run, workdir).state == 'diverged'
 
 
+@pytest.mark.slow
 def test_nonfinite_skip_completes_and_counts(tmp_path, reference, cli_env):
   workdir = _copy(reference, tmp_path)
   proc = run_python(_cli(workdir, *NONFINITE, '--config.on_nonfinite=skip'), cli_env)

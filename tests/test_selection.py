@@ -55,6 +55,7 @@ def test_final_evaluators_score_the_best_validation_state(selected_run, tmp_path
   assert 'selected_step' not in reference
 
 
+@pytest.mark.slow
 def test_resumed_and_eval_only_runs_select_the_same_state(selected_run, tmp_path):
   [test] = _lines(selected_run, 'test')
   cut = tmp_path / 'cut'
@@ -96,6 +97,7 @@ def test_every_configs_selection_names_a_metric_its_evaluator_reports(name):
       and config.objective.name in ('classification', 'distill', 'ogm_ge')), (name, spec)
 
 
+@pytest.mark.slow
 def test_early_stopping_ends_training_at_its_patience_and_scores_the_best_state(selected_run,
                                                                                 tmp_path):
   """With early_stopping_patience=1 the run trains as the uninterrupted one until the validation

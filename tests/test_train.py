@@ -303,6 +303,7 @@ def test_bad_config_gives_one_line_error(tmp_path, overrides, message, monkeypat
   assert message in str(e.value) and '\n' not in str(e.value)
 
 
+@pytest.mark.slow
 def test_cli_missing_workdir_and_bad_fusion_print_one_line(tmp_path):
   proc = run_python(['-m', 'mmjax.main', '--config=configs/late_fusion.py:synthetic'])
   assert proc.returncode != 0 and "Flag --workdir must have a value other than None" in proc.stderr
