@@ -5,6 +5,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -70,6 +71,17 @@ def _session_dir(tmp_path_factory, name: str) -> str:
   shared = tmp_path_factory.getbasetemp().parent / name
   shared.mkdir(exist_ok=True)
   return str(shared)
+
+
+@pytest.fixture(scope='session', autouse=True)
+def temporary_files(tmp_path_factory):
+  """The session's processes (workers and the scripts tests start) make their temporary files in
+  pytest's temporary directory, which pytest prunes, not in the system's: TFDS leaves an empty
+  `tmp*tfds` folder there each time it opens a dataset that is not built yet."""
+  path = _session_dir(tmp_path_factory, 'tmp')
+  os.environ['TMPDIR'] = path
+  tempfile.tempdir = path
+  return path
 
 
 @pytest.fixture(scope='session', autouse=True)
