@@ -174,7 +174,10 @@ def check_resume_config(workdir, config, dataset_versions: dict[str, str],
   saved = _read_json(path)
   current = json.loads(config.to_json_best_effort())
   for key in ('model', 'tasks', 'objective', 'freeze'):
-    if saved.get(key) != current.get(key):
+    # Field by field, so that an added field at its old behaviour and the resumable ones inside
+    # these (objective.chunk_size) are no change.
+    if any(not _resumable(field) for field, _, _ in
+           config_differences(saved.get(key), current.get(key), key)):
       raise UserError(f'{workdir} holds a run with a different {key} config; resume it with the '
                       f'same config or use a new --workdir')
   changed = version_change(workdir, dataset_versions)

@@ -439,3 +439,25 @@ def test_damaged_audio_file(existing, fsdd_raw, tmp_path, monkeypatch, damage, m
   finally:
     victim.unlink()
     victim.symlink_to(RAW_DATA_DIR / 'fsdd' / 'recordings' / victim.name)
+
+
+def test_resume_compares_the_model_and_objective_field_by_field(tmp_path):
+  """Inside the sections a resume may never change (model, tasks, objective, freeze), a field
+  added since the run was written, at its old behaviour, and a resumable one
+  (objective.chunk_size: the same numbers) are no change; any other field is refused."""
+  from configs import contrastive  # pylint: disable=import-outside-toplevel
+  from mmjax import workdir as workdirs  # pylint: disable=import-outside-toplevel
+  versions = {'synthetic/redundant': '3.0.0'}
+  config = contrastive.get_config('synthetic')
+  assert config.objective.chunk_size == 0
+  workdirs.write_config(tmp_path, config, versions)
+  config.objective.chunk_size = 8
+  assert workdirs.check_resume_config(tmp_path, config, versions) == []
+  saved = json.loads((tmp_path / 'config.json').read_text())
+  del saved['objective']['chunk_size']  # a workdir from before the field existed
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  config.objective.chunk_size = 0
+  assert workdirs.check_resume_config(tmp_path, config, versions) == []
+  config.objective.loss = 'siglip'  # the synthetic variant's is clip
+  with pytest.raises(UserError, match='holds a run with a different objective config'):
+    workdirs.check_resume_config(tmp_path, config, versions)
