@@ -21,6 +21,7 @@ Adding one: write the function and register it in EXPERIMENTS.
 import dataclasses
 import functools
 import json
+import math
 import pathlib
 from typing import Callable
 
@@ -218,17 +219,19 @@ def _best_on_validation(path, method: str, candidates: list[dict],
                         where: dict | None = None) -> dict | None:
   """The overrides among `candidates` whose run of `method` in the search results at `path`
   (those rows with the facet values `where`) has the best validation accuracy, among its healthy
-  runs (all, where none is); None until every candidate has finished."""
+  runs (all, where none is); None until every candidate has finished. A candidate that diverged
+  before its first scores has finished, below every scored one."""
   from experiments import aggregate  # pylint: disable=import-outside-toplevel
   path = pathlib.Path(path)
   rows = [r for r in (aggregate.read_csv(path) if path.exists() else [])
           if all(r.get(k) == v for k, v in (where or {}).items())]
-  done = {r['overrides']: r for r in rows if r['method'] == method and SEARCH_METRIC in r}
+  done = {r['overrides']: r for r in rows
+          if r['method'] == method and (SEARCH_METRIC in r or r.get('diverged'))}
   wanted = {json.dumps(c, sort_keys=True): c for c in candidates}
   if set(wanted) - set(done):
     return None
   healthy = [o for o in wanted if done[o].get('healthy', 1)] or list(wanted)
-  return wanted[max(healthy, key=lambda o: done[o][SEARCH_METRIC])]
+  return wanted[max(healthy, key=lambda o: done[o].get(SEARCH_METRIC, -math.inf))]
 
 
 def chosen_settings(path=None) -> dict[str, dict]:

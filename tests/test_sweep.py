@@ -94,6 +94,28 @@ def test_no_committed_search_chooses_a_rate_on_its_grids_edge():
     assert min(rates) < setting['optimizer.learning_rate'] < max(rates), (method, setting, rates)
 
 
+def test_a_setting_that_diverged_before_its_first_score_ends_the_search_below_the_rest(
+    tmp_path, monkeypatch):
+  """A search run stopped by a non-finite loss before two validation evaluations has no best
+  validation accuracy; it is finished (diverged), so the method's choice is made without it."""
+  name, rates = catalog.LR_SEARCH['tensor_fusion']
+  rows = [{'method': 'tensor_fusion', 'overrides': json.dumps(
+      {'optimizer.name': name, 'optimizer.learning_rate': lr}, sort_keys=True),
+           catalog.SEARCH_METRIC: 0.5 + 0.01 * i, 'healthy': 1, 'diverged': 0}
+          for i, lr in enumerate(rates)]
+  rows[-1] = {**rows[-1], 'healthy': 0, 'diverged': 1}
+  del rows[-1][catalog.SEARCH_METRIC]
+  aggregate.write_csv(aggregate.Results(rows, [], []), tmp_path / 'results.csv')
+  monkeypatch.setattr(catalog, 'SEARCH_RESULTS', tmp_path / 'results.csv')
+  assert catalog.chosen_settings()['tensor_fusion'] == {
+      'optimizer.name': name, 'optimizer.learning_rate': rates[-2]}
+  for row in rows:  # every run diverged: still a choice, not a wait
+    row.update(healthy=0, diverged=1)
+    row.pop(catalog.SEARCH_METRIC, None)
+  aggregate.write_csv(aggregate.Results(rows, [], []), tmp_path / 'results.csv')
+  assert catalog.chosen_settings()['tensor_fusion'] is not None
+
+
 def test_fusions_train_at_the_learning_rate_their_search_chose(tmp_path, monkeypatch):
   """avmnist_fusion and robustness read the committed search: each fusion at its grid's best
   healthy setting (best validation accuracy), five seeds, seed by seed; a fusion whose search
