@@ -575,16 +575,20 @@ ZOO_STEPS = 300
 
 
 def config_names(variant: str) -> list[str]:
-  """Every config in configs/ that has `variant` (get_config raises ValueError otherwise)."""
+  """Every config in configs/ that has `variant` (get_config raises ValueError otherwise) and
+  trains on its own: not one that starts from another finished run (`init_from`, or a
+  distillation teacher, which an empty `distill.teacher` still needs)."""
   names = []
   for path in sorted((runs_lib.REPO / 'configs').glob('*.py')):
     if path.stem in ('__init__', 'default'):
       continue
     try:
-      runs_lib.load_config(runs_lib.Run(f'configs/{path.name}:{variant}'), with_values=False)
+      config = runs_lib.load_config(runs_lib.Run(f'configs/{path.name}:{variant}'),
+                                    with_values=False)
     except ValueError:
       continue
-    names.append(path.stem)
+    if not config.get('init_from') and 'distill' not in config:
+      names.append(path.stem)
   return names
 
 

@@ -83,6 +83,16 @@ def test_every_experiment_has_distinct_workdirs_and_runnable_commands(tmp_path):
   assert other.command.endswith('--steps=5') and other.budget.startswith('5 steps at batch')
 
 
+def test_the_zoo_leaves_out_configs_that_start_from_another_run():
+  """distill_audio needs a teacher run on either variant, and contrastive_finetune's avmnist
+  variant a pre-training run (its synthetic one trains from scratch): a zoo run of either would
+  stop at once."""
+  synthetic, avmnist = catalog.config_names('synthetic'), catalog.config_names('avmnist')
+  assert 'distill_audio' not in synthetic and 'distill_audio' not in avmnist
+  assert 'contrastive_finetune' in synthetic and 'contrastive_finetune' not in avmnist
+  assert 'late_fusion' in synthetic and 'late_fusion' in avmnist
+
+
 def test_no_committed_search_chooses_a_rate_on_its_grids_edge():
   """The rule the search's budget line states, held against the committed results: a method
   whose search has finished is never chosen at its grid's lowest or highest rate (the grid must
