@@ -408,6 +408,10 @@ def test_init_from_with_zero_steps_evaluates_the_source_model(robust_run, tmp_pa
   assert {l['split'] for l in lines} == {'validation', 'test'}
   source_validation = [l for l in _lines(source) if l['split'] == 'validation'][-1]
   assert results['validation'][0]['accuracy'] == source_validation['accuracy']
+  # A run that keeps a moving average evaluates it: it starts from the copied weights as well.
+  config.ema_decay = 0.99
+  results = train.train_and_evaluate(config, str(tmp_path / 'eval_ema'))
+  assert results['validation'][0]['accuracy'] == source_validation['accuracy']
 
 
 # ------------------------------------------------------------------------------------------------

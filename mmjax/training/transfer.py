@@ -2,8 +2,9 @@
 optionally only those whose path matches `config.init_from_pattern`, and freeze parameters by
 `config.freeze` (see mmjax.optim).
 
-Parameter paths read like 'encoders_image/Conv_0/kernel' (`optim.param_path`). Only parameters
-and batch statistics are read from the source checkpoint, never its optimizer state.
+Parameter paths read like 'encoders_image/Conv_0/kernel' (`optim.param_path`). Only the source's
+evaluated weights (its moving average where it kept one, else its parameters) and batch
+statistics are read from its checkpoint, never its optimizer state.
 """
 
 import re
@@ -33,7 +34,9 @@ def source_checkpoints(source: str) -> epath.Path:
 
 def init_from_checkpoint(config, state, mesh):
   """Copies params and batch_stats whose path (and pattern) match from `config.init_from`'s latest
-  checkpoint; everything else keeps its fresh initialisation. Says what it copied."""
+  checkpoint (its moving average in place of its params where it kept one), into the params and,
+  where this run keeps one, its moving average; everything else keeps its fresh initialisation.
+  Says what it copied."""
   source = config.init_from
   mngr = checkpoint.manager(source_checkpoints(source), None, create=False)
   try:
@@ -66,7 +69,10 @@ def init_from_checkpoint(config, state, mesh):
     logging.warning('init_from: %s step %d shares no parameter path with this model%s; nothing '
                     'copied', source, step,
                     ' that matches init_from_pattern' if config.get('init_from_pattern') else '')
-  return state.replace(params=new['params'], batch_stats=new['batch_stats'])
+  state = state.replace(params=new['params'], batch_stats=new['batch_stats'])
+  if state.ema_params:  # the moving average evaluators read starts from the copied weights too
+    state = state.replace(ema_params=new['params'])
+  return state
 
 
 def check_freeze(config, state) -> None:
