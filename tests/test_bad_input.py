@@ -230,12 +230,18 @@ def test_cli_wrong_checksum(existing, tmp_path):
     ({'select_best': 'validation/accurcy'},
      "select_best=validation/accurcy: evaluator 'validation' gives no 'accurcy'; it gives "
      'accuracy, '),
+    # Its accuracy is on every condition's line: it used to fail at the first evaluation.
+    ({'evals.robustness': {'type': 'robustness', 'split': 'validation', 'every_steps': 0},
+      'select_best': 'robustness/accuracy'},
+     "select_best=robustness/accuracy: evaluator 'robustness' gives a line per condition, not "
+     'one value to select by; select on a classification evaluator, e.g. validation/accuracy'),
 ], ids=['dataset', 'removed_dataset_config', 'removed_synthetic_config', 'encoder', 'fusion', 'frontend', 'optimizer',
         'schedule', 'steps',
         'checkpoint_every', 'learning_rate', 'learning_rate_inf', 'keep_no_checkpoint',
         'keep_negative_checkpoints', 'on_nonfinite', 'modality_not_in_dataset',
         'dropout_drops_all', 'dropout_range', 'dropout_unknown_modality', 'resume_other_model',
-        'epochs_negative', 'grad_accum_zero', 'grad_accum_not_dividing', 'select_best_metric'])
+        'epochs_negative', 'grad_accum_zero', 'grad_accum_not_dividing', 'select_best_metric',
+        'select_best_per_condition'])
 def test_bad_config_value(existing, overrides, message):
   _rejects(tiny_config(**overrides), existing, message)
 

@@ -74,8 +74,9 @@ class Evaluator:
     raise NotImplementedError
 
   def metric_names(self, state) -> set[str]:
-    """The metrics `run` gives, found by tracing the eval step on one batch of the split (no
-    compile, no scoring), so that select_best can be checked before training."""
+    """The metrics of the one line `run` gives, found by tracing the eval step on one batch of
+    the split (no compile, no scoring), so that select_best can be checked before training. An
+    evaluator that gives a line per condition returns none: select_best needs one value."""
     batch = parallel.global_batch(next(iter(self.data)), self.mesh)
     sums = jax.eval_shape(self.fns.metrics, state, batch)
     return {k for k in sums if k != 'count'} | {'num_examples'}

@@ -46,6 +46,9 @@ class Interactions(Evaluator):
     for modality, feature in self.sources.items():
       self.data.examples.check_feature(feature, f'evals.{name}.sources.{modality}')
 
+  def metric_names(self, state) -> set[str]:
+    return set()  # a line per condition
+
   def run(self, state) -> list[dict]:
     _, rows = collect(self.data, self.mesh, self.fns.predict, state)
     labels = rows[f'labels/{self.task}']

@@ -117,4 +117,6 @@ class LinearProbe(Evaluator):
     return lines
 
   def metric_names(self, state) -> set[str]:
+    if len(self.modalities) > 1:
+      return set()  # a line per feature set (each modality's, and all)
     return {'loss', 'accuracy', 'fit_accuracy', 'fit_examples', 'num_examples'}

@@ -70,6 +70,9 @@ class Robustness(Evaluator):
       names += [f'noise={m},{kind}={float(v):g}' for v in levels[kind]]
     return names
 
+  def metric_names(self, state) -> set[str]:
+    return set()  # a line per condition
+
   def run(self, state) -> list[dict]:
     lines = []
     for condition in self.conditions():

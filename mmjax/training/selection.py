@@ -42,6 +42,10 @@ def check_metric(selected: tuple[str, str] | None, evals: dict, state) -> None:
     return
   name, metric = selected
   names = evals[name].metric_names(state)
+  if not names:
+    raise UserError(f'select_best={name}/{metric}: evaluator {name!r} gives a line per '
+                    'condition, not one value to select by; select on a classification '
+                    'evaluator, e.g. validation/accuracy')
   if metric not in names:
     raise UserError(f'select_best={name}/{metric}: evaluator {name!r} gives no {metric!r}; it '
                     f'gives {", ".join(sorted(names))}')
