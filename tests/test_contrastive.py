@@ -391,6 +391,10 @@ def test_finetune_starts_from_the_pretrained_encoders(pretrained):
     ({'objective.modalities': ('audio', 'audio')}, 'must name two different modalities'),
     ({'objective.modalities': ('audio', 'text')}, 'must name two different modalities'),
     ({'objective.chunk_size': -1}, 'objective.chunk_size=-1 must be an integer >= 0'),
+    # A third encoder used to pass here and fail inside the step (its input never given).
+    ({'model.encoders.text': {'name': 'lstm', 'vocab_size': 64, 'hidden': (8,)}},
+     "objective.modalities=('audio', 'image'): the model also encodes text, which contrastive "
+     'pre-training would never train'),
 ])
 def test_bad_contrastive_config_is_one_line(overrides, message):
   config = override(small_config('synthetic'), **overrides)

@@ -29,8 +29,8 @@ Memory: the [B, B] similarity matrix (and its gradient) grows with the square of
 batch. `chunk_size = c` computes it c anchors at a time, recomputing each chunk in the backward
 pass, so the largest array is [c, B]: the same loss and gradients for c× less of that memory.
 
-config.objective: name='contrastive', loss ('clip' | 'siglip'), modalities (two, default the
-model's first two), embed_dim, projection_hidden (hidden sizes of the projection MLP; () linear),
+config.objective: name='contrastive', loss ('clip' | 'siglip'), modalities (the model's two,
+which must be all it encodes; default both), embed_dim, projection_hidden (hidden sizes of the projection MLP; () linear),
 init_log_scale and init_bias (None: the paper's values), chunk_size (0: the whole matrix).
 Metrics: `loss`, `logit_scale`, `bias` (siglip), and the in-batch top-1 accuracy in each direction
 (the top candidate is a positive), `in_batch/<a>_to_<b>/accuracy`.
@@ -174,6 +174,11 @@ class Contrastive(Objective):
     if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= set(available):
       raise UserError(f'objective.modalities={pair!r} must name two different modalities of the '
                       f'model (model.encoders: {list(available)})')
+    others = [m for m in available if m not in pair]
+    if others:  # only the pair is encoded and trained
+      raise UserError(f'objective.modalities={pair!r}: the model also encodes {", ".join(others)}, '
+                      'which contrastive pre-training would never train; keep only the pair in '
+                      'model.encoders (configs.default.keep_modalities)')
     self.embedding_modalities = pair
     self.embed_dim = int(cfg.get('embed_dim', 64))
     self.hidden = tuple(cfg.get('projection_hidden', ()))
