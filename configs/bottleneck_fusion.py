@@ -1,8 +1,8 @@
 """`bottleneck_fusion` (MBT, Nagrani et al., 2021): a transformer per modality whose later layers
 exchange information only through a few shared bottleneck tokens.
 
-Variants as in configs/late_fusion.py (`avmnist`, `synthetic`), whose dataset, encoders and
-optimizer recipe this reuses; only the fusion differs.
+Variants as in configs/late_fusion.py (`avmnist`, `synthetic`, `modality_dropout`), whose dataset,
+encoders and optimizer recipe this reuses; only the fusion differs.
 """
 
 from configs import late_fusion

@@ -12,7 +12,8 @@ Evaluators: `validation` (loss, in-batch pair accuracy), `retrieval` (test: Reca
 both directions, same-digit and exact-pair), `probe` (a linear classifier on the frozen encoders'
 pooled features, fitted on train, scored on test). Fine-tune with `contrastive_finetune.py`.
 
-Variants: `:siglip`; `:synthetic` (the synthetic image and audio, a smaller budget).
+Variants: `:siglip`; `:synthetic` (the synthetic image and audio, a smaller budget);
+`:synthetic_siglip`.
 """
 
 from configs import default

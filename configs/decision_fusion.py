@@ -1,8 +1,8 @@
 """`decision_fusion`: a classifier per modality, log-probabilities averaged over the present
 modalities; each per-modality head takes the shared head's recipe.
 
-Variants as in configs/late_fusion.py (`avmnist`, `synthetic`), whose dataset, encoders and
-optimizer recipe this reuses; only the fusion differs.
+Variants as in configs/late_fusion.py (`avmnist`, `synthetic`, `modality_dropout`), whose dataset,
+encoders and optimizer recipe this reuses; only the fusion differs.
 """
 
 from configs import late_fusion

@@ -1,8 +1,8 @@
 """`early_fusion`: every modality's encoder tokens, projected and tagged with a modality
 embedding, concatenated into one joint transformer.
 
-Variants as in configs/late_fusion.py (`avmnist`, `synthetic`), whose dataset, encoders and
-optimizer recipe this reuses; only the fusion differs.
+Variants as in configs/late_fusion.py (`avmnist`, `synthetic`, `modality_dropout`), whose dataset,
+encoders and optimizer recipe this reuses; only the fusion differs.
 """
 
 from configs import late_fusion

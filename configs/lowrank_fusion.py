@@ -1,8 +1,8 @@
 """`lowrank_fusion` (LMF, Liu et al., 2018): TFN's multiplicative interactions through rank-r
 modality-specific factors, without building the outer product.
 
-Variants as in configs/late_fusion.py (`avmnist`, `synthetic`), whose dataset, encoders and
-optimizer recipe this reuses; only the fusion differs.
+Variants as in configs/late_fusion.py (`avmnist`, `synthetic`, `modality_dropout`), whose dataset,
+encoders and optimizer recipe this reuses; only the fusion differs.
 """
 
 from configs import late_fusion

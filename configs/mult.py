@@ -1,8 +1,8 @@
 """`mult` (MulT, Tsai et al., 2019): cross-modal transformers in which each modality's tokens
 attend to every other modality's, then self-attention per modality.
 
-Variants as in configs/late_fusion.py (`avmnist`, `synthetic`), whose dataset, encoders and
-optimizer recipe this reuses; only the fusion differs.
+Variants as in configs/late_fusion.py (`avmnist`, `synthetic`, `modality_dropout`), whose dataset,
+encoders and optimizer recipe this reuses; only the fusion differs.
 """
 
 from configs import late_fusion

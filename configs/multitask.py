@@ -3,7 +3,7 @@ classes, a property of the audio alone) as two heads on the main job's fused rep
 loss their weighted sum. Encoders, head and optimiser are the main job's (`late_fusion.py`).
 
 Variants: `multitask.py:uncertainty` learns the task weights (Kendall, Gal & Cipolla, 2018)
-instead of fixing them at 1.
+instead of fixing them at 1; `:synthetic` trains on the synthetic data.
 """
 
 from configs import late_fusion

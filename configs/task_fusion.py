@@ -4,7 +4,8 @@ per-modality ones); the prediction averages the log-probabilities of the fused h
 heads of the modalities present. Metrics are logged per head (`label/fused/accuracy`,
 `label/image/accuracy`, `label/audio/accuracy`) beside the combined `accuracy`.
 
-Variants: `task_fusion.py:synthetic` trains on the synthetic tri-modal data.
+Variants: `task_fusion.py:synthetic` trains on the synthetic tri-modal data;
+`:modality_dropout` as in configs/late_fusion.py.
 """
 
 from configs import late_fusion

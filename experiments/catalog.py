@@ -1,19 +1,18 @@
 """The experiments `python -m experiments.sweep --experiment=NAME` runs, declared as grids of runs.
 
 Each experiment is a function `(quick, seeds, steps) -> Experiment` (None: its defaults). The
-AV-MNIST experiments train every method on the main job's own budget and selection (its config's
-3 epochs; validation accuracy every 0.3 epoch picks the state that test and robustness score),
-five seeds a method (ten for the main job in the recipe ablation). Each fusion's learning rate
-is first chosen on validation from a small grid (`avmnist_fusion_lr`, one seed); the fusion
-comparison and the robustness experiment then read the committed choice. The paradigms follow
-the same pattern: a search on validation with one seed (`distillation_weights`,
-`imbalance_alpha`), then seeds at the chosen setting (`distillation`, `imbalance`); `contrastive`
-pretrains beside its controls and `contrastive_labels` fine-tunes those runs. An experiment that
-reads another's runs (a teacher, pretrained encoders, shared identical runs) runs after it. A full
-sweep takes hours on a 2-core CPU: it resumes where it stopped, so run it in the background with
-`--jobs=2` and aggregate as runs finish. `quick` swaps in tiny encoders, a few steps and fewer
-methods, to check the whole path (runs, results.csv, table.md, plots) in minutes: its numbers
-mean nothing.
+AV-MNIST experiments train every method on the main job's own budget and selection (its config's 3
+epochs; validation accuracy every 0.3 epoch picks the state that test and robustness score), five
+seeds a method (three in `imbalance`; ten or three an arm in the recipe ablation). Each fusion's
+learning rate is first chosen on validation from a small grid (`avmnist_fusion_lr`, one seed); the
+fusion comparison and the robustness experiment then read the committed choice. The paradigms follow
+the same pattern: a search on validation with one seed (`distillation_weights`, `imbalance_alpha`),
+then seeds at the chosen setting (`distillation`, `imbalance`); `contrastive` pretrains beside its
+controls and `contrastive_labels` fine-tunes those runs. An experiment that reads another's runs (a
+teacher, pretrained encoders, shared identical runs) runs after it. A full sweep takes hours on a
+2-core CPU: it resumes where it stopped, so run it in the background with `--jobs=2` and aggregate
+as runs finish. `quick` swaps in tiny encoders, a few steps and fewer methods, to check the whole
+path (runs, results.csv, table.md, plots) in minutes: its numbers mean nothing.
 
 Adding one: write the function and register it in EXPERIMENTS.
 """
@@ -151,7 +150,7 @@ def _main_job_budget(steps: int | None, quick: bool) -> tuple[Callable[[str], di
       f"the main job's budget and selection for every method: {main.num_train_steps} steps at "
       f'batch {main.batch_size} ({epochs(main.num_train_steps)}), validation accuracy every '
       f'{main.evals.validation.every_steps} steps selects the state that test and robustness '
-      '(each modality missing, extra audio noise) score')
+      '(each modality missing, each swapped between examples, extra audio noise) score')
 
 
 # Each fusion's learning rate is chosen on validation (the best validation accuracy over the run,
@@ -281,7 +280,7 @@ def synthetic_interactions(quick: bool = False, seeds: int | None = None,
   specs = [(f'configs/{m}.py:synthetic', {'dataset.name': f'synthetic/{d}'}, m, {'dataset': d})
            for m in methods for d in probes]
   batch = _batch('configs/late_fusion.py:synthetic')
-  if quick:  # no selection: 4 steps, then test and PID on validation's 500 examples
+  if quick:  # no selection: 4 steps, then test (test split) and PID on validation's 500 examples
     settings = _budget(steps, {**_test_eval(), **_pid_eval('validation')})
   else:
     settings = {'num_train_steps': steps, 'log_every_steps': SYNTHETIC_EVERY,
@@ -498,7 +497,8 @@ def imbalance(quick: bool = False, seeds: int | None = None,
 
 # Cross-modal contrastive learning (configs/contrastive.py, no label in the loss): five seeds of
 # pretraining with the pair ids the data has (images paired with one recording are each other's
-# positives), beside single-positive InfoNCE (what that is worth), and the two controls in the
+# positives), beside single-positive InfoNCE (what that is worth) and batches that never hold
+# two examples of one pair (`dataset.one_example_per_pair`), and the two controls in the
 # same retrieval and probe code: randomly initialised encoders (0 steps) and the main job's
 # encoders, trained with labels and frozen, with projections trained by the same loss. Then
 # fine-tuning with 1% and 10% of the training labels, pretrained against from scratch.
@@ -608,7 +608,7 @@ def zoo(variant: str, quick: bool = False, seeds: int | None = None,
 # (label, overrides or a function of the main job's config giving them, seeds[, config:
 # late_fusion by default]). The warm-up, which decides
 # whether a seed's audio branch learns at all, gets ten seeds a side, for the main job and for
-# the audio-only model on its recipe; the rest three.
+# the audio-only model on its recipe; so does the cosine decay; the rest three.
 RECIPE_STEPS = (
     ('main job', {}, 10),
     ('linear warm-up over 100 steps', {'optimizer.warmup_steps': 100}, 10),

@@ -3,7 +3,8 @@ trained at all, read from its robustness evaluator's accuracies.
 
 A mean over seeds hides a run whose audio branch never learned: it scores what the image alone
 scores, and removing the audio or drowning it in noise changes nothing. The rules (in accuracy
-points, chance = 1 / number of classes):
+points; chance is 1 / number of classes, or where the pid evaluator measured it on the data, the
+most frequent label's share, which the sweeps' aggregator prefers):
 
 - **inert in modality m**: giving each example another example's m moves its accuracy by less
   than `NOISE_MARGIN` (condition `swapped=<m>`), or the strongest noise on m does (conditions

@@ -27,7 +27,8 @@ def schedule(config) -> optax.Schedule:
 
 
 def _decay_mask(params):
-  """Weight decay on kernels and embeddings only: not on biases or norm scales (all 1-D)."""
+  """Weight decay on every parameter of 2 or more dimensions (kernels, embedding tables, learned
+  positions); none on 1-D ones (biases, norm scales, early fusion's modality embeddings)."""
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 

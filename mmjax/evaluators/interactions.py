@@ -9,7 +9,8 @@ Configured as `{'type': 'pid', 'split': 'test', 'sources': {'image': 'image_late
 as for the other evaluators). Three lines, in bits, each with `redundancy`, `unique_<modality>`
 for both, `synergy` and `total` (= I(x1, x2; ·)): `condition: labels`, the data's own
 decomposition of (x1, x2; label) on the split, with `chance`, the most frequent label's share
-(what run health judges the model's accuracy against); `condition: predictions`, the model's
+(what the sweeps' run health judges the model's accuracy against; a run's own warning takes
+1 / number of classes); `condition: predictions`, the model's
 (x1, x2; predicted class), with the predictions' `accuracy`; and `condition:
 labels_at_model_accuracy`, the labels with as many of them (chosen at random, seeded) replaced by
 another class as the model got wrong: what errors alone, with no interaction the data lacks, do to

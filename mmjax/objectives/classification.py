@@ -22,8 +22,8 @@ class Classification(Objective):
       'uncertainty' — Kendall, Gal & Cipolla (CVPR 2018), classification form:
       Σ_t weight_t · (exp(-s_t) · L_t + s_t / 2) with a learned log-variance s_t per task.
     aux_weight: weight of the auxiliary heads `<task>/<head>` (task-level fusion) beside `<task>`.
-  Metrics: `loss`; `<head>/loss` and `<head>/accuracy` for every head; `accuracy` when there is
-  one task; `<task>/log_var` with uncertainty weighting.
+  Metrics: `loss`; `<head>/loss` and `<head>/accuracy` for every head, except that with one task
+  its own head's accuracy is logged as `accuracy`; `<task>/log_var` with uncertainty weighting.
   """
 
   def __init__(self, config, model):

@@ -1,5 +1,5 @@
 """Config values that would otherwise fail deep inside JAX get a one-line error here, before
-anything is built or written."""
+anything is written (the labels' range is checked once the first batch is read)."""
 
 import math
 import re

@@ -229,7 +229,8 @@ def make_train_step(config, objective, tx, mesh):
     updates, opt_state = tx.update(grads, state.opt_state, trainable)
     new = optax.apply_updates(trainable, updates)
     ok = finite_step(loss, grad_norm, (new, batch_stats))
-    # A non-finite step leaves the state as it was, so nothing non-finite is ever saved.
+    # A non-finite step leaves the parameters, batch statistics and optimizer state as they were
+    # (the step counter and moving average still advance), so nothing non-finite is ever saved.
     keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(ok, x, y), a, b)
     params = keep(new['model'], state.params)
     decay = ema_decay(config, state.step)
