@@ -408,10 +408,14 @@ def test_init_from_with_zero_steps_evaluates_the_source_model(robust_run, tmp_pa
   assert {l['split'] for l in lines} == {'validation', 'test'}
   source_validation = [l for l in _lines(source) if l['split'] == 'validation'][-1]
   assert results['validation'][0]['accuracy'] == source_validation['accuracy']
-  # A run that keeps a moving average evaluates it: it starts from the copied weights as well.
+  # A run that keeps a moving average evaluates it: it starts from the copied weights as well,
+  # in buffers of its own (the train step donates the state: one buffer cannot be donated twice).
   config.ema_decay = 0.99
   results = train.train_and_evaluate(config, str(tmp_path / 'eval_ema'))
   assert results['validation'][0]['accuracy'] == source_validation['accuracy']
+  config.num_train_steps = 2
+  train.train_and_evaluate(config, str(tmp_path / 'train_ema'))
+  assert [l['step'] for l in _lines(tmp_path / 'train_ema') if l['split'] == 'test'] == [2]
 
 
 # ------------------------------------------------------------------------------------------------

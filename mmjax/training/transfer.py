@@ -12,6 +12,7 @@ import re
 from absl import logging
 from etils import epath
 import jax
+import jax.numpy as jnp
 
 from mmjax import checkpoint
 from mmjax import optim
@@ -70,8 +71,9 @@ def init_from_checkpoint(config, state, mesh):
                     'copied', source, step,
                     ' that matches init_from_pattern' if config.get('init_from_pattern') else '')
   state = state.replace(params=new['params'], batch_stats=new['batch_stats'])
-  if state.ema_params:  # the moving average evaluators read starts from the copied weights too
-    state = state.replace(ema_params=new['params'])
+  if state.ema_params:  # the moving average evaluators read starts from the copied weights too,
+    # in buffers of its own: the train step donates the state, and one buffer cannot go twice
+    state = state.replace(ema_params=jax.tree.map(jnp.copy, new['params']))
   return state
 
 
