@@ -11,7 +11,8 @@ Runs go one after another (`--jobs=N`: N at a time, e.g. one per CPU core), each
 and final checkpoint are there) is skipped; an interrupted one is rerun and resumes from its
 checkpoint. `--print_commands` prints the same command lines for a cluster, a SLURM array or TPU
 slices; `--aggregate_only` then collects what they wrote. The results dir receives
-`results.csv`, `table.md` and PNG and SVG plots, also when some runs are missing (table.md lists them).
+`results.csv`, `table.md` and PNG and SVG plots, also when some runs are missing (table.md lists
+them).
 """
 
 import os

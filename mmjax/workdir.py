@@ -173,18 +173,17 @@ def check_resume_config(workdir, config, dataset_versions: dict[str, str],
     return []
   saved = _read_json(path)
   current = json.loads(config.to_json_best_effort())
+  changes = [d for d in config_differences(saved, current) if not _resumable(d[0])]
   for key in ('model', 'tasks', 'objective', 'freeze'):
     # Field by field, so that an added field at its old behaviour and the resumable ones inside
     # these (objective.chunk_size) are no change.
-    if any(not _resumable(field) for field, _, _ in
-           config_differences(saved.get(key), current.get(key), key)):
+    if any(field == key or field.startswith(key + '.') for field, _, _ in changes):
       raise UserError(f'{workdir} holds a run with a different {key} config; resume it with the '
                       f'same config or use a new --workdir')
   changed = version_change(workdir, dataset_versions)
   if changed:
     raise UserError(f'{workdir} holds a run trained on {changed}; train on the new data in a '
                     'new --workdir')
-  changes = [d for d in config_differences(saved, current) if not _resumable(d[0])]
   if changes and not accept_changes:
     listed = '; '.join(f'{f}={json.dumps(old)} there, {json.dumps(new)} now'
                        for f, old, new in changes)

@@ -30,8 +30,9 @@ batch. `chunk_size = c` computes it c anchors at a time, recomputing each chunk 
 pass, so the largest array is [c, B]: the same loss and gradients for c× less of that memory.
 
 config.objective: name='contrastive', loss ('clip' | 'siglip'), modalities (the model's two,
-which must be all it encodes; default both), embed_dim, projection_hidden (hidden sizes of the projection MLP; () linear),
-init_log_scale and init_bias (None: the paper's values), chunk_size (0: the whole matrix).
+which must be all it encodes; default both), embed_dim, projection_hidden (hidden sizes of the
+projection MLP; () linear), init_log_scale and init_bias (None: the paper's values), chunk_size
+(0: the whole matrix).
 Metrics: `loss`, `logit_scale`, `bias` (siglip), and the in-batch top-1 accuracy in each direction
 (the top candidate is a positive), `in_batch/<a>_to_<b>/accuracy`.
 """

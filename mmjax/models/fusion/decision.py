@@ -25,6 +25,8 @@ class DecisionFusion(nn.Module):
 
   @nn.compact
   def __call__(self, encodings, present, train: bool = False):
+    if self.combine not in ('mean', 'learned'):
+      raise ValueError(f'combine must be mean or learned, not {self.combine!r}')
     names = list(encodings)
     per_mod = [TaskHeads(self.tasks, self.hidden, self.dropout, name=f'{m}_head')(
         encodings[m].pooled, train) for m in names]
@@ -32,8 +34,6 @@ class DecisionFusion(nn.Module):
     for task in self.tasks:
       logp = jnp.stack([jax.nn.log_softmax(p[task]) for p in per_mod], axis=1)  # [B, M, C]
       w = jnp.ones(len(names))
-      if self.combine not in ('mean', 'learned'):
-        raise ValueError(f'combine must be mean or learned, not {self.combine!r}')
       if self.combine == 'learned':
         w = jax.nn.softmax(self.param(f'{task}_weights', nn.initializers.zeros, (len(names),)))
       w = w[None, :] * present
