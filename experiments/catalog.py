@@ -137,20 +137,29 @@ def _grid(name, title, budget, specs, seeds, settings, quick, columns=None, metr
 def _main_job_budget(steps: int | None, quick: bool) -> tuple[Callable[[str], dict], str]:
   """(settings of a config's runs, budget sentence) of an AV-MNIST experiment: with `steps`
   unset, each config's own budget and selection (the main job's: no settings); with `steps`,
-  that many steps, then test and the config's robustness evaluator on the last state."""
+  that many steps and the same selection scaled to them (validation every tenth of the run, as
+  the main job's every 130 of 1,300), so that a search still scores its settings; quick mode:
+  test and the config's robustness evaluator on the last state."""
   main = runs_lib.load_config(runs_lib.Run('configs/late_fusion.py'), with_values=False)
   epochs = lambda n: f'{n * main.batch_size / 55000:.2f} epochs of AV-MNIST'
-  if steps:
-    split = 'validation' if quick else 'test'
-    settings = lambda config: _budget(steps, {**_test_eval(split),
+  if quick:
+    settings = lambda config: _budget(steps, {**_test_eval('validation'),
                                               **_robustness_eval(quick, config)})
     return settings, (f'{steps} steps at batch {main.batch_size} ({epochs(steps)}); test and '
                       'robustness on the last state')
-  return lambda config: {}, (
-      f"the main job's budget and selection for every method: {main.num_train_steps} steps at "
-      f'batch {main.batch_size} ({epochs(main.num_train_steps)}), validation accuracy every '
-      f'{main.evals.validation.every_steps} steps selects the state that test and robustness '
-      '(each modality missing, each swapped between examples, extra audio noise) score')
+  steps = steps or main.num_train_steps
+  every = max(1, round(steps * main.evals.validation.every_steps / main.num_train_steps))
+  selection = (f'validation accuracy every {every} steps selects the state that test and '
+               'robustness (each modality missing, each swapped between examples, extra audio '
+               'noise) score')
+  if steps == main.num_train_steps:
+    return lambda config: {}, (
+        f"the main job's budget and selection for every method: {steps} steps at batch "
+        f'{main.batch_size} ({epochs(steps)}), {selection}')
+  settings = {'num_train_steps': steps, 'log_every_steps': min(main.log_every_steps, every),
+              'checkpoint_every_steps': max(1, steps // 3), 'evals.validation.every_steps': every}
+  return lambda config: settings, (
+      f'{steps} steps at batch {main.batch_size} ({epochs(steps)}) for every method, {selection}')
 
 
 # Each fusion's learning rate is chosen on validation (the best validation accuracy over the run,
@@ -463,7 +472,7 @@ def imbalance(quick: bool = False, seeds: int | None = None,
               steps: int | None = None) -> Experiment:
   """Each unimodal model, late fusion without a remedy and with OGM-GE, at each audio SNR."""
   snrs = {'0 dB': 'snr0db'} if quick else IMBALANCE_SNRS
-  n = _main_job_steps(steps, quick)
+  n, stated = _main_job_steps(steps, quick), _main_job_steps(None, quick)
   specs = [('configs/unimodal_image.py', {}, 'unimodal_image', {'SNR': 'any', 'remedy': '—'})]
   waiting = []
   for snr, variant in snrs.items():
@@ -473,11 +482,14 @@ def imbalance(quick: bool = False, seeds: int | None = None,
     late = f'configs/late_fusion_ogm.py:{variant}'
     specs.append((late, {'objective.modulation': 'ogm', 'objective.alpha': 0.0}, 'late_fusion',
                   {'SNR': snr, 'remedy': 'none'}))
+    # The committed search ran at the stated budget; another budget keeps its alpha and
+    # modulates the first half of its own run.
     chosen = _ogm(0.3, n) if quick else _best_on_validation(
-        IMBALANCE_SEARCH_RESULTS, 'ogm_ge', [_ogm(a, n) for a in OGM_ALPHAS], {'SNR': snr})
+        IMBALANCE_SEARCH_RESULTS, 'ogm_ge', [_ogm(a, stated) for a in OGM_ALPHAS], {'SNR': snr})
     if chosen is None:
       waiting.append(snr)
       continue
+    chosen = _ogm(chosen['objective.alpha'], n)
     specs.append((late, chosen, 'late_fusion', {
         'SNR': snr, 'remedy': f'OGM-GE, alpha {chosen["objective.alpha"]:g}'}))
   settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)

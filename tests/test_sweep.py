@@ -83,6 +83,28 @@ def test_every_experiment_has_distinct_workdirs_and_runnable_commands(tmp_path):
   assert other.command.endswith('--steps=5') and other.budget.startswith('5 steps at batch')
 
 
+def test_another_budget_keeps_the_validation_selection_that_searches_score_by():
+  """--steps shortens the runs but keeps each config's validation evaluator and select_best,
+  validation every tenth of the run as the main job's 130 of 1,300: a search run at another
+  budget still has the best validation accuracy it is scored by."""
+  search = catalog.get('avmnist_fusion_lr', steps=650)
+  settings = {json.dumps(r.settings, sort_keys=True) for r in search.runs}
+  assert len(settings) == 1
+  settings = search.runs[0].settings
+  assert settings['num_train_steps'] == 650 and settings['evals.validation.every_steps'] == 65
+  assert 'evals' not in settings and 'select_best' not in settings
+  assert 'validation accuracy every 65 steps selects' in search.budget
+  config = runs_lib.load_config(search.runs[0])
+  assert config.select_best == 'validation/accuracy'
+  assert config.evals.validation.every_steps == 65 and 'robustness' in config.evals
+  lines = [{'step': s, 'split': 'validation', 'accuracy': a}
+           for s, a in ((65, 0.5), (130, 0.7), (650, 0.6))]
+  assert aggregate.run_metrics(lines, 650)[catalog.SEARCH_METRIC] == 0.7
+  # The stated budget itself is each config's own: nothing set.
+  assert {json.dumps(r.settings) for r in catalog.get('avmnist_fusion_lr', steps=1300).runs} \
+      == {json.dumps(catalog.SAME_CLIPPING)}
+
+
 def test_the_zoo_leaves_out_configs_that_start_from_another_run():
   """distill_audio needs a teacher run on either variant, and contrastive_finetune's avmnist
   variant a pre-training run (its synthetic one trains from scratch): a zoo run of either would
@@ -215,6 +237,11 @@ def test_imbalance_chooses_ogm_alpha_per_snr_and_compares_with_no_remedy(tmp_pat
                       ('-12 dB', 'OGM-GE, alpha 0.1'), ('-6 dB', 'OGM-GE, alpha 0.1')}
   assert 'not run until their alpha search has finished: 0 dB' in experiment.budget
   assert {r.seed for r in experiment.runs} == {0, 1, 2}
+  # Another budget keeps the committed search's alpha and modulates the first half of its run.
+  shorter = [r for r in catalog.get('imbalance', steps=400).runs
+             if r.facets.get('remedy', '').startswith('OGM-GE')]
+  assert {(r.overrides['objective.alpha'], r.overrides['objective.end_step'])
+          for r in shorter} == {(0.1, 200)} and len(shorter) == 2 * 3
   plain = [r for r in experiment.runs if r.facets.get('remedy') == 'none']
   assert all(r.overrides == {'objective.modulation': 'ogm', 'objective.alpha': 0.0}
              for r in plain)
