@@ -304,13 +304,13 @@ def test_resume_on_another_version_of_the_data(existing, monkeypatch):
   has another version would mix two datasets in one run."""
   from mmjax.data import synthetic  # pylint: disable=import-outside-toplevel
   recorded = json.loads((existing / 'datasets.json').read_text())
-  assert recorded == {'synthetic/redundant': str(synthetic.Synthetic.VERSION)}
+  assert recorded == {'synthetic/redundant': synthetic.Synthetic.EXAMPLES_VERSIONS['redundant']}
   from mmjax.data import datasets  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(datasets, 'versions', lambda config: {'synthetic/redundant': '99.0.0'})
   _rejects(tiny_config(num_train_steps=4), existing,
            f'{existing} holds a run trained on synthetic/redundant '
-           f'{synthetic.Synthetic.VERSION}, which is now 99.0.0; train on the new data in a new '
-           '--workdir')
+           f"{synthetic.Synthetic.EXAMPLES_VERSIONS['redundant']}, which is now 99.0.0; train on "
+           'the new data in a new --workdir')
 
 
 def test_text_longer_than_max_length(existing):

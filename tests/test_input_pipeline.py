@@ -24,8 +24,15 @@ def test_dataset_versions_name_every_dataset_a_config_reads():
   from mmjax.data import avmnist, synthetic  # pylint: disable=import-outside-toplevel
   assert datasets.versions(late_fusion.get_config()) == {
       'avmnist/standard': str(avmnist.Avmnist.VERSION), 'fsdd/standard': str(avmnist.Fsdd.VERSION)}
-  assert datasets.versions(small_config()) == {
-      'synthetic/redundant': str(synthetic.Synthetic.VERSION)}
+  # A config whose examples a later version left unchanged records the version they date from,
+  # so runs on it stay current; the config that version changed records it.
+  assert datasets.versions(small_config()) == {'synthetic/redundant': '4.0.0'}
+  synergy = small_config(**{'dataset.name': 'synthetic/synergy'})
+  assert datasets.versions(synergy) == {'synthetic/synergy': str(synthetic.Synthetic.VERSION)}
+  assert set(synthetic.Synthetic.EXAMPLES_VERSIONS) == {
+      c.name for c in synthetic.Synthetic.BUILDER_CONFIGS}
+  assert max(synthetic.Synthetic.EXAMPLES_VERSIONS.values(),
+             key=lambda v: tuple(map(int, v.split('.')))) == str(synthetic.Synthetic.VERSION)
   config = small_config()
   config.dataset.name = 'no_such_dataset'
   assert not datasets.versions(config)

@@ -65,9 +65,9 @@ def _evaluator(split, predicted, objective='classification', **cfg):
 
 @pytest.fixture(scope='module')
 def parity_split():
-  """x1, x2 uniform digits, label the XOR of their parities (the synergy probe's latents)."""
+  """x1, x2 uniform bits, label their XOR (the synergy probe's latents)."""
   rng = np.random.default_rng(0)
-  x1, x2 = rng.integers(0, 10, size=(2, 4000))
+  x1, x2 = rng.integers(0, 2, size=(2, 4000))
   return _Split({'image_latent': x1, 'audio_latent': x2, 'label': (x1 + x2) % 2})
 
 

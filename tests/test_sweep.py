@@ -453,13 +453,14 @@ def test_progress_of_a_workdir(tmp_path):
   # Finished on the data as it is (datasets.json as the trainer writes it), or on an older one.
   from mmjax.data import synthetic  # pylint: disable=import-outside-toplevel
   (tmp_path / 'done' / 'datasets.json').write_text(
-      json.dumps({'synthetic/redundant': str(synthetic.Synthetic.VERSION)}))
+      json.dumps({'synthetic/redundant': synthetic.Synthetic.EXAMPLES_VERSIONS['redundant']}))
   assert runs_lib.progress(run, tmp_path / 'done').state == 'finished'
   (tmp_path / 'done' / 'datasets.json').write_text(json.dumps({'synthetic/redundant': '0.1.0'}))
   state = runs_lib.progress(run, tmp_path / 'done')
   assert state.state == 'conflict' and state.detail == (
       f'{tmp_path / "done"} holds a run trained on synthetic/redundant 0.1.0, which is now '
-      f'{synthetic.Synthetic.VERSION}; use another --results_dir or move that workdir away')
+      f"{synthetic.Synthetic.EXAMPLES_VERSIONS['redundant']}; use another --results_dir or move "
+      'that workdir away')
 
 
 def test_a_run_stopped_early_is_finished_at_its_stop_and_aggregated_there(tmp_path):
@@ -500,7 +501,7 @@ def test_dataset_versions_are_read_once_per_config_not_per_run(tmp_path, monkeyp
     run = runs_lib.Run(TINY, seed=seed, settings={'num_train_steps': 8})
     _fake_run(tmp_path / str(seed), 0.5, config={'seed': seed})
     (tmp_path / str(seed) / 'datasets.json').write_text(
-        json.dumps({'synthetic/redundant': str(synthetic.Synthetic.VERSION)}))
+        json.dumps({'synthetic/redundant': synthetic.Synthetic.EXAMPLES_VERSIONS['redundant']}))
     for _ in range(2):  # once before training it, once after
       assert runs_lib.progress(run, tmp_path / str(seed)).state == 'finished'
   assert len(loads) == 1

@@ -96,14 +96,18 @@ def _tone_power_fraction(examples):
 
 
 def test_synergy_needs_both_modalities_and_their_xor():
-  """Neither decoded class alone predicts the label better than chance (50%: two classes), and
-  the XOR of their parities reads it in nearly every example, which no sum of per-modality
-  scores computes."""
+  """Each modality shows one of two classes; neither alone predicts the label better than chance
+  (50%: two classes), and their XOR reads it in nearly every example, which no sum of
+  per-modality scores computes."""
   examples = [synthetic.make_example('synergy', 'train', i) for i in range(N)]
   image = np.array([_decode_image(ex) for ex in examples])
   audio = np.array([_decode_audio(ex) for ex in examples])
   label = np.array([ex['label'] for ex in examples])
   assert set(label) == {0, 1}
+  assert {ex['image_latent'] for ex in examples} == {ex['audio_latent'] for ex in examples} \
+      == {0, 1}
+  assert np.mean(image == [ex['image_latent'] for ex in examples]) > 0.95
+  assert np.mean(audio == [ex['audio_latent'] for ex in examples]) > 0.95
   for decoded in (image, audio):  # the best rule from one modality: each class's majority label
     best = sum(max(np.sum(label[decoded == c] == 0), np.sum(label[decoded == c] == 1))
                for c in range(synthetic.NUM_CLASSES))

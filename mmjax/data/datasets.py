@@ -85,14 +85,17 @@ def names(config) -> list[str]:
 
 def versions(config) -> dict[str, str]:
   """{dataset name: the version a run of `config` reads}: for mmjax's builders the code's
-  version (the one `prepare` builds); for other TFDS datasets the one prepared in the data dir,
-  or nothing when none is."""
+  version (the one `prepare` builds), or the version at which that config's examples last
+  changed where the builder says (`EXAMPLES_VERSIONS`); for other TFDS datasets the one prepared
+  in the data dir, or nothing when none is."""
   data_dir = data_dir_path(config.dataset.get('data_dir') or os.environ.get('TFDS_DATA_DIR'))
   versions = {}
   for name in names(config):
-    base = name.partition('/')[0]
+    base, _, variant = name.partition('/')
     if base in builders():
-      versions[name] = str(builders()[base].VERSION)
+      builder = builders()[base]
+      versions[name] = getattr(builder, 'EXAMPLES_VERSIONS', {}).get(variant,
+                                                                     str(builder.VERSION))
       continue
     try:
       versions[name] = str(tfds.builder(name, data_dir=data_dir).version)
