@@ -6,8 +6,9 @@ epochs; validation accuracy every 0.3 epoch picks the state that test and robust
 seeds a method (three in `imbalance`; ten or three an arm in the recipe ablation). Each fusion's
 learning rate is first chosen on validation from a small grid (`avmnist_fusion_lr`, one seed); the
 fusion comparison and the robustness experiment then read the committed choice. The paradigms follow
-the same pattern: a search on validation with one seed (`distillation_weights`, `imbalance_alpha`),
-then seeds at the chosen setting (`distillation`, `imbalance`); `contrastive` pretrains beside its
+the same pattern: a search on validation with one seed (`distillation_weights`, `imbalance_alpha`;
+`gradient_blending_weights` estimates its weights from three runs), then seeds at the chosen
+setting (`distillation`, `imbalance`); `contrastive` pretrains beside its
 controls and `contrastive_labels` fine-tunes those runs. An experiment that reads another's runs (a
 teacher, pretrained encoders, shared identical runs) runs after it. A full sweep takes hours on a
 2-core CPU: it resumes where it stopped, so run it in the background with `--jobs=2` and aggregate
@@ -118,8 +119,9 @@ def _grid(name, title, budget, specs, seeds, settings, quick, columns=None, metr
           seed_major=False, first_seed=0) -> Experiment:
   """specs: (config, overrides, method, facets[, seeds]) tuples; each × seeds (its own, where a
   spec gives them); overrides may be a function of the seed. `settings`: a dict every run
-  shares, or a function of the config file giving its runs'. `seed_major` orders the runs seed by seed (every spec's seed 0 first), so that a
-  sweep stopped part-way leaves paired comparisons on its first seeds."""
+  shares, or a function of the config file giving its runs'. `seed_major` orders the runs seed
+  by seed (every spec's seed 0 first), so that a sweep stopped part-way leaves paired
+  comparisons on its first seeds."""
   specs = [(*spec[:4], spec[4] if len(spec) > 4 else seeds) for spec in specs]
   most = max((spec[4] for spec in specs), default=0)
   order = [(spec, seed) for seed in range(most) for spec in specs if seed < spec[4]] \
@@ -468,17 +470,94 @@ def imbalance_alpha(quick: bool = False, seeds: int | None = None,
                metrics=f'^{SEARCH_METRIC}$', first_seed=SEARCH_SEED)
 
 
+# Gradient blending (configs/gradient_blending.py): its weights from the image-only, audio-only and
+# late-fusion models at each SNR, trained at the main job's budget (seed SEARCH_SEED), each with
+# its loss on the training split (`fit`) beside validation's, at the state their selection chose.
+GBLEND_RESULTS = runs_lib.REPO / 'results' / 'gradient_blending_weights' / 'results.csv'
+GBLEND_HEADS = {'image': 'unimodal_image', 'audio': 'unimodal_audio', 'fused': 'late_fusion'}
+
+
+def _join(variant: str) -> dict:
+  """The audio of FSDD at `variant`'s SNR (the standard one, -12 dB, is every config's own)."""
+  return {} if variant == 'standard' else {'dataset.joins.audio.dataset': f'fsdd/{variant}'}
+
+
+def gradient_blending_weights(quick: bool = False, seeds: int | None = None,
+                              steps: int | None = None) -> Experiment:
+  """The three models whose losses give gradient blending's weights at each audio SNR."""
+  snrs = {'0 dB': 'snr0db'} if quick else IMBALANCE_SNRS
+  specs = [('configs/unimodal_image.py', {}, 'unimodal_image', {'SNR': 'any'}, seeds or 1)]
+  for snr, variant in snrs.items():
+    specs += [(f'configs/{m}.py', _join(variant), m, {'SNR': snr}, seeds or 1)
+              for m in ('unimodal_audio', 'late_fusion')]
+  settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
+  fit = {'type': 'classification', 'split': 'train[:256]' if quick else 'train', 'every_steps': 0}
+  budget = (f'{budget}; seed {SEARCH_SEED}; each also scored on the training split (`fit`); '
+            'imbalance trains gradient blending at each SNR with weights w_k ∝ |L_val,k / '
+            "(L_val,k - L_train,k)²| of these three models (MultiBench's gradient_blend.py)")
+
+  def with_fit(config: str) -> dict:
+    """The config's settings with `fit` added to its evaluators (given whole: the command line
+    sets fields a config has, and a config has no `fit`)."""
+    own = dict(settings(config))
+    evals = own.pop('evals', None) or runs_lib.load_config(
+        runs_lib.Run(config), with_values=False).evals.to_dict()
+    every = own.pop('evals.validation.every_steps', None)
+    if every is not None:
+      evals['validation']['every_steps'] = every
+    # Quick mode scores the last state with no validation evaluator: one at the end.
+    evals.setdefault('validation', {'type': 'classification', 'split': 'validation',
+                                    'every_steps': 0})
+    return {**own, **SAME_CLIPPING, 'evals': {**evals, 'fit': fit}}
+
+  # The table shows each run's accuracy and health; the losses the weights come from are in
+  # results.csv (fit/loss, validation/loss) and the weights in imbalance's remedy column.
+  return _grid('gradient_blending_weights', "Gradient blending's weights, estimated once",
+               budget, specs, None, with_fit, quick, metrics=r'^test/accuracy$',
+               first_seed=SEARCH_SEED)
+
+
+def blending_weights(losses: dict[str, tuple[float, float]]) -> dict[str, float]:
+  """{head: weight} from {head: (training loss, validation loss)} of the model each head stands
+  for: |L_val / O²| with O = L_val - L_train (floored at 1e-4 where the model does not overfit),
+  normalised to sum to 1, as MultiBench's gradient_blend.py (delta=False) computes them."""
+  raw = {}
+  for head, (train, val) in losses.items():
+    gap = val - train
+    raw[head] = abs(val / (gap if gap > 0 else 1e-4) ** 2)
+  total = sum(raw.values())
+  return {head: w / total for head, w in raw.items()}
+
+
+def _blending_overrides(path, snr: str) -> dict | None:
+  """objective.head_weights.<head> overrides from the estimation runs at `snr` in the results at
+  `path`; None until all three have finished."""
+  from experiments import aggregate  # pylint: disable=import-outside-toplevel
+  path = pathlib.Path(path)
+  rows = aggregate.read_csv(path) if path.exists() else []
+  losses = {}
+  for head, method in GBLEND_HEADS.items():
+    want = 'any' if method == 'unimodal_image' else snr
+    found = [r for r in rows if r['method'] == method and r.get('SNR') == want
+             and 'fit/loss' in r and 'validation/loss' in r]
+    if not found:
+      return None
+    losses[head] = (float(found[0]['fit/loss']), float(found[0]['validation/loss']))
+  return {f'objective.head_weights.{h}': round(w, 4)
+          for h, w in blending_weights(losses).items()}
+
+
 def imbalance(quick: bool = False, seeds: int | None = None,
               steps: int | None = None) -> Experiment:
-  """Each unimodal model, late fusion without a remedy and with OGM-GE, at each audio SNR."""
+  """Each unimodal model, late fusion without a remedy, with OGM-GE and with gradient blending,
+  at each audio SNR."""
   snrs = {'0 dB': 'snr0db'} if quick else IMBALANCE_SNRS
   n, stated = _main_job_steps(steps, quick), _main_job_steps(None, quick)
   specs = [('configs/unimodal_image.py', {}, 'unimodal_image', {'SNR': 'any', 'remedy': '—'})]
-  waiting = []
+  waiting = {'alpha search': [], 'weight estimate': []}
   for snr, variant in snrs.items():
-    join = {} if variant == 'standard' else {'dataset.joins.audio.dataset': f'fsdd/{variant}'}
-    specs.append(('configs/unimodal_audio.py', join, 'unimodal_audio', {'SNR': snr,
-                                                                        'remedy': '—'}))
+    specs.append(('configs/unimodal_audio.py', _join(variant), 'unimodal_audio',
+                  {'SNR': snr, 'remedy': '—'}))
     late = f'configs/late_fusion_ogm.py:{variant}'
     specs.append((late, {'objective.modulation': 'ogm', 'objective.alpha': 0.0}, 'late_fusion',
                   {'SNR': snr, 'remedy': 'none'}))
@@ -487,21 +566,34 @@ def imbalance(quick: bool = False, seeds: int | None = None,
     chosen = _ogm(0.3, n) if quick else _best_on_validation(
         IMBALANCE_SEARCH_RESULTS, 'ogm_ge', [_ogm(a, stated) for a in OGM_ALPHAS], {'SNR': snr})
     if chosen is None:
-      waiting.append(snr)
-      continue
-    chosen = _ogm(chosen['objective.alpha'], n)
-    specs.append((late, chosen, 'late_fusion', {
-        'SNR': snr, 'remedy': f'OGM-GE, alpha {chosen["objective.alpha"]:g}'}))
+      waiting['alpha search'].append(snr)
+    else:
+      chosen = _ogm(chosen['objective.alpha'], n)
+      specs.append((late, chosen, 'late_fusion', {
+          'SNR': snr, 'remedy': f'OGM-GE, alpha {chosen["objective.alpha"]:g}'}))
+    weights = _blending_overrides(GBLEND_RESULTS, snr) if not quick else {
+        'objective.head_weights.fused': 0.5, 'objective.head_weights.image': 0.25,
+        'objective.head_weights.audio': 0.25}
+    if weights is None:
+      waiting['weight estimate'].append(snr)
+    else:
+      shown = ' / '.join(f'{h} {weights[f"objective.head_weights.{h}"]:.2f}'
+                         for h in ('fused', 'image', 'audio'))
+      specs.append((f'configs/gradient_blending.py:{variant}', weights, 'late_fusion',
+                    {'SNR': snr, 'remedy': f'gradient blending, {shown}'}))
   settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
   budget = (f'{budget}; audio at each SNR (fsdd joined at that SNR; images unchanged); late '
             "fusion without a remedy logs each branch's accuracy through the fused head "
             '(ogm/<modality>/accuracy); OGM-GE modulates the first half of the run at the alpha '
-            'chosen on validation (`--experiment=imbalance_alpha`); the -12 dB unimodal runs are '
-            "avmnist_fusion's")
-  if waiting:
-    budget += f'; not run until their alpha search has finished: {", ".join(waiting)}'
-  experiment = _grid('imbalance', 'Modality imbalance and OGM-GE', budget, specs,
-                     seeds or (1 if quick else IMBALANCE_SEEDS),
+            'chosen on validation (`--experiment=imbalance_alpha`); gradient blending weights '
+            'its fused, image and audio heads as estimated by '
+            '`--experiment=gradient_blending_weights` and predicts with the fused head; the '
+            "-12 dB unimodal runs are avmnist_fusion's")
+  for stage, snrs_waiting in waiting.items():
+    if snrs_waiting:
+      budget += f'; not run until their {stage} has finished: {", ".join(snrs_waiting)}'
+  experiment = _grid('imbalance', 'Modality imbalance: OGM-GE and gradient blending', budget,
+                     specs, seeds or (1 if quick else IMBALANCE_SEEDS),
                      lambda config: {**settings(config), **SAME_CLIPPING}, quick,
                      metrics=IMBALANCE_METRICS, seed_major=True)
   return dataclasses.replace(experiment, shares_runs_with=('avmnist_fusion',))
@@ -662,6 +754,7 @@ EXPERIMENTS: dict[str, Callable[..., Experiment]] = {
     'distillation_weights': distillation_weights,
     'distillation': distillation,
     'imbalance_alpha': imbalance_alpha,
+    'gradient_blending_weights': gradient_blending_weights,
     'imbalance': imbalance,
     'contrastive': contrastive,
     'contrastive_labels': contrastive_labels,

@@ -233,3 +233,84 @@ def test_snr_configs_read_standards_examples_with_the_noisier_recordings():
     np.testing.assert_array_equal(batch['inputs']['audio'],
                                   np.stack([by_id[i] for i in audio_ids]) / np.float32(32768))
     assert not np.array_equal(batch['inputs']['audio'], expected['inputs']['audio'])
+
+
+# Gradient blending (configs/gradient_blending.py): the fused head predicts, each modality's head
+# is trained beside it, and the loss weighs the three heads by the estimated weights.
+
+def _blending_config(weights):
+  """A two-modality synthetic model with MLP heads on each encoding beside the fused one."""
+  config = _config()
+  config.objective = {'name': 'classification', 'head_weights': weights}
+  config.model.unimodal_heads = {'hidden': (8,), 'dropout': 0.0, 'prediction': 'fused'}
+  return config
+
+
+def test_blending_predicts_with_the_fused_head_and_weighs_each_heads_loss():
+  weights = {'fused': 0.5, 'image': 0.3, 'audio': 0.2}
+  config = _blending_config(weights)
+  _, objective, state, batch = _setup(config)
+  outputs, sums, _ = _grads(objective, state, batch)
+  assert set(outputs) == {'label', 'label/image', 'label/audio'}
+  # `label` is the fused head alone: the model's fused_logits on the same encodings.
+  variables = {'params': state.params}
+  present = batch['present']
+  mask = jnp.stack([present[m] for m in ('audio', 'image')], axis=1)
+  fused = objective.model.apply(
+      variables, batch['inputs'], mask, method=lambda mdl, x, k: mdl.fused_logits(
+          mdl.encode(x), k))
+  np.testing.assert_allclose(outputs['label'], fused['label'], rtol=1e-5, atol=1e-6)
+  count = float(sums['count'])
+  expected = sum(w * float(sums[f'label{"" if h == "fused" else "/" + h}/loss']) / count
+                 for h, w in weights.items())
+  loss, _ = objective({}, outputs, batch)
+  assert float(loss) == pytest.approx(expected, rel=1e-5)
+  # Weights that leave a head out train it not at all.
+  objective.head_weights = {'fused': 1.0, 'image': 0.0, 'audio': 0.0}
+  grads = jax.grad(lambda p: objective({}, objective.apply_model(
+      {'params': p}, batch, train=False)[0], batch)[0])(state.params)
+  assert all(float(jnp.abs(leaf).max()) == 0.0 for leaf in
+             jax.tree.leaves(grads['unimodal_head_image']))
+
+
+def test_the_averaged_prediction_keeps_its_fused_head_apart():
+  config = _blending_config({'image': 0.5})
+  config.model.unimodal_heads.prediction = 'average'
+  _, objective, state, batch = _setup(config)
+  outputs, sums, _ = _grads(objective, state, batch)
+  assert set(outputs) == {'label', 'label/fused', 'label/image', 'label/audio'}
+  count = float(sums['count'])
+  expected = (float(sums['label/loss']) + float(sums['label/fused/loss'])
+              + 0.5 * float(sums['label/image/loss']) + float(sums['label/audio/loss'])) / count
+  assert float(objective({}, outputs, batch)[0]) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('objective.head_weights', {'text': 1.0}, 'weights >= 0 of heads among fused, audio, image'),
+    ('objective.head_weights', {'audio': -1.0}, 'weights >= 0 of heads among'),
+    ('model.unimodal_heads.prediction', 'mean', "prediction='mean'; valid values: average, fused"),
+])
+def test_bad_blending_config_is_one_line(field, value, message):
+  config = override(_blending_config({'fused': 1.0}), **{field: value})
+  with pytest.raises(UserError) as e:
+    model = build_model(config)
+    objectives.build(config, model)
+    model.init(jax.random.key(0), *_example_inputs(config))
+  assert message in str(e.value) and '\n' not in str(e.value)
+
+
+def _example_inputs(config):
+  batch = next(input_pipeline.train_iterator(config))
+  return batch['inputs'], batch['present']
+
+
+def test_gradient_blending_config_reads_each_snr():
+  from configs import gradient_blending  # pylint: disable=import-outside-toplevel
+  for variant in ('standard', 'snr-6db', 'snr0db'):
+    config = gradient_blending.get_config(variant)
+    assert config.dataset.joins.audio.dataset == f'fsdd/{variant}'
+    assert config.model.unimodal_heads.prediction == 'fused'
+    assert sorted(config.model.encoders) == ['audio', 'image']
+  assert gradient_blending.get_config('synthetic').dataset.name == 'synthetic/redundant'
+  with pytest.raises(ValueError, match='valid: standard, snr-6db, snr0db, synthetic'):
+    gradient_blending.get_config('snr3db')

@@ -254,6 +254,51 @@ def test_imbalance_chooses_ogm_alpha_per_snr_and_compares_with_no_remedy(tmp_pat
   assert aggregate._metric_label('test/ogm/audio/accuracy') == 'audio branch'
 
 
+def test_blending_weights_are_multibenchs_generalisation_over_overfitting_squared():
+  """w ∝ |L_val / (L_val - L_train)²|, normalised; a model that does not overfit (L_val <= L_train)
+  gets the gap floored at 1e-4, as MultiBench's gradient_blend.py (delta=False)."""
+  weights = catalog.blending_weights({'image': (1.0, 1.5), 'audio': (1.0, 2.0),
+                                      'fused': (0.5, 1.0)})
+  raw = {'image': 1.5 / 0.25, 'audio': 2.0 / 1.0, 'fused': 1.0 / 0.25}
+  assert weights == pytest.approx({h: w / sum(raw.values()) for h, w in raw.items()})
+  assert sum(weights.values()) == pytest.approx(1.0)
+  floored = catalog.blending_weights({'image': (1.0, 0.9), 'fused': (0.5, 1.0)})
+  assert floored['image'] == pytest.approx((0.9 / 1e-8) / (0.9 / 1e-8 + 4.0))
+
+
+def test_imbalance_blends_gradients_with_the_weights_its_estimate_gives(tmp_path, monkeypatch):
+  """gradient_blending_weights: image-only once, audio-only and late fusion at each SNR, seed 100,
+  each also scored on the training split; imbalance: gradient blending at each SNR whose three
+  runs have finished, at the weights their losses give, three seeds."""
+  estimate = catalog.get('gradient_blending_weights')
+  assert [(r.label, r.facets['SNR']) for r in estimate.runs] == [
+      ('unimodal_image', 'any'), *[(m, snr) for snr in catalog.IMBALANCE_SNRS
+                                   for m in ('unimodal_audio', 'late_fusion')]]
+  assert {r.seed for r in estimate.runs} == {catalog.SEARCH_SEED}
+  for run in estimate.runs:
+    config = runs_lib.load_config(run)
+    assert config.evals.fit.split == 'train' and config.select_best == 'validation/accuracy'
+  losses = {'unimodal_image': (0.9, 1.1), 'unimodal_audio': (1.2, 1.6), 'late_fusion': (0.4, 0.7)}
+  rows = [{'method': r.label, 'SNR': r.facets['SNR'], 'fit/loss': losses[r.label][0],
+           'validation/loss': losses[r.label][1], 'overrides': json.dumps(r.overrides)}
+          for r in estimate.runs if r.facets['SNR'] in ('any', '-6 dB')]
+  aggregate.write_csv(aggregate.Results(rows, [], ['SNR']), tmp_path / 'results.csv')
+  monkeypatch.setattr(catalog, 'GBLEND_RESULTS', tmp_path / 'results.csv')
+  experiment = catalog.get('imbalance')
+  blended = [r for r in experiment.runs if r.facets['remedy'].startswith('gradient blending')]
+  assert {r.facets['SNR'] for r in blended} == {'-6 dB'} and len(blended) == 3
+  expected = catalog.blending_weights({'image': losses['unimodal_image'],
+                                       'audio': losses['unimodal_audio'],
+                                       'fused': losses['late_fusion']})
+  run = blended[0]
+  assert run.config == 'configs/gradient_blending.py:snr-6db'
+  assert run.overrides == {f'objective.head_weights.{h}': round(w, 4)
+                           for h, w in expected.items()}
+  config = runs_lib.load_config(run)
+  assert config.objective.head_weights.audio == round(expected['audio'], 4)
+  assert 'not run until their weight estimate has finished: -12 dB, 0 dB' in experiment.budget
+
+
 def test_contrastive_pretrains_beside_two_controls_then_fine_tunes_on_few_labels():
   """contrastive: five seeds of pretraining with pair ids, of single-positive InfoNCE, of batches
   holding one example per pair, of random encoders (no step) and of avmnist_fusion's labelled
@@ -399,7 +444,8 @@ def test_bad_flags_are_one_error_line():
   assert proc.stderr.strip().splitlines() == [
       'mmjax: error: --experiment=nope: no such experiment; valid: avmnist_fusion_lr, '
       'avmnist_fusion, synthetic_interactions, robustness, recipe_ablation, '
-      'distillation_weights, distillation, imbalance_alpha, imbalance, contrastive, '
+      'distillation_weights, distillation, imbalance_alpha, gradient_blending_weights, '
+      'imbalance, contrastive, '
       'contrastive_labels, zoo_avmnist, zoo_synthetic']
   with pytest.raises(UserError, match='--steps=0 must be at least 1'):
     catalog.get('robustness', steps=0)

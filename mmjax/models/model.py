@@ -29,6 +29,8 @@ def build_frontend(model_config, modality: str):
 
 
 DTYPES = ('float32', 'bfloat16')
+# What a model with unimodal heads predicts each task with (MultimodalModel's docstring).
+PREDICTIONS = ('average', 'fused')
 
 
 def compute_dtype(config) -> jnp.dtype:
@@ -50,9 +52,11 @@ class MultimodalModel(nn.Module):
   """inputs {modality: array}, present {modality: bool[B]} → {head: logits [B, classes]}.
 
   The output holds one entry per task, named by the task. With `config.unimodal_heads` (task-level
-  fusion) it also holds `<task>/fused` (the fused head) and `<task>/<modality>` (a classifier on
-  that modality's encoding alone); `<task>` is then their log-probabilities averaged over the heads
-  whose modality is present.
+  fusion) it also holds `<task>/<modality>` (a classifier on that modality's encoding alone) and,
+  with `unimodal_heads.prediction='average'` (the default), `<task>/fused` (the fused head), and
+  `<task>` is then their log-probabilities averaged over the heads whose modality is present; with
+  `prediction='fused'`, `<task>` is the fused head itself and the modalities' heads are trained
+  beside it but predict nothing (deep supervision; gradient blending, configs/gradient_blending.py).
   """
   config: Any  # config.model (ConfigDict)
   tasks: dict  # task name → number of classes
@@ -74,7 +78,11 @@ class MultimodalModel(nn.Module):
     self.fusion = fusion_cls(**fusion_kwargs)
     self.heads = None if getattr(fusion_cls, 'outputs_logits', False) else TaskHeads(
         self.tasks, **cfg.get('head', {}))
-    unimodal = cfg.get('unimodal_heads') or {}
+    unimodal = dict(cfg.get('unimodal_heads') or {})
+    self.prediction = unimodal.pop('prediction', 'average')
+    if self.prediction not in PREDICTIONS:
+      raise UserError(f'model.unimodal_heads.prediction={self.prediction!r}; valid values: '
+                      f'{", ".join(PREDICTIONS)}')
     self.unimodal_heads = {m: TaskHeads(self.tasks, **unimodal, name=f'unimodal_head_{m}')
                            for m in self.modalities} if unimodal else {}
 
@@ -106,6 +114,9 @@ class MultimodalModel(nn.Module):
     per_head = {'fused': logits}
     per_head.update({m: head(encodings[m].pooled, train=train)
                      for m, head in self.unimodal_heads.items()})
+    if self.prediction == 'fused':
+      return {**logits, **{f'{task}/{m}': per_head[m][task] for task in self.tasks
+                           for m in self.modalities}}
     # The fused head always counts; a modality's head only where that modality is present.
     weight = jnp.stack([jnp.ones(mask.shape[0], bool)] + [present[m] for m in self.modalities],
                        axis=1).astype(jnp.float32)

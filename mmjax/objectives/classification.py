@@ -22,6 +22,9 @@ class Classification(Objective):
       'uncertainty' — Kendall, Gal & Cipolla (CVPR 2018), classification form:
       Σ_t weight_t · (exp(-s_t) · L_t + s_t / 2) with a learned log-variance s_t per task.
     aux_weight: weight of the auxiliary heads `<task>/<head>` (task-level fusion) beside `<task>`.
+    head_weights: {head: weight} for the fused head ('fused') and each modality's head, in place
+      of aux_weight (and of 1 for `<task>` where it is the fused head,
+      model.unimodal_heads.prediction='fused'): e.g. gradient blending's weights.
   Metrics: `loss`; `<head>/loss` and `<head>/accuracy` for every head, except that with one task
   its own head's accuracy is logged as `accuracy`; `<task>/log_var` with uncertainty weighting.
   """
@@ -34,8 +37,21 @@ class Classification(Objective):
       raise UserError(f"objective.task_weighting={self.weighting!r}; valid values: fixed, "
                       "uncertainty")
     self.aux_weight = float(cfg.get('aux_weight', 1.0))
+    self.head_weights = {h: float(w) for h, w in (cfg.get('head_weights') or {}).items()}
+    heads = ('fused', *sorted(config.model.encoders))
+    unknown = set(self.head_weights) - set(heads)
+    if unknown or any(w < 0 for w in self.head_weights.values()):
+      raise UserError(f'objective.head_weights={self.head_weights}: weights >= 0 of heads among '
+                      f'{", ".join(heads)}')
     self.tasks = sorted(config.tasks)
     self.task_weights = {t: float(config.tasks[t].get('weight', 1.0)) for t in self.tasks}
+
+  def _weight(self, task, name, outputs) -> float:
+    """The weight of head `<task>/<name>` (`<task>` itself where name is '')."""
+    if name:
+      return self.head_weights.get(name, self.aux_weight)
+    # `<task>` is the fused head unless the model also outputs `<task>/fused` beside it.
+    return 1.0 if f'{task}/fused' in outputs else self.head_weights.get('fused', 1.0)
 
   def init(self, rng) -> dict:
     del rng
@@ -50,10 +66,10 @@ class Classification(Objective):
     task_loss = {t: 0.0 for t in self.tasks}
     sums = {'count': count}
     for head, logits in sorted(outputs.items()):
-      task = head.split('/')[0]
+      task, _, name = head.partition('/')
       xent, correct = _cross_entropy(logits, batch['labels'][task], mask)
       sums[f'{head}/loss'], sums[f'{head}/accuracy'] = xent, correct
-      task_loss[task] += (1.0 if head == task else self.aux_weight) * xent / denom
+      task_loss[task] += self._weight(task, name, outputs) * xent / denom
     loss = 0.0
     for t in self.tasks:
       if self.weighting == 'uncertainty':
