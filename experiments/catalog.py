@@ -309,7 +309,7 @@ def synthetic_interactions(quick: bool = False, seeds: int | None = None,
             f'the 3,000 training examples); test accuracy and PID on the {test:,} test '
             'examples, at the best validation state. Chance / Bayes ceiling given the two latent '
             f'classes: {ceilings} (on synergy a sum of per-modality scores, decision fusion\'s, '
-            'reaches at most 75%: the OR of the parities)')
+            'reaches at most 75%: an OR of the two bits)')
   return _grid('synthetic_interactions', 'Which fusions capture redundancy, uniqueness, synergy',
                budget, specs, seeds or (1 if quick else SYNTHETIC_SEEDS), settings, quick,
                columns='dataset', metrics=r'^test/accuracy$', seed_major=True)
