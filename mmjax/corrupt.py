@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.errors import UserError
-from mmjax.models.base import modality_order
 
 # modality → the level's name; the level is a float array [batch] (one level per example).
 KINDS = {'audio': 'snr_db', 'image': 'std'}
@@ -47,15 +46,15 @@ def example_keys(key, indices):
   return jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
 
 
-def drop_modalities(config, present: dict, key) -> dict:
-  """Marks modality m of each example absent with probability `config.modality_dropout[m]`.
+def drop_modalities(config, modalities: tuple[str, ...], present: dict, key) -> dict:
+  """Marks modality m of each example absent with probability `config.modality_dropout[m]`;
+  `modalities`: the model's (MultimodalModel.modalities), whose draws come in that order.
 
   An example whose draw would leave it no modality keeps all it had.
   """
   rates = {m: float(p) for m, p in (config.get('modality_dropout') or {}).items() if float(p) > 0}
   if not rates:
     return present
-  modalities = modality_order(config.model)
   u = jax.random.uniform(key, (present[modalities[0]].shape[0], len(modalities)))
   kept = {m: present[m] & (u[:, i] >= rates.get(m, 0.0)) for i, m in enumerate(modalities)}
   any_left = functools.reduce(jnp.logical_or, kept.values())

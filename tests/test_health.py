@@ -13,6 +13,7 @@ from experiments import plots
 from experiments import runner
 from experiments import runs as runs_lib
 from mmjax import health
+from mmjax.models.model import build_model
 from mmjax.training import train
 from tests.conftest import REPO
 from tests.test_sweep import _fake_run
@@ -88,20 +89,21 @@ def test_a_run_at_chance_or_with_a_nonfinite_loss_diverged():
 def test_the_trainer_warns_once_per_flag(caplog, monkeypatch):
   config = catalog.runs_lib.load_config(runs_lib.Run('configs/late_fusion.py'),
                                         with_values=False)
+  model = build_model(config)
   # The README's example line, from the conditions the main job's robustness evaluator has.
   inert = [{'condition': c, 'accuracy': a, 'loss': 1.0}
            for c, a in {**HEALTHY, 'all': 0.631, 'swapped=image': 0.2,
                         'swapped=audio': 0.6275}.items()]
   caplog.set_level(logging.WARNING)
-  train._warn_if_unhealthy(config, {'test': [{'accuracy': 0.631, 'loss': 1.0}],
-                                    'robustness': inert})
+  train._warn_if_unhealthy(model, {'test': [{'accuracy': 0.631, 'loss': 1.0}],
+                                   'robustness': inert})
   warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
   assert warnings == ["robustness: audio branch inert: giving each example another example's "
                       'audio moves accuracy by 0.35 point']
   assert f'`{warnings[0]}`' in ' '.join((REPO / 'README.md').read_text().split())
   caplog.clear()
-  train._warn_if_unhealthy(config, {'robustness': [{'condition': c, 'accuracy': a}
-                                                   for c, a in HEALTHY.items()]})
+  train._warn_if_unhealthy(model, {'robustness': [{'condition': c, 'accuracy': a}
+                                                  for c, a in HEALTHY.items()]})
   assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 
 

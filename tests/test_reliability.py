@@ -391,7 +391,8 @@ def test_checkpoints_and_datasets_hold_no_pickles(reference, tfds_data_dir):
 
 def test_modality_dropout_draws_per_example_and_never_drops_all():
   config = tiny_config(modality_dropout={'image': 0.5, 'audio': 0.5})
-  drop = jax.jit(lambda present, seed: corrupt.drop_modalities(config, present,
+  modalities = ('audio', 'image')
+  drop = jax.jit(lambda present, seed: corrupt.drop_modalities(config, modalities, present,
                                                                  jax.random.key(seed)))
   everything = {'image': jnp.ones(4000, bool), 'audio': jnp.ones(4000, bool)}
   out = jax.device_get(drop(everything, 3))
@@ -405,7 +406,8 @@ def test_modality_dropout_draws_per_example_and_never_drops_all():
   assert jax.device_get(drop(only_audio, 3))['audio'].all()
 
   config = tiny_config(modality_dropout={'image': 1.0})
-  out = jax.device_get(corrupt.drop_modalities(config, everything, jax.random.key(0)))
+  out = jax.device_get(corrupt.drop_modalities(config, modalities, everything,
+                                               jax.random.key(0)))
   assert not out['image'].any() and out['audio'].all()
 
 

@@ -64,9 +64,23 @@ class MultimodalModel(nn.Module):
   # after the front ends then computes in bfloat16; the front ends (log-mel) compute in float32.
   dtype: Any = jnp.float32
 
+  @property
+  def modalities(self) -> tuple[str, ...]:
+    """The modalities it encodes, in the order of the presence mask every fusion receives."""
+    return modality_order(self.config)
+
+  @property
+  def head_names(self) -> tuple[str, ...]:
+    """What `<task>/<name>` heads it has beside `<task>`: 'fused' and each modality with
+    `unimodal_heads` ('fused' is `<task>` itself with prediction='fused'), else none."""
+    unimodal = self.config.get('unimodal_heads') or {}
+    if not unimodal:
+      return ()
+    fused = () if unimodal.get('prediction', 'average') == 'fused' else ('fused',)
+    return fused + self.modalities
+
   def setup(self):
     cfg = self.config
-    self.modalities = modality_order(cfg)
     self.frontends = {m: build_frontend(cfg, m) for m in cfg.get('frontends', {})
                       if m in self.modalities}
     self.encoders = {m: ENCODERS.get(cfg.encoders[m].name, f'model.encoders.{m}.name')(

@@ -38,11 +38,11 @@ class Classification(Objective):
                       "uncertainty")
     self.aux_weight = float(cfg.get('aux_weight', 1.0))
     self.head_weights = {h: float(w) for h, w in (cfg.get('head_weights') or {}).items()}
-    heads = ('fused', *sorted(config.model.encoders))
-    unknown = set(self.head_weights) - set(heads)
-    if unknown or any(w < 0 for w in self.head_weights.values()):
-      raise UserError(f'objective.head_weights={self.head_weights}: weights >= 0 of heads among '
-                      f'{", ".join(heads)}')
+    if self.head_weights:
+      heads = ('fused', *model.modalities)
+      if set(self.head_weights) - set(heads) or min(self.head_weights.values()) < 0:
+        raise UserError(f'objective.head_weights={self.head_weights}: weights >= 0 of heads '
+                        f'among {", ".join(heads)}')
     self.tasks = sorted(config.tasks)
     self.task_weights = {t: float(config.tasks[t].get('weight', 1.0)) for t in self.tasks}
 

@@ -46,7 +46,6 @@ import jax.numpy as jnp
 
 from mmjax.objectives.base import OBJECTIVES, Objective, apply
 from mmjax.errors import UserError
-from mmjax.models.base import modality_order
 
 LOSSES = ('clip', 'siglip')
 _CLIP_MAX_SCALE = 100.0
@@ -170,7 +169,7 @@ class Contrastive(Objective):
     self.loss = cfg.get('loss', 'clip')
     if self.loss not in LOSSES:
       raise UserError(f'objective.loss={self.loss!r}; valid values: {", ".join(LOSSES)}')
-    available = modality_order(config.model)
+    available = model.modalities
     pair = tuple(cfg.get('modalities') or available[:2])
     if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= set(available):
       raise UserError(f'objective.modalities={pair!r} must name two different modalities of the '

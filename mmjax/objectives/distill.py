@@ -61,8 +61,8 @@ class Teacher:
                       'distill.teacher at a finished run)')
     self.config = ml_collections.ConfigDict(json.loads(config_path.read_text(encoding='utf-8')))
     _check_compatible(self.config, student_config, where)
-    self.modalities = modality_order(self.config.model)
     self.model = build_model(self.config)
+    self.modalities = self.model.modalities
     latest = max(saved_steps)
     if latest < int(self.config.num_train_steps):
       logging.warning('%s: its latest checkpoint is step %d of %d; distilling from that', where,

@@ -35,7 +35,6 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.errors import UserError
-from mmjax.models.base import modality_order
 from mmjax.objectives.base import OBJECTIVES, apply
 from mmjax.objectives.classification import Classification
 
@@ -72,13 +71,13 @@ class OGMGE(Classification):
   def __init__(self, config, model):
     super().__init__(config, model)
     cfg = config.get('objective') or {}
-    self.modalities = modality_order(config.model)
+    self.modalities = model.modalities
     if len(self.modalities) != 2:
       raise UserError(f'objective.name=ogm_ge balances two modalities; the model has '
                       f'{list(self.modalities)} (model.encoders)')
     if len(self.tasks) != 1:
       raise UserError(f'objective.name=ogm_ge scores one task; the config has {self.tasks}')
-    if config.model.get('unimodal_heads'):
+    if model.head_names:
       raise UserError('objective.name=ogm_ge reads the fused head; set model.unimodal_heads={}')
     self.alpha = float(cfg.get('alpha', 0.1))
     self.modulation = cfg.get('modulation', 'ogm_ge')

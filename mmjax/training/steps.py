@@ -24,7 +24,6 @@ from mmjax import objectives
 from mmjax import optim
 from mmjax import parallel
 from mmjax.data import input_pipeline
-from mmjax.models.base import modality_order
 from mmjax.models.model import build_model, compute_dtype
 
 
@@ -217,7 +216,8 @@ def make_train_step(config, objective, tx, mesh):
 
   def train_step(state, batch):
     key = _step_key(config, state.step)  # streams 2 and 3, beside _rngs' 0 and 1
-    present = corrupt.drop_modalities(config, batch['present'], jax.random.fold_in(key, 2))
+    present = corrupt.drop_modalities(config, objective.model.modalities, batch['present'],
+                                      jax.random.fold_in(key, 2))
     inputs = corrupt.inject_noise(config, batch['inputs'], jax.random.fold_in(key, 3))
     batch = {**batch, 'present': present, 'inputs': inputs}
     trainable = state.trainable()
@@ -306,8 +306,8 @@ def eval_functions(config, objective, mesh) -> evaluators.Functions:
       predict=(_sharded_jit(predict, mesh) if objectives.name_of(config) == 'classification'
                else None),
       data=functools.partial(input_pipeline.eval_data, config),
-      modalities=modality_order(config.model),
-      num_classes={t: int(c.num_classes) for t, c in config.tasks.items()},
+      modalities=objective.model.modalities,
+      num_classes={t: int(n) for t, n in objective.model.tasks.items()},
       add_noise=lambda x, m, levels, keys: corrupt.add_noise(x, m, levels, keys, config.dataset),
       objective_name=objectives.name_of(config),
       embed=_sharded_jit(embed, mesh) if embeds else None,

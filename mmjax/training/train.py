@@ -34,7 +34,6 @@ from mmjax import writers
 from mmjax.data import datasets
 from mmjax.data import input_pipeline
 from mmjax.errors import UserError
-from mmjax.models.base import modality_order
 from mmjax.preemption import Preemption
 
 
@@ -146,7 +145,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         results = _final_evaluation(run, state)
         if jax.process_index() == 0:
           writers.log('training curves: %s', plot.write([workdir]).path)
-        _warn_if_unhealthy(config, results)
+        _warn_if_unhealthy(run.trainer.model, results)
         _log_compiles(compiles)
         return results
       finally:
@@ -254,17 +253,17 @@ def _final_evaluation(run: _Run, state) -> dict:
   return results
 
 
-def _warn_if_unhealthy(config, results: dict) -> None:
+def _warn_if_unhealthy(model, results: dict) -> None:
   """One warning line per health flag (mmjax.health) that an evaluator with conditions (the
   robustness evaluator) shows, e.g. an audio branch that the model does not use."""
-  if len(config.tasks) != 1:
+  if len(model.tasks) != 1:
     return
-  chance = health.chance_level(next(iter(config.tasks.values())).num_classes)
+  chance = health.chance_level(next(iter(model.tasks.values())))
   for name, lines in results.items():
     accuracy = {l['condition']: l['accuracy'] for l in lines
                 if 'condition' in l and 'accuracy' in l}
     if accuracy:
-      for reason in health.check(accuracy, modality_order(config.model), chance).reasons:
+      for reason in health.check(accuracy, model.modalities, chance).reasons:
         logging.warning('%s: %s', name, reason)
 
 
