@@ -2,7 +2,8 @@
 attend to every other modality's, then self-attention per modality.
 
 Variants as in configs/late_fusion.py (`avmnist`, `synthetic`, `modality_dropout`), whose dataset,
-encoders and optimizer recipe this reuses; only the fusion differs.
+encoders and optimizer recipe this reuses; only the fusion differs, and the synthetic variant's
+head drops nothing (below).
 """
 
 from configs import late_fusion

@@ -29,6 +29,19 @@ def test_the_issue_configs_exist():
           'unimodal_audio'} <= set(CONFIGS)
 
 
+@pytest.mark.parametrize('name', ['early_fusion', 'mult', 'bottleneck_fusion'])
+def test_fusions_that_average_layernormed_tokens_keep_their_head_undropped(name):
+  """Each ends in a mean of LayerNorm'd tokens, whose spread across examples is small beside
+  its constant part: the seed head's dropout (0.5 on the synthetic variant) then drowns it, and
+  such a run stays at chance (each config's comment gives its measurement)."""
+  module = importlib.import_module(f'configs.{name}')
+  for variant in ('avmnist', 'synthetic', 'modality_dropout'):
+    assert module.get_config(variant).model.head.dropout == 0.0, variant
+  # The variants inherit the dropout they would otherwise keep.
+  assert importlib.import_module('configs.late_fusion').get_config(
+      'synthetic').model.head.dropout == 0.5
+
+
 DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
 
 
