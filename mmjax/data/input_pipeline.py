@@ -293,7 +293,7 @@ def train_iterator(config) -> grain.DatasetIterator:
 
   Its `get_state()` / `set_state()` position is what checkpoints store.
   """
-  examples = Examples(config, config.dataset.train_split)
+  examples = train_examples(config)
   local = local_batch_size(config.batch_size)
   if config.dataset.get('one_example_per_pair', False):
     ds = OneExamplePerPair(examples.pair_ids(), config.batch_size, config.seed)
@@ -328,9 +328,14 @@ class EvalData:
       it.close()  # stops grain worker processes now, not at interpreter exit
 
 
-def num_examples(config, split: str) -> int:
-  """Examples in `split` of config.dataset (for epochs in the training metrics)."""
-  return len(Examples(config, split))
+def train_examples(config) -> Examples:
+  """The training split's examples (`dataset.train_split`: a split or a TFDS slice of one)."""
+  return Examples(config, config.dataset.train_split)
+
+
+def num_train_examples(config) -> int:
+  """How many examples the training split holds (for epochs in the training metrics)."""
+  return len(train_examples(config))
 
 
 def eval_data(config, split: str) -> EvalData:

@@ -22,7 +22,7 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config fil
 def example_batch(config, batch_size: int = 2) -> dict:
   """A real batch from the config's training split (built on first use)."""
   from mmjax.data import input_pipeline  # pylint: disable=import-outside-toplevel
-  examples = input_pipeline.Examples(config, config.dataset.train_split)
+  examples = input_pipeline.train_examples(config)
   rows = [examples(i) for i in range(batch_size)]
   return jax.tree.map(lambda *xs: np.stack(xs), *rows)
 

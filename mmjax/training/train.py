@@ -212,7 +212,7 @@ def _steps_from_epochs(config) -> None:
   config.json then records."""
   epochs = config.get('num_train_epochs', 0.0)
   if epochs > 0:
-    examples = input_pipeline.num_examples(config, config.dataset.train_split)
+    examples = input_pipeline.num_train_examples(config)
     config.num_train_steps = max(1, math.ceil(epochs * examples / config.batch_size))
     writers.log('num_train_epochs=%g: %d steps of %d examples (%d training examples)', epochs,
                 config.num_train_steps, config.batch_size, examples)
@@ -339,7 +339,7 @@ class _Clock:
 
   def __init__(self, run: _Run, step: int):
     self.batch_size = run.config.batch_size
-    self.train_examples = input_pipeline.num_examples(run.config, run.config.dataset.train_split)
+    self.train_examples = input_pipeline.num_train_examples(run.config)
     self.started = time.time()
     self.restart(step)
 
