@@ -5,7 +5,8 @@ training-time corruptions a config asks for (`modality_dropout`, `modality_noise
   audio: white Gaussian noise at a signal-to-noise ratio in dB, relative to each example's own
          waveform power (a clip that is already noisy gets that much more noise on top).
   image: Gaussian noise of a standard deviation given in pixel units of [0, 1] (the model input is
-         normalised by dataset.modalities.image.std, so it is scaled by the same factor).
+         normalised by dataset.modalities.image.std, so it is scaled by the same factor:
+         mmjax.data.input_pipeline.pixel_scale).
 """
 
 import functools
@@ -26,8 +27,9 @@ def level_name(modality: str) -> str:
   return KINDS[modality]
 
 
-def add_noise(x, modality: str, level, key, dataset_config):
-  """x [batch, ...] with noise at `level` [batch] per example; `key` one PRNG key per example."""
+def add_noise(x, modality: str, level, key, pixel_scale: float):
+  """x [batch, ...] with noise at `level` [batch] per example; `key` one PRNG key per example;
+  `pixel_scale`: model-input units per pixel unit (mmjax.data.input_pipeline.pixel_scale)."""
   noise = jax.vmap(lambda k: jax.random.normal(k, x.shape[1:], jnp.float32))(key)
   axes = tuple(range(1, x.ndim))
   expand = lambda v: v.reshape((-1,) + (1,) * (x.ndim - 1))
@@ -35,7 +37,7 @@ def add_noise(x, modality: str, level, key, dataset_config):
     power = jnp.mean(jnp.square(x.astype(jnp.float32)), axis=axes)
     std = jnp.sqrt(power / 10.0 ** (level / 10.0))
   elif modality == 'image':
-    std = level / dataset_config.modalities.image.get('std', 0.5)
+    std = level * pixel_scale
   else:
     level_name(modality)  # raises
   return (x + expand(std) * noise).astype(x.dtype)
@@ -61,7 +63,7 @@ def drop_modalities(config, modalities: tuple[str, ...], present: dict, key) -> 
   return {**present, **{m: jnp.where(any_left, kept[m], present[m]) for m in modalities}}
 
 
-def inject_noise(config, inputs: dict, key) -> dict:
+def inject_noise(config, inputs: dict, key, pixel_scale: float) -> dict:
   """Training-time noise, `config.modality_noise = {modality: {'p': prob, <level>: (lo, hi)}}`:
   each example's modality gets, with probability p, noise at a level drawn uniformly in [lo, hi]
   (audio `snr_db`, image `std`; see `add_noise`)."""
@@ -77,6 +79,6 @@ def inject_noise(config, inputs: dict, key) -> dict:
     apply = jax.random.uniform(k_apply, (batch,)) < cfg.get('p', 1.0)
     level = jax.random.uniform(k_level, (batch,), minval=lo, maxval=hi)
     keys = example_keys(k_noise, jnp.arange(batch))
-    noisy = add_noise(inputs[m], m, level, keys, config.dataset)
+    noisy = add_noise(inputs[m], m, level, keys, pixel_scale)
     out[m] = jnp.where(apply.reshape((-1,) + (1,) * (noisy.ndim - 1)), noisy, inputs[m])
   return out

@@ -263,29 +263,30 @@ def test_audio_noise_has_the_requested_snr_and_image_noise_the_std():
   config = tiny_config()
   x = jnp.asarray(np.random.default_rng(0).normal(size=(64, 8000)) * 0.1, jnp.float32)
   keys = corrupt.example_keys(jax.random.key(0), jnp.arange(64))
-  noisy = corrupt.add_noise(x, 'audio', jnp.full(64, -6.0), keys, config.dataset)
+  scale = input_pipeline.pixel_scale(config)
+  noisy = corrupt.add_noise(x, 'audio', jnp.full(64, -6.0), keys, scale)
   snr = 10 * np.log10(np.mean(np.square(x), 1) / np.mean(np.square(noisy - x), 1))
   assert abs(np.mean(snr) + 6.0) < 0.1
   image = jnp.zeros((64, 28, 28, 1))
-  noisy = corrupt.add_noise(image, 'image', jnp.full(64, 0.25), keys, config.dataset)
+  noisy = corrupt.add_noise(image, 'image', jnp.full(64, 0.25), keys, scale)
   # dataset std 0.5: 0.25 in pixel units is 0.5 in the normalised input.
   assert abs(float(jnp.std(noisy)) - 0.5) < 0.01
   # Per example: the same index gives the same noise whatever else is in the batch.
-  again = corrupt.add_noise(image[:8], 'image', jnp.full(8, 0.25), keys[:8], config.dataset)
+  again = corrupt.add_noise(image[:8], 'image', jnp.full(8, 0.25), keys[:8], scale)
   np.testing.assert_array_equal(noisy[:8], again)
 
 
 def test_training_noise_is_applied_with_probability_p():
   config = tiny_config(modality_noise={'audio': {'p': 0.5, 'snr_db': (0.0, 0.0)}})
   x = jnp.ones((2000, 100))
-  noise = jax.jit(lambda inputs, key: corrupt.inject_noise(config, inputs, key))
+  noise = jax.jit(lambda inputs, key: corrupt.inject_noise(config, inputs, key, 2.0))
   out = jax.device_get(noise({'audio': x}, jax.random.key(3)))
   changed = (out['audio'] != 1).any(axis=1)
   assert abs(changed.mean() - 0.5) < 0.05
   np.testing.assert_allclose(np.mean(np.square(out['audio'][changed] - 1)), 1.0, rtol=0.05)
   config = tiny_config(modality_noise={'audio': {'p': 0.0, 'snr_db': (0.0, 0.0)}})
-  np.testing.assert_array_equal(corrupt.inject_noise(config, {'audio': x}, jax.random.key(3))['audio'],
-                                x)
+  np.testing.assert_array_equal(
+      corrupt.inject_noise(config, {'audio': x}, jax.random.key(3), 2.0)['audio'], x)
 
 
 

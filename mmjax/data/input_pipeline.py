@@ -328,6 +328,13 @@ class EvalData:
       it.close()  # stops grain worker processes now, not at interpreter exit
 
 
+def pixel_scale(config) -> float:
+  """Model-input units per pixel unit of [0, 1]: images are divided by dataset.modalities.image.std
+  (mmjax.data.preprocess.image), so noise given in pixels is scaled by its inverse."""
+  image = (config.dataset.get('modalities') or {}).get('image') or {}
+  return 1.0 / float(image.get('std', 0.5))
+
+
 def train_examples(config) -> Examples:
   """The training split's examples (`dataset.train_split`: a split or a TFDS slice of one)."""
   return Examples(config, config.dataset.train_split)

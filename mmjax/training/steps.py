@@ -218,7 +218,8 @@ def make_train_step(config, objective, tx, mesh):
     key = _step_key(config, state.step)  # streams 2 and 3, beside _rngs' 0 and 1
     present = corrupt.drop_modalities(config, objective.model.modalities, batch['present'],
                                       jax.random.fold_in(key, 2))
-    inputs = corrupt.inject_noise(config, batch['inputs'], jax.random.fold_in(key, 3))
+    inputs = corrupt.inject_noise(config, batch['inputs'], jax.random.fold_in(key, 3),
+                                  input_pipeline.pixel_scale(config))
     batch = {**batch, 'present': present, 'inputs': inputs}
     trainable = state.trainable()
     (loss, (sums, batch_stats)), grads = grad_fn(trainable, state, batch,
@@ -308,7 +309,8 @@ def eval_functions(config, objective, mesh) -> evaluators.Functions:
       data=functools.partial(input_pipeline.eval_data, config),
       modalities=objective.model.modalities,
       num_classes={t: int(n) for t, n in objective.model.tasks.items()},
-      add_noise=lambda x, m, levels, keys: corrupt.add_noise(x, m, levels, keys, config.dataset),
+      add_noise=lambda x, m, levels, keys: corrupt.add_noise(x, m, levels, keys,
+                                                             input_pipeline.pixel_scale(config)),
       objective_name=objectives.name_of(config),
       embed=_sharded_jit(embed, mesh) if embeds else None,
       embedding_modalities=objective.embedding_modalities)
