@@ -332,7 +332,8 @@ def pixel_scale(config) -> float:
   """Model-input units per pixel unit of [0, 1]: images are divided by dataset.modalities.image.std
   (mmjax.data.preprocess.image), so noise given in pixels is scaled by its inverse."""
   image = (config.dataset.get('modalities') or {}).get('image') or {}
-  return 1.0 / float(image.get('std', 0.5))
+  std = float(image.get('std', 0.5))
+  return 1.0 / std if std else float('inf')  # std 0 makes the images themselves non-finite
 
 
 def train_examples(config) -> Examples:
