@@ -225,17 +225,21 @@ def avmnist_fusion_lr(quick: bool = False, seeds: int | None = None,
                metrics=f'^{SEARCH_METRIC}$', seed_major=False, first_seed=SEARCH_SEED)
 
 
+def _committed_rows(path, where: dict | None = None) -> list[dict]:
+  """The rows of the results.csv at `path` ([] before it exists) with the facet values `where`."""
+  from experiments import aggregate  # pylint: disable=import-outside-toplevel
+  path = pathlib.Path(path)
+  return [r for r in (aggregate.read_csv(path) if path.exists() else [])
+          if all(r.get(k) == v for k, v in (where or {}).items())]
+
+
 def _best_on_validation(path, method: str, candidates: list[dict],
                         where: dict | None = None) -> dict | None:
   """The overrides among `candidates` whose run of `method` in the search results at `path`
   (those rows with the facet values `where`) has the best validation accuracy, among its healthy
   runs (all, where none is); None until every candidate has finished. A candidate that diverged
   before its first scores has finished, below every scored one."""
-  from experiments import aggregate  # pylint: disable=import-outside-toplevel
-  path = pathlib.Path(path)
-  rows = [r for r in (aggregate.read_csv(path) if path.exists() else [])
-          if all(r.get(k) == v for k, v in (where or {}).items())]
-  done = {r['overrides']: r for r in rows
+  done = {r['overrides']: r for r in _committed_rows(path, where)
           if r['method'] == method and (SEARCH_METRIC in r or r.get('diverged'))}
   wanted = {json.dumps(c, sort_keys=True): c for c in candidates}
   if set(wanted) - set(done):
@@ -532,14 +536,10 @@ def blending_weights(losses: dict[str, tuple[float, float]]) -> dict[str, float]
 def _blending_overrides(path, snr: str) -> dict | None:
   """objective.head_weights.<head> overrides from the estimation runs at `snr` in the results at
   `path`; None until all three have finished."""
-  from experiments import aggregate  # pylint: disable=import-outside-toplevel
-  path = pathlib.Path(path)
-  rows = aggregate.read_csv(path) if path.exists() else []
   losses = {}
   for head, method in GBLEND_HEADS.items():
-    want = 'any' if method == 'unimodal_image' else snr
-    found = [r for r in rows if r['method'] == method and r.get('SNR') == want
-             and 'fit/loss' in r and 'validation/loss' in r]
+    where = {'method': method, 'SNR': 'any' if method == 'unimodal_image' else snr}
+    found = [r for r in _committed_rows(path, where) if 'fit/loss' in r and 'validation/loss' in r]
     if not found:
       return None
     losses[head] = (float(found[0]['fit/loss']), float(found[0]['validation/loss']))

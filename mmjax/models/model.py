@@ -70,14 +70,17 @@ class MultimodalModel(nn.Module):
     return modality_order(self.config)
 
   @property
+  def prediction(self) -> str:
+    """What predicts each task beside `unimodal_heads` (PREDICTIONS; the class docstring)."""
+    return (self.config.get('unimodal_heads') or {}).get('prediction', 'average')
+
+  @property
   def head_names(self) -> tuple[str, ...]:
     """What `<task>/<name>` heads it has beside `<task>`: 'fused' and each modality with
     `unimodal_heads` ('fused' is `<task>` itself with prediction='fused'), else none."""
-    unimodal = self.config.get('unimodal_heads') or {}
-    if not unimodal:
+    if not self.config.get('unimodal_heads'):
       return ()
-    fused = () if unimodal.get('prediction', 'average') == 'fused' else ('fused',)
-    return fused + self.modalities
+    return (() if self.prediction == 'fused' else ('fused',)) + self.modalities
 
   def setup(self):
     cfg = self.config
@@ -93,7 +96,7 @@ class MultimodalModel(nn.Module):
     self.heads = None if getattr(fusion_cls, 'outputs_logits', False) else TaskHeads(
         self.tasks, **cfg.get('head', {}))
     unimodal = dict(cfg.get('unimodal_heads') or {})
-    self.prediction = unimodal.pop('prediction', 'average')
+    unimodal.pop('prediction', None)  # not a head's field
     if self.prediction not in PREDICTIONS:
       raise UserError(f'model.unimodal_heads.prediction={self.prediction!r}; valid values: '
                       f'{", ".join(PREDICTIONS)}')

@@ -214,12 +214,14 @@ def make_train_step(config, objective, tx, mesh):
   if config.get('grad_accum_steps', 1) > 1:
     grad_fn = accumulated_gradients(grad_fn, config.grad_accum_steps, mesh)
 
+  pixel_scale = input_pipeline.pixel_scale(config)
+
   def train_step(state, batch):
     key = _step_key(config, state.step)  # streams 2 and 3, beside _rngs' 0 and 1
     present = corrupt.drop_modalities(config, objective.model.modalities, batch['present'],
                                       jax.random.fold_in(key, 2))
     inputs = corrupt.inject_noise(config, batch['inputs'], jax.random.fold_in(key, 3),
-                                  input_pipeline.pixel_scale(config))
+                                  pixel_scale)
     batch = {**batch, 'present': present, 'inputs': inputs}
     trainable = state.trainable()
     (loss, (sums, batch_stats)), grads = grad_fn(trainable, state, batch,
@@ -280,6 +282,7 @@ def make_eval_step(config, objective, mesh):
 def eval_functions(config, objective, mesh) -> evaluators.Functions:
   """The functions evaluators call (see evaluators.Functions), each compiled on first use."""
   variables = lambda state: _in_compute_dtype(config, state.eval_variables())
+  pixel_scale = input_pipeline.pixel_scale(config)
   with_labels = lambda rows, batch: {**rows, 'mask': batch['mask'], **{
       f'labels/{task}': labels for task, labels in batch['labels'].items()}}
 
@@ -309,8 +312,7 @@ def eval_functions(config, objective, mesh) -> evaluators.Functions:
       data=functools.partial(input_pipeline.eval_data, config),
       modalities=objective.model.modalities,
       num_classes={t: int(n) for t, n in objective.model.tasks.items()},
-      add_noise=lambda x, m, levels, keys: corrupt.add_noise(x, m, levels, keys,
-                                                             input_pipeline.pixel_scale(config)),
+      add_noise=lambda x, m, levels, keys: corrupt.add_noise(x, m, levels, keys, pixel_scale),
       objective_name=objectives.name_of(config),
       embed=_sharded_jit(embed, mesh) if embeds else None,
       embedding_modalities=objective.embedding_modalities)
