@@ -2,6 +2,12 @@
 `table.md` (mean ± std and n over seeds, per method and metric), read from each run's
 `metrics.jsonl` and `config.json` only. Works on partial results: unfinished runs are listed.
 
+Workdirs are not kept with the results, so `records.jsonl` is: one line per finished run with its
+config.json, datasets.json, final step, row, training curves and timed attempts. A run whose
+workdir has not finished it (a fresh clone, another machine) counts as finished by its record,
+as long as the record is of the run as it resolves now (runs.record_conflict): the sweep skips
+it and the results keep it. A record of another config is ignored, and the run trains again.
+
 Metric columns are `<evaluator>/<metric>` (the evaluator's lines at the last step), or
 `<evaluator>[<condition>]/<metric>` for evaluators with conditions (robustness), plus
 `train/loss`, `train/accuracy` (the last logged interval), `train/examples_per_sec` (mean over
@@ -28,6 +34,7 @@ from mmjax import health as health_lib
 RUNS_DIR = 'runs'
 CSV = 'results.csv'
 TABLE = 'table.md'
+RECORDS = 'records.jsonl'
 TIMINGS = 'timings.jsonl'
 # The table's metrics: an evaluator's (single-task) accuracy; not training's, nor validation's,
 # which selects the state the others score (its last line is the last state's).
@@ -55,38 +62,56 @@ def record_time(root, run: runs_lib.Run, seconds: float, exit_status: int, start
                         'start': round(start, 1), 'jobs': jobs}) + '\n')
 
 
-def _attempts(root) -> list[dict]:
-  path = pathlib.Path(root) / 'logs' / TIMINGS
-  return list(runs_lib.read_jsonl(path)) if path.exists() else []
-
-
-def wall_times(root) -> dict[str, float]:
-  """{run name: seconds over all its attempts} from <root>/logs/timings.jsonl."""
+def attempts(root) -> dict[str, list[dict]]:
+  """{run name: its attempts} from <root>/logs/timings.jsonl."""
   out = {}
-  for line in _attempts(root):
-    out[line['run']] = out.get(line['run'], 0.0) + line['seconds']
+  for line in runs_lib.read_jsonl(pathlib.Path(root) / 'logs' / TIMINGS):
+    out.setdefault(line['run'], []).append(line)
   return out
 
 
-def elapsed(root, names) -> tuple[float, int]:
-  """(seconds during which at least one attempt of the runs `names` was running, the most runs
-  the sweep ran at a time): the union of the attempts' intervals, so runs in parallel count
-  once and the gaps between sweep invocations not at all. Attempts recorded without a start
-  time count as run one after another."""
-  intervals, serial, jobs = [], 0.0, 1
-  for line in _attempts(root):
-    if line['run'] not in names:
-      continue
+def elapsed(attempts: list[dict]) -> tuple[float | None, int]:
+  """(seconds during which at least one of `attempts` was running, the most runs the sweep ran
+  at a time): the union of the attempts' intervals, so runs in parallel count once and the gaps
+  between sweep invocations not at all; None where an attempt has no start time recorded."""
+  intervals, jobs = [], 1
+  for line in attempts:
     jobs = max(jobs, int(line.get('jobs', 1)))
-    if 'start' in line:
-      intervals.append((line['start'], line['start'] + line['seconds']))
-    else:
-      serial += line['seconds']
+    if 'start' not in line:
+      return None, jobs
+    intervals.append((line['start'], line['start'] + line['seconds']))
   total, end = 0.0, -math.inf
   for lo, hi in sorted(intervals):
     total += max(0.0, hi - max(lo, end))
     end = max(end, hi)
-  return serial + total, jobs
+  return total, jobs
+
+
+def read_records(experiment, root) -> dict[str, dict]:
+  """{run name: its record} from <root>/records.jsonl, and from those of the experiments it
+  shares runs with (their directories beside `root`) for runs it has no record of."""
+  roots = [pathlib.Path(root)] + [
+      pathlib.Path(root).parent / f'{other}{"-quick" if experiment.quick else ""}'
+      for other in experiment.shares_runs_with]
+  out = {}
+  for where in reversed(roots):  # its own records last: they win
+    out.update({r['run']: r for r in runs_lib.read_jsonl(where / RECORDS)})
+  return out
+
+
+def status(run: runs_lib.Run, root, records: dict) -> tuple[runs_lib.Progress, dict | None]:
+  """Where a run stands, and its record where that is what finished it: its workdir's progress
+  unless the workdir has not finished it and `records` holds this run (then 'recorded'). A
+  record of another config or data comes back as the workdir's state, with what differs."""
+  state = runs_lib.progress(run, workdir(root, run))
+  record = records.get(run.name)
+  if state.state not in ('partial', 'not started') or record is None:
+    return state, None
+  conflict = runs_lib.record_conflict(run, record, RECORDS)
+  if conflict:
+    return (state if state.state == 'partial' else
+            dataclasses.replace(state, detail=f'{conflict}: it trains again')), None
+  return runs_lib.Progress('recorded', record['step'], record['total']), record
 
 
 def run_metrics(lines: list[dict], total: int) -> dict:
@@ -127,38 +152,56 @@ class Results:
   rows: list[dict]                 # finished runs
   missing: list[tuple]             # (run, runs.Progress) of every other run
   facets: list[str]                # facet names, in the experiment's order
-  elapsed_s: float = 0.0           # wall time of the finished runs' attempts (`elapsed`)
+  elapsed_s: float | None = 0.0    # wall time of the finished runs' attempts (`elapsed`)
   jobs: int = 1                    # the most runs the sweep ran at a time
   metrics: re.Pattern = ACCURACY   # the columns tables and plots show
   # {run name: {series: [(step, value), ...]}}: the selecting evaluator's accuracy and each
   # encoder's gradient norm over training (`curves`), for the training-curves plot
   curves: dict = dataclasses.field(default_factory=dict)
+  records: list[dict] = dataclasses.field(default_factory=list)  # records.jsonl's lines
 
 
 def collect(experiment, root) -> Results:
-  rows, missing, facets, curves = [], [], [], {}
-  times = wall_times(root)
+  rows, missing, facets, curves, records, timed_attempts = [], [], [], {}, [], []
+  saved, timed = read_records(experiment, root), attempts(root)
   for run in experiment.runs:
     facets += [f for f in run.facets if f not in facets]
-    wd = workdir(root, run)
-    state = runs_lib.progress(run, wd)
-    if state.state not in ('finished', 'diverged'):
+    state, record = status(run, root, saved)
+    if state.state in ('finished', 'diverged'):
+      record = _record(run, workdir(root, run), state, timed.get(run.name, []))
+    elif record is None:
       missing.append((run, state))
       continue
-    lines = runs_lib.read_metrics(wd)
-    # A finished run's final lines are at its last step (before num_train_steps when it
-    # stopped early).
-    metrics = run_metrics(lines, state.step if state.state == 'finished' else state.total)
-    curves[run.name] = run_curves(lines)
+    # Who the run is comes from the experiment now (labels may have changed); what it scored,
+    # from its record.
     row = {'experiment': experiment.name, 'method': run.label, **run.facets,
            'seed': run.seed, 'run': run.name, 'config': run.config,
-           'overrides': json.dumps(run.overrides, sort_keys=True), 'step': state.step,
-           **({'wall_s': times[run.name]} if run.name in times else {}), **metrics}
-    rows.append({**row, **health_columns(row, runs_lib.read_config(wd) or {},
-                                         state.state == 'diverged')})
-  return Results(rows, missing, facets,
-                 *elapsed(root, {r['run'] for r in rows if 'wall_s' in r}),
-                 re.compile(experiment.metrics) if experiment.metrics else ACCURACY, curves)
+           'overrides': json.dumps(run.overrides, sort_keys=True), 'step': record['step'],
+           **({'wall_s': sum(a['seconds'] for a in record['attempts'])}
+              if record.get('attempts') else {}), **record['row']}
+    rows.append({**row, **health_columns(row, record['config'], record['state'] == 'diverged')})
+    curves[run.name] = record.get('curves') or {}
+    records.append(record)
+    timed_attempts += record.get('attempts') or []
+  return Results(rows, missing, facets, *elapsed(timed_attempts),
+                 re.compile(experiment.metrics) if experiment.metrics else ACCURACY, curves,
+                 records)
+
+
+def _record(run: runs_lib.Run, wd, state: runs_lib.Progress, attempts: list[dict]) -> dict:
+  """What `records.jsonl` keeps of a run its workdir finished (see the module docstring)."""
+  lines = runs_lib.read_metrics(wd)
+  # A finished run's final lines are at its last step (before num_train_steps when it
+  # stopped early).
+  metrics = run_metrics(lines, state.step if state.state == 'finished' else state.total)
+  return {'run': run.name, 'state': state.state, 'step': state.step, 'total': state.total,
+          'config': runs_lib.read_config(wd), 'datasets': runs_lib.read_datasets(wd),
+          'row': metrics, 'curves': run_curves(lines), 'attempts': attempts}
+
+
+def write_records(results: Results, path) -> None:
+  with open(path, 'w', encoding='utf-8') as f:
+    f.writelines(json.dumps(r) + '\n' for r in results.records)  # the row's column order kept
 
 
 def run_curves(lines: list[dict]) -> dict:
@@ -517,8 +560,11 @@ def wall_note(results: Results) -> str:
   timed = [r['wall_s'] for r in results.rows if 'wall_s' in r]
   if not timed:
     return ''
+  summed = f'{sum(timed) / 60:.0f} min summed over the runs'
+  if results.elapsed_s is None:  # some attempts were recorded without their start
+    at_once = '' if results.jobs == 1 else f', up to {results.jobs} at a time'
+    return f' Wall time of the {len(timed)} finished runs the sweep timed: {summed}{at_once}.'
   how = ('one after another.' if results.jobs == 1 else
-         f'up to {results.jobs} at a time (`--jobs={results.jobs}`; {sum(timed) / 60:.0f} min '
-         'summed over the runs).')
+         f'up to {results.jobs} at a time (`--jobs={results.jobs}`; {summed}).')
   return (f' Wall time of the {len(timed)} finished runs the sweep timed: '
           f'{results.elapsed_s / 60:.0f} min, {how}')

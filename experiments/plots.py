@@ -297,7 +297,10 @@ def curves_plot(results, out_dir) -> Plot | None:
                   if k.startswith('grad_norm/')})
   styles = ', '.join(f'{n} {s}' for n, s in zip(names, ('solid', 'dashed', 'dotted')))
   axes[1][0].set_ylabel(f'encoder gradient norm\n({styles})')
-  fig.suptitle('Each seed through training', fontsize=10)
+  drawn = sum(len(v) for v in series.values())
+  fig.suptitle('Each seed through training' + (
+      '' if drawn == len(results.rows) else f' ({drawn} of {len(results.rows)} runs: the others '
+      'were recorded without their curves)'), fontsize=10)
   _save(fig, pathlib.Path(out_dir) / plot.name)
   return plot
 

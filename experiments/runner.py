@@ -2,7 +2,8 @@
 experiments.sweep and experiments.zoo).
 
 Each run is `python -m mmjax.main` in a subprocess, in `<root>/runs/<run name>`, its output in
-`<root>/logs/<run name>.log`; a finished run is skipped, an interrupted one resumes. A run that an
+`<root>/logs/<run name>.log`; a finished run is skipped (its workdir or its record in the
+results says so: experiments.aggregate), an interrupted one resumes. A run that an
 experiment shares with another (`Experiment.shares_runs_with`: the same config, overrides, seed
 and settings) is not trained twice: its workdir becomes a link to the other experiment's (in the
 sibling directory named after it), which it then skips or resumes like its own. Runs share
@@ -35,19 +36,21 @@ def run_all(experiment, root, timeout_s: int, out=None, jobs: int = 1) -> list[s
   descriptions."""
   out = out or sys.stdout
   total = len(experiment.runs)
+  records = aggregate.read_records(experiment, root)
 
   def one(i, run) -> str | None:
     wd = aggregate.workdir(root, run)
     shared = _link_shared(experiment, root, run, wd)
-    state = runs_lib.progress(run, wd)
+    state, _ = aggregate.status(run, root, records)
     head = f'[{i}/{total}] {run.name}' + (f' (shared with {shared})' if shared else '')
-    if state.state in ('finished', 'diverged'):
+    if state.state in ('finished', 'diverged', 'recorded'):
       print(f'{head}: {state.describe()}, skipped', file=out, flush=True)
       return None
     if state.state == 'conflict':
       print(f'{head}: not run: {state.detail}', file=out, flush=True)
       return f'{run.name}: {state.detail}'
-    resume = f' (resuming: {state.describe()})' if state.state == 'partial' else ''
+    resume = (f' (resuming: {state.describe()})' if state.state == 'partial' else
+              f' ({state.detail})' if state.detail else '')
     print(f'{head}: running{resume}', file=out, flush=True)
     log = pathlib.Path(root) / 'logs' / f'{run.name}.log'
     start = time.time()
@@ -104,6 +107,7 @@ def write_results(experiment, root, out=None) -> aggregate.Results:
   root.mkdir(parents=True, exist_ok=True)
   results = aggregate.collect(experiment, root)
   aggregate.write_csv(results, root / aggregate.CSV)
+  aggregate.write_records(results, root / aggregate.RECORDS)
   (root / aggregate.TABLE).write_text(aggregate.markdown(results, experiment), encoding='utf-8')
   written = [plot.name for plot in plots.write_all(results, root)]
   print(f'{len(results.rows)} of {len(experiment.runs)} runs finished; wrote '

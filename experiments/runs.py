@@ -150,7 +150,7 @@ def execute(run: Run, workdir, log_path, timeout_s: int, env_extra=None) -> int:
 
 def read_metrics(workdir) -> list[dict]:
   """The metrics.jsonl lines of `workdir` ([] if none); a line cut short is left out."""
-  from mmjax import writers  # pylint: disable=import-outside-toplevel  (JAX: see _dataset_change)
+  from mmjax import writers  # pylint: disable=import-outside-toplevel  (JAX, only when asked)
   return writers.read_metrics(workdir)
 
 
@@ -192,7 +192,8 @@ class Progress:
   'finished', 'diverged' (it stopped at `step` on a non-finite loss: done, as rerunning it
   stops there again), 'partial' (trained to `step` of `total`, or lacks final evaluator lines),
   'not started', or 'conflict' (its config.json differs from the run's values, or it trained on
-  another version of a dataset: `detail`)."""
+  another version of a dataset: `detail`); 'recorded' where the results record it finished
+  (experiments.aggregate.status)."""
   state: str
   step: int = 0
   total: int | None = None
@@ -205,6 +206,8 @@ class Progress:
       return f'conflict: {self.detail}'
     if self.state == 'diverged':
       return f'diverged: non-finite loss at step {self.step} of {self.total}'
+    if self.state == 'recorded':
+      return f'finished at step {self.step} of {self.total} (recorded in the results)'
     return self.state
 
 
@@ -267,39 +270,51 @@ def dataset_versions(run: Run) -> dict[str, str]:
 _DATASET_VERSIONS: dict[str, dict[str, str]] = {}
 
 
-def _dataset_change(run: Run, workdir) -> str:
-  """What differs between the dataset versions the run trained on and those it would read now
-  (mmjax.workdir.version_change); '' when nothing does or the run predates datasets.json. It
-  imports mmjax (and so JAX) only then: the sweep's own process stays light."""
-  from mmjax import workdir as workdirs  # pylint: disable=import-outside-toplevel
-  if not workdirs.datasets_path(workdir).exists():
-    return ''
-  return workdirs.version_change(workdir, dataset_versions(run))
-
-
-def progress(run: Run, workdir) -> Progress:
-  config = read_config(workdir)
-  if config is None:
-    return Progress('not started')
+def _identity_conflict(run: Run, config: dict, datasets: dict | None, where: str) -> str:
+  """'' when `config` (a run's config.json) and `datasets` (its datasets.json, None where it has
+  none) are this run's as its config file, values and datasets resolve now; else one line that
+  says what differs, about the run held in `where`."""
   values = run.values()
   for key, value in values.items():
     saved = _saved(config, key)
     wanted = _with_later_fields(key, value, values)
     if saved is KeyError or _normal(saved) != wanted:
       shown = '(absent)' if saved is KeyError else json.dumps(saved)
-      return Progress('conflict', detail=(
-          f'{workdir} holds a run with {key}={shown}, not {json.dumps(wanted)}; '
-          'use another --results_dir or move that workdir away'))
+      return f'{where} holds a run with {key}={shown}, not {json.dumps(wanted)}'
   differs = _config_change(run, config)
   if differs:
+    return f'{where} holds a run of another config: {differs} (the config file changed since)'
+  if datasets:
+    # mmjax (and so JAX) only here: the sweep's own process stays light.
+    from mmjax import workdir as workdirs  # pylint: disable=import-outside-toplevel
+    changed = workdirs.version_differences(datasets, dataset_versions(run))
+    if changed:
+      return f'{where} holds a run trained on {changed}'
+  return ''
+
+
+def read_datasets(workdir) -> dict | None:
+  """The run's datasets.json ({dataset: version}), None where it predates them."""
+  path = pathlib.Path(workdir) / 'datasets.json'
+  return json.loads(path.read_text(encoding='utf-8')) if path.exists() else None
+
+
+def record_conflict(run: Run, record: dict, where: str) -> str:
+  """'' when a record of a finished run (experiments.aggregate's records.jsonl) is of this run as
+  it resolves now, else what differs."""
+  if record.get('run') != run.name:
+    return f'{where} records {record.get("run")}, not {run.name}'
+  return _identity_conflict(run, record['config'], record.get('datasets'), where)
+
+
+def progress(run: Run, workdir) -> Progress:
+  config = read_config(workdir)
+  if config is None:
+    return Progress('not started')
+  conflict = _identity_conflict(run, config, read_datasets(workdir), str(workdir))
+  if conflict:
     return Progress('conflict', detail=(
-        f'{workdir} holds a run of another config: {differs} (the config file changed since); '
-        'use another --results_dir or move that workdir away'))
-  changed = _dataset_change(run, workdir)
-  if changed:
-    return Progress('conflict', detail=(
-        f'{workdir} holds a run trained on {changed}; use another --results_dir or move that '
-        'workdir away'))
+        f'{conflict}; use another --results_dir or move that workdir away'))
   total = int(config['num_train_steps'])
   lines = read_metrics(workdir)
   step = max([l['step'] for l in lines if l.get('split') == 'train'] or [0])

@@ -209,11 +209,13 @@ def version_change(workdir, dataset_versions: dict[str, str]) -> str:
   """'' when the run in `workdir` trained on these versions of its datasets (or predates
   datasets.json), else what changed: 'synthetic/unique 2.0.0, which is now 3.0.0'."""
   path = datasets_path(workdir)
-  if not path.exists():
-    return ''
-  saved = _read_json(path)
+  return version_differences(_read_json(path), dataset_versions) if path.exists() else ''
+
+
+def version_differences(saved: dict[str, str], now: dict[str, str]) -> str:
+  """'' when every dataset in both has the same version, else what changed (`version_change`)."""
   return '; '.join(f'{name} {saved[name]}, which is now {version}'
-                   for name, version in sorted(dataset_versions.items())
+                   for name, version in sorted(now.items())
                    if name in saved and saved[name] != version)
 
 

@@ -639,10 +639,11 @@ def test_jobs_train_that_many_runs_at_a_time_and_overlap_counts_once(tmp_path, m
   out = io.StringIO()
   assert runner.run_all(experiment, tmp_path, 60, out=out, jobs=2) == []
   assert peak[0] == 2 and len(done) == 5 and out.getvalue().count('done in') == 5
-  names = {r.name for r in experiment.runs}
-  seconds, jobs = aggregate.elapsed(tmp_path, names)
+  timed = aggregate.attempts(tmp_path)
+  assert set(timed) == {r.name for r in experiment.runs}
+  seconds, jobs = aggregate.elapsed([a for runs in timed.values() for a in runs])
   assert jobs == 2 and 1.1 < seconds < 5 * 0.4  # 3 rounds of 0.4 s, not 5
-  assert sum(aggregate.wall_times(tmp_path).values()) >= 5 * 0.4
+  assert sum(a['seconds'] for runs in timed.values() for a in runs) >= 5 * 0.4
 
 
 def test_a_run_shared_with_another_experiment_is_trained_once(tmp_path, monkeypatch):
@@ -679,21 +680,96 @@ def test_a_run_shared_with_another_experiment_is_trained_once(tmp_path, monkeypa
   assert catalog.get('robustness').shares_runs_with == ('avmnist_fusion',)
 
 
-def test_elapsed_time_is_the_union_of_the_attempts(tmp_path):
+def test_elapsed_time_is_the_union_of_the_attempts():
   timings = [{'run': 'a', 'seconds': 10, 'exit': 0, 'start': 100, 'jobs': 2},
              {'run': 'b', 'seconds': 10, 'exit': 0, 'start': 105, 'jobs': 2},  # overlaps a
-             {'run': 'a', 'seconds': 4, 'exit': 0, 'start': 1000, 'jobs': 1},  # a later resume
-             {'run': 'c', 'seconds': 7, 'exit': 0},  # recorded before start times were
-             {'run': 'd', 'seconds': 99, 'exit': 0, 'start': 100}]  # not asked for
-  (tmp_path / 'logs').mkdir()
-  (tmp_path / 'logs' / aggregate.TIMINGS).write_text(
-      ''.join(json.dumps(t) + '\n' for t in timings))
-  assert aggregate.elapsed(tmp_path, {'a', 'b', 'c'}) == (15 + 4 + 7, 2)
-  assert aggregate.elapsed(tmp_path, {'c'}) == (7, 1)
+             {'run': 'a', 'seconds': 4, 'exit': 0, 'start': 1000, 'jobs': 1}]  # a later resume
+  assert aggregate.elapsed(timings) == (15 + 4, 2)
+  assert aggregate.elapsed(timings[2:]) == (4, 1)
+  # An attempt recorded without its start (before start times were kept): no union to take.
+  assert aggregate.elapsed(timings + [{'run': 'c', 'seconds': 7, 'jobs': 2}]) == (None, 2)
   note = aggregate.wall_note(aggregate.Results([{'wall_s': 1200}, {'wall_s': 600}], [], [],
                                                900.0, 2))
   assert note == (' Wall time of the 2 finished runs the sweep timed: 15 min, up to 2 at a time '
                   '(`--jobs=2`; 30 min summed over the runs).')
+  note = aggregate.wall_note(aggregate.Results([{'wall_s': 1200}, {'wall_s': 600}], [], [],
+                                               None, 2))
+  assert note == (' Wall time of the 2 finished runs the sweep timed: 30 min summed over the runs, '
+                  'up to 2 at a time.')
+
+
+def test_a_run_recorded_in_the_results_is_finished_without_its_workdir(tmp_path, monkeypatch):
+  """Workdirs stay where they trained; records.jsonl goes with the results. From a clone that
+  has the results but not the workdirs, the sweep skips what they record and aggregates the same
+  results.csv; a record of the run as it resolved before an edit is ignored and the run trains."""
+  root = tmp_path / 'handmade'
+  experiment = _handmade(root, {('late_fusion', 0): 0.8, ('late_fusion', 1): 0.7,
+                                ('early_fusion', 0): None})
+  runner.write_results(experiment, root, out=io.StringIO())
+  records = aggregate.read_records(experiment, root)
+  assert sorted(records) == ['late_fusion__seed0', 'late_fusion__seed1']
+  assert records['late_fusion__seed1']['row']['test/accuracy'] == 0.7
+  assert records['late_fusion__seed1']['config']['seed'] == 1
+  before = aggregate.read_csv(root / aggregate.CSV)
+  shutil.rmtree(root / aggregate.RUNS_DIR)
+
+  trained = []
+
+  def execute(run, wd, log, timeout_s):  # pylint: disable=unused-argument
+    trained.append(run.name)
+    _fake_run(wd, 0.6, total=run.settings['num_train_steps'], config={'seed': run.seed})
+    return 0
+
+  monkeypatch.setattr(runs_lib, 'execute', execute)
+  out = io.StringIO()
+  assert runner.run_all(experiment, root, 60, out=out) == []
+  assert trained == ['early_fusion__seed0']
+  assert ('[2/3] late_fusion__seed1: finished at step 8 of 8 (recorded in the results), skipped'
+          in out.getvalue())
+  runner.write_results(experiment, root, out=io.StringIO())
+  rows = aggregate.read_csv(root / aggregate.CSV)
+  assert rows[:2] == before and rows[2]['test/accuracy'] == 0.6
+
+  # The same runs at another budget (settings are not in a run's name): the records are not
+  # theirs.
+  longer = dataclasses.replace(experiment, runs=[
+      dataclasses.replace(r, settings={'num_train_steps': 16}) for r in experiment.runs[:1]])
+  state, record = aggregate.status(longer.runs[0], root, aggregate.read_records(longer, root))
+  assert (state.state, record) == ('not started', None)
+  assert state.detail == ('records.jsonl holds a run with num_train_steps=8, not 16: it trains '
+                          'again')
+  out = io.StringIO()
+  assert runner.run_all(longer, root, 60, out=out) == []
+  assert trained[-1] == 'late_fusion__seed0'
+  assert (f'[1/1] late_fusion__seed0: running ({state.detail})') in out.getvalue()
+
+
+def test_each_committed_results_csv_is_what_its_records_give(tmp_path, monkeypatch):
+  """The results a clone holds regenerate from its records alone, with every record still of its
+  run as the configs and data resolve now (an edited config makes its results stale here)."""
+  monkeypatch.setattr(runs_lib, '_config_change', CONFIG_CHANGE)
+  committed = sorted((REPO / 'results').glob(f'*/{aggregate.CSV}'))
+  assert committed
+  for path in REPO.glob(f'results/*/{aggregate.RECORDS}'):
+    (tmp_path / path.parent.name).mkdir()
+    shutil.copy(path, tmp_path / path.parent.name)
+  for path in committed:
+    name = path.parent.name
+    results = aggregate.collect(catalog.get(name), tmp_path / name)
+    aggregate.write_csv(results, tmp_path / name / aggregate.CSV)
+    assert (tmp_path / name / aggregate.CSV).read_text() == path.read_text(), name
+
+
+def test_a_run_another_experiment_records_is_not_trained_again(tmp_path, monkeypatch):
+  fusion = _handmade(tmp_path / 'fusion', {('late_fusion', 0): 0.8})
+  runner.write_results(fusion, tmp_path / 'fusion', out=io.StringIO())
+  shutil.rmtree(tmp_path / 'fusion' / aggregate.RUNS_DIR)
+  mine = dataclasses.replace(_handmade(tmp_path / 'robust', {('late_fusion', 0): None}),
+                             shares_runs_with=('fusion',))
+  monkeypatch.setattr(runs_lib, 'execute', lambda *args: pytest.fail('trained again'))
+  assert runner.run_all(mine, tmp_path / 'robust', 60, out=io.StringIO()) == []
+  [row] = aggregate.collect(mine, tmp_path / 'robust').rows
+  assert row['test/accuracy'] == 0.8
 
 
 def test_facet_columns_and_robustness_plots(tmp_path):
