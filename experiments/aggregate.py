@@ -16,7 +16,9 @@ sweep timed the run's attempts, from `logs/timings.jsonl`, when it launched them
 
 Every row also carries its health (mmjax.health): `chance`, `inert` (the modalities the run does
 not use, `;`-separated), `diverged` (1 when its loss went non-finite or it ended at chance) and
-`healthy` (1 when neither). A run that stopped on a non-finite loss is a row too, with no
+`healthy` (1 when neither); where the data's PID was measured, a unimodal run's `uninformed` is 1
+when its modality carries no information about the label (chance is then its ceiling, not a
+divergence). A run that stopped on a non-finite loss is a row too, with no
 accuracy. Tables give, beside mean ± std over every run, the minimum over seeds, every seed's
 figure and how many runs are healthy: a mean hides a collapsed seed.
 """
@@ -238,11 +240,34 @@ def health_columns(row: dict, config: dict, nonfinite: bool) -> dict:
   chance = measured[0] if measured else chance
   modalities = list((config.get('model') or {}).get('encoders') or
                     [c.split('=', 1)[1] for c in accuracy if c.startswith('missing=')])
+  # A model of one modality that carries no information about the label (the data's PID: no
+  # redundancy and no uniqueness in it, as on the synergy probe) has chance as its ceiling:
+  # ending there is no sign of a failed run.
+  seen = _information(row, modalities)
+  blind = seen is not None and seen < UNINFORMED_BITS
+  if blind:
+    accuracy.pop('all', None)
   # Without one task's chance level, only a non-finite loss can be judged.
   found = health_lib.check(accuracy if chance is not None else {}, modalities, chance or 0.0,
                            nonfinite)
   return {'chance': chance if chance is not None else '', 'inert': ';'.join(found.inert),
-          'diverged': int(found.diverged), 'healthy': int(found.healthy)}
+          'diverged': int(found.diverged), 'healthy': int(found.healthy),
+          **({'uninformed': int(blind)} if seen is not None else {})}
+
+
+# Bits below which a modality counts as carrying nothing: the PID's plug-in estimates read ~0.015
+# bits from independent ten-class latents over 4,000 test examples ((10-1)² / (2 N ln 2)).
+UNINFORMED_BITS = 0.05
+_LABEL_PID = re.compile(r'^[^/\[]+\[labels\]/(redundancy|unique_\w+)$')
+
+
+def _information(row: dict, modalities: list[str]) -> float | None:
+  """Bits the label shares with the one modality a unimodal run sees (redundancy + that
+  modality's uniqueness, from the pid evaluator's `labels` line); None for other runs."""
+  parts = {m.group(1): v for k, v in row.items() for m in [_LABEL_PID.match(k)] if m}
+  if len(modalities) != 1 or 'redundancy' not in parts:
+    return None
+  return parts['redundancy'] + parts.get(f'unique_{modalities[0]}', 0.0)
 
 
 def write_csv(results: Results, path) -> None:
@@ -461,6 +486,13 @@ def health_note(results: Results) -> str:
   rules = (f'Healthy: neither inert ({INERT_MARK}: {usage}, or the strongest noise on it moves '
            f'accuracy by under {margin}) nor diverged ({DIVERGED_MARK}: a non-finite loss, or '
            f'within {100 * health_lib.CHANCE_MARGIN:.0f} points of chance with every modality).')
+  blind = [r['run'] for r in results.rows if r.get('uninformed')]
+  if blind:
+    rules += (f' {len(blind)} {"run sees" if len(blind) == 1 else "runs see"} only a modality '
+              'that carries no information about the '
+              "label (in the data's PID, no redundancy and no uniqueness in it): chance is their "
+              'ceiling, so ending there does not count as diverged: ' +
+              '; '.join(f'`{name}`' for name in blind) + '.')
   if not bad:
     return rules + f' All {len(results.rows)} runs are healthy.'
   names = '; '.join(f'`{r["run"]}` (' + ', '.join(

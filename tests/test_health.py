@@ -233,3 +233,27 @@ def test_a_chance_level_measured_on_the_data_replaces_one_over_the_classes():
   assert (flags['chance'], flags['diverged'], flags['healthy']) == (0.5, 1, 0)
   assert aggregate.health_columns({**row, 'test/accuracy': 0.75, 'pid[labels]/chance': 0.5},
                                   config, False)['healthy'] == 1
+
+
+def test_a_unimodal_run_whose_modality_carries_nothing_is_not_diverged_at_chance(tmp_path):
+  """On the synergy probe the image alone carries 0 bits about the label (the data's PID): an
+  image-only model at chance has reached its ceiling. Where the image carries the label, the
+  same figure is a failed run; a fusion is judged as before."""
+  pid = {'pid[labels]/chance': 0.5, 'pid[labels]/redundancy': 0.0,
+         'pid[labels]/unique_image': 0.0, 'pid[labels]/unique_audio': 0.0,
+         'pid[labels]/synergy': 1.0}
+  image_only = {'tasks': {'label': {'num_classes': 10}}, 'model': {'encoders': {'image': {}}}}
+  flags = aggregate.health_columns({'test/accuracy': 0.503, **pid}, image_only, False)
+  assert (flags['uninformed'], flags['diverged'], flags['healthy']) == (1, 0, 1)
+  assert aggregate.health_columns({'test/accuracy': 0.503, **pid}, image_only,
+                                  True)['diverged'] == 1  # a non-finite loss still is
+  informed = {**pid, 'pid[labels]/unique_image': 1.0, 'pid[labels]/synergy': 0.0}
+  flags = aggregate.health_columns({'test/accuracy': 0.503, **informed}, image_only, False)
+  assert (flags['uninformed'], flags['diverged']) == (0, 1)
+  fusion = {**image_only, 'model': {'encoders': {'image': {}, 'audio': {}}}}
+  flags = aggregate.health_columns({'test/accuracy': 0.503, **pid}, fusion, False)
+  assert 'uninformed' not in flags and flags['diverged'] == 1
+  rows = [{'run': 'blind', 'healthy': 1, 'uninformed': 1}, {'run': 'fused', 'healthy': 1}]
+  note = aggregate.health_note(aggregate.Results(rows, [], []))
+  assert ('1 run sees only a modality that carries no information about the label' in note and
+          '`blind`' in note and '`fused`' not in note)
