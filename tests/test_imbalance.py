@@ -58,7 +58,8 @@ def _grads_of(objective, params, batch):
     outputs, _ = objective.apply_model({'params': params}, batch, train=False)
     loss, sums = objective({}, outputs, batch)
     return loss, (outputs, sums)
-  (_, (outputs, sums)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  # jitted: op by op, the model's convolutions and front end take seconds each
+  (_, (outputs, sums)), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params)
   return outputs, sums, {'model': grads, 'objective': {}}
 
 
@@ -256,14 +257,16 @@ def test_blending_predicts_with_the_fused_head_and_weighs_each_heads_loss():
   batch = next(input_pipeline.train_iterator(config))
   model = build_model(config)
   objective = objectives.build(config, model)
-  params = model.init(jax.random.key(0), batch['inputs'], batch['present'])['params']
+  params = jax.jit(lambda b: model.init(jax.random.key(0), b['inputs'], b['present']))(
+      batch)['params']
   outputs, sums, grads = _grads_of(objective, params, batch)
   assert set(outputs) == {'label', 'label/image', 'label/audio'}
   # `label` is the fused head alone: the model's fused_logits on the same encodings.
   present = batch['present']
   mask = jnp.stack([present[m] for m in ('audio', 'image')], axis=1)
-  fused = model.apply({'params': params}, batch['inputs'], mask,
-                      method=lambda mdl, x, k: mdl.fused_logits(mdl.encode(x), k))
+  fused = jax.jit(lambda p, x, k: model.apply(
+      {'params': p}, x, k, method=lambda mdl, x, k: mdl.fused_logits(mdl.encode(x), k)))(
+          params, batch['inputs'], mask)
   np.testing.assert_allclose(outputs['label'], fused['label'], rtol=1e-5, atol=1e-6)
   count = float(sums['count'])
   expected = sum(w * float(sums[f'label{"" if h == "fused" else "/" + h}/loss']) / count
