@@ -3,10 +3,9 @@ LeNet encoders (images, 97x64 log-mel spectrograms) trained to align each image 
 recording, no labels in the loss. CLIP's InfoNCE with a learned temperature; `:siglip` uses
 SigLIP's sigmoid loss with a learned temperature and bias.
 
-Pooled 48 + 192 features (image, audio) each through a linear projection to 64 dimensions. The
-negatives of a pair are the rest of the global batch (256), except other images paired with the
-same recording, which are positives (`dataset.pair_id = 'audio_id'`). AdamW at 1e-3, cosine
-schedule, 1,000 steps (4.65 passes over the 55,000 training images).
+Pooled 48 + 192 features (image, audio) each projected to 64 dimensions. A pair's negatives are
+the rest of the global batch (256), except images paired with the same recording: positives
+(`dataset.pair_id = 'audio_id'`). AdamW 1e-3, cosine, 1,000 steps (4.65 passes over train).
 
 Evaluators: `validation` (loss, in-batch pair accuracy), `retrieval` (test: Recall@1, 5, 10 in
 both directions, same-digit and exact-pair), `probe` (a linear classifier on the frozen encoders'

@@ -1,22 +1,15 @@
 """Gradient blending (Wang, Tran & Feiszli, CVPR 2020; MultiBench's remedy for modality
 imbalance): the main job's late-fusion model with an MLP head on each modality's encoding beside
 the fused head, trained on a weighted sum of the three heads' cross-entropies; the fused head
-alone predicts.
+alone predicts. Weights w_k ∝ |L_val,k / (L_val,k - L_train,k)²|, normalised, for k the
+image-only, audio-only and late-fusion models (MultiBench's gradient_blend.py, end-of-training
+losses); the equal weights below are a placeholder that blends nothing.
 
-The weights are each model's generalisation over its overfitting squared, normalised to sum to 1:
-w_k ∝ |L_val,k / (L_val,k - L_train,k)²| (MultiBench's training_structures/gradient_blend.py,
-which uses these end-of-training losses, not the paper's differences between two checkpoints),
-for k the image-only, audio-only and late-fusion models. `--experiment=gradient_blending_weights`
-trains those three at each audio SNR and `--experiment=imbalance` trains this config at the
-weights they give (experiments/catalog.py, `gradient_blending_weights`). The weights below are
-equal: a placeholder that blends nothing.
-
-Departures from MultiBench's AV-MNIST script (300 epochs of SGD 0.01, weights re-estimated every
-10 epochs by training copies of the model for 10 epochs on 92% of the training set, then 25
-epochs of fine-tuning a copy of the fused head on frozen features): the main job's 3-epoch
-budget and recipe, so the weights are estimated once, offline, from three runs of that budget
-(the paper's offline G-Blend), held out on AV-MNIST's validation split (5,000 examples, 8% of
-train and validation, as MultiBench's v_rate=0.08), and no head fine-tuning.
+`--experiment=gradient_blending_weights` trains those three models at each audio SNR on the main
+job's budget (the paper's offline G-Blend: weights estimated once, held out on the 5,000-example
+validation split, as MultiBench's v_rate=0.08) and `--experiment=imbalance` trains this config at
+their weights. Unlike MultiBench's AV-MNIST script: the main job's 3-epoch recipe, not 300 epochs
+of SGD 0.01 with weights re-estimated every 10, and no fine-tuning of the fused head.
 
 Variants: the audio SNR, as in configs/late_fusion_ogm.py: `:standard` (-12 dB, the default),
 `:snr-6db`, `:snr0db`; `:synthetic` (the synthetic image and audio).

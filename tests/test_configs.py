@@ -1,6 +1,7 @@
 """Every experiment config in configs/ builds, and a few train steps lower the loss on the
 synthetic data (its `:synthetic` variant) — the same code path the CLI runs."""
 
+import ast
 import contextlib
 import importlib
 import traceback
@@ -27,6 +28,17 @@ def test_the_issue_configs_exist():
   assert {'seed', 'late_fusion', 'early_fusion', 'decision_fusion', 'tensor_fusion',
           'lowrank_fusion', 'gated_fusion', 'mult', 'bottleneck_fusion', 'unimodal_image',
           'unimodal_audio'} <= set(CONFIGS)
+
+
+def test_each_config_states_its_recipe_in_at_most_15_lines():
+  """A config says what it trains and how in a few lines; measured rationale belongs in the
+  generated results (README, docs), not in a docstring of single runs."""
+  long = {}
+  for path in sorted((REPO / 'configs').glob('*.py')):
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding='utf-8'))) or ''
+    if len(doc.splitlines()) > 15:
+      long[path.name] = len(doc.splitlines())
+  assert not long, f'docstrings over 15 lines: {long}'
 
 
 @pytest.mark.parametrize('name', ['early_fusion', 'mult', 'bottleneck_fusion'])
