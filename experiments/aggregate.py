@@ -3,10 +3,11 @@
 `metrics.jsonl` and `config.json` only. Works on partial results: unfinished runs are listed.
 
 Workdirs are not kept with the results, so `records.jsonl` is: one line per finished run with its
-config.json, datasets.json, final step, row, training curves and timed attempts. A run whose
-workdir has not finished it (a fresh clone, another machine) counts as finished by its record,
-as long as the record is of the run as it resolves now (runs.record_conflict): the sweep skips
-it and the results keep it. A record of another config is ignored, and the run trains again.
+config.json, datasets.json, final step, row, training curves and timed attempts. A run with no
+workdir (a fresh clone, another machine) counts as finished by its record, as long as the record
+is of the run as it resolves now (runs.record_conflict): the sweep skips it and the results keep
+it. A record of another config is ignored, and the run trains again. A workdir, once begun, is
+what counts: an interrupted one resumes, and what it finishes replaces the record.
 
 Metric columns are `<evaluator>/<metric>` (the evaluator's lines at the last step), or
 `<evaluator>[<condition>]/<metric>` for evaluators with conditions (robustness), plus
@@ -102,17 +103,16 @@ def read_records(experiment, root) -> dict[str, dict]:
 
 
 def status(run: runs_lib.Run, root, records: dict) -> tuple[runs_lib.Progress, dict | None]:
-  """Where a run stands, and its record where that is what finished it: its workdir's progress
-  unless the workdir has not finished it and `records` holds this run (then 'recorded'). A
-  record of another config or data comes back as the workdir's state, with what differs."""
+  """Where a run stands, and its record where that is what finished it: its workdir's progress,
+  or 'recorded' where it has no workdir and `records` holds this run. A record of another config
+  or data leaves it 'not started', with what differs."""
   state = runs_lib.progress(run, workdir(root, run))
   record = records.get(run.name)
-  if state.state not in ('partial', 'not started') or record is None:
+  if state.state != 'not started' or record is None:
     return state, None
   conflict = runs_lib.record_conflict(run, record, RECORDS)
   if conflict:
-    return (state if state.state == 'partial' else
-            dataclasses.replace(state, detail=f'{conflict}: it trains again')), None
+    return dataclasses.replace(state, detail=f'{conflict}: it trains again'), None
   return runs_lib.Progress('recorded', record['step'], record['total']), record
 
 

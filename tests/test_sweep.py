@@ -729,6 +729,11 @@ def test_a_run_recorded_in_the_results_is_finished_without_its_workdir(tmp_path,
   runner.write_results(experiment, root, out=io.StringIO())
   rows = aggregate.read_csv(root / aggregate.CSV)
   assert rows[:2] == before and rows[2]['test/accuracy'] == 0.6
+  # A workdir, once begun, is what counts: an interrupted one resumes beside the record.
+  _fake_run(aggregate.workdir(root, experiment.runs[1]), 0.5, checkpoint=False,
+            config={'seed': 1})
+  state, record = aggregate.status(experiment.runs[1], root, records)
+  assert (state.describe(), record) == ('partial: step 8 of 8', None)
 
   # The same runs at another budget (settings are not in a run's name): the records are not
   # theirs.
