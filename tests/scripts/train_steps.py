@@ -82,10 +82,11 @@ def main(out, variant=''):
   batch = next(input_pipeline.train_iterator(config))
   trainer = steps.build_trainer(config, mesh)
   state = trainer.init_state(batch)
-  step = trainer.train_step
-  # XLA's own account of the step's scratch memory (activations live at once), per device.
-  lowered = step.lower(state, parallel.global_batch(batch, mesh))
-  memory = lowered.compile().memory_analysis()
+  # Compiled once: XLA's own account of the step's scratch memory (activations live at once),
+  # per device, is of the executable the steps below run.
+  lowered = trainer.train_step.lower(state, parallel.global_batch(batch, mesh))
+  step = lowered.compile()
+  memory = step.memory_analysis()
   # jax.checkpoint marks each rematerialised block's recomputation with a barrier.
   barriers = lowered.as_text().count('stablehlo.optimization_barrier')
   residual_bytes = _residual_bytes(trainer.objective, state, batch)
