@@ -8,8 +8,8 @@ losses); the equal weights below are a placeholder that blends nothing.
 `--experiment=gradient_blending_weights` trains those three models at each audio SNR on the main
 job's budget (the paper's offline G-Blend: weights estimated once, held out on the 5,000-example
 validation split, as MultiBench's v_rate=0.08) and `--experiment=imbalance` trains this config at
-their weights. Unlike MultiBench's AV-MNIST script: the main job's 3-epoch recipe, not 300 epochs
-of SGD 0.01 with weights re-estimated every 10, and no fine-tuning of the fused head.
+their weights. Unlike MultiBench's AV-MNIST script (300 epochs of SGD 0.01, the weights
+re-estimated every 10): the main job's 3-epoch recipe, and no fine-tuning of the fused head.
 
 Variants: the audio SNR, as in configs/late_fusion_ogm.py: `:standard` (-12 dB, the default),
 `:snr-6db`, `:snr0db`; `:synthetic` (the synthetic image and audio).
