@@ -1,15 +1,14 @@
 """Gradient blending (Wang, Tran & Feiszli, CVPR 2020; MultiBench's remedy for modality
-imbalance): the main job's late-fusion model with an MLP head on each modality's encoding beside
-the fused head, trained on a weighted sum of the three heads' cross-entropies; the fused head
-alone predicts. Weights w_k ∝ |L_val,k / (L_val,k - L_train,k)²|, normalised, for k the
-image-only, audio-only and late-fusion models (MultiBench's gradient_blend.py, end-of-training
-losses); the equal weights below are a placeholder that blends nothing.
+imbalance): the main job's late fusion with an MLP head on each modality's encoding beside the
+fused head, trained on a weighted sum of the three heads' cross-entropies; the fused head alone
+predicts. Weights w_k ∝ |L_val,k / (L_val,k - L_train,k)²|, normalised, for k the image-only,
+audio-only and late-fusion models (MultiBench's gradient_blend.py, end-of-training losses), from
+`--experiment=gradient_blending_weights` at each audio SNR (once, offline; validation is 8% of
+train and validation, MultiBench's v_rate=0.08); `--experiment=imbalance` trains this config at
+them. The equal weights below are a placeholder that blends nothing.
 
-`--experiment=gradient_blending_weights` trains those three models at each audio SNR on the main
-job's budget (the paper's offline G-Blend: weights estimated once, held out on the 5,000-example
-validation split, as MultiBench's v_rate=0.08) and `--experiment=imbalance` trains this config at
-their weights. Unlike MultiBench's AV-MNIST script (300 epochs of SGD 0.01, the weights
-re-estimated every 10): the main job's 3-epoch recipe, and no fine-tuning of the fused head.
+Departures from MultiBench's AV-MNIST script (300 epochs of SGD 0.01, the weights re-estimated
+every 10): the main job's 3-epoch recipe; no fine-tuning of the fused head.
 
 Variants: the audio SNR, as in configs/late_fusion_ogm.py: `:standard` (-12 dB, the default),
 `:snr-6db`, `:snr0db`; `:synthetic` (the synthetic image and audio).
