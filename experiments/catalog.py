@@ -479,6 +479,8 @@ def imbalance_alpha(quick: bool = False, seeds: int | None = None,
 # its loss on the training split (`fit`) beside validation's, at the state their selection chose.
 GBLEND_RESULTS = runs_lib.REPO / 'results' / 'gradient_blending_weights' / 'results.csv'
 GBLEND_HEADS = {'image': 'unimodal_image', 'audio': 'unimodal_audio', 'fused': 'late_fusion'}
+# Below this share of the loss the fused head, which alone predicts, would barely train.
+MIN_FUSED_WEIGHT = 0.05
 
 
 def _join(variant: str) -> dict:
@@ -555,6 +557,7 @@ def imbalance(quick: bool = False, seeds: int | None = None,
   n, stated = _main_job_steps(steps, quick), _main_job_steps(None, quick)
   specs = [('configs/unimodal_image.py', {}, 'unimodal_image', {'SNR': 'any', 'remedy': '—'})]
   waiting = {'alpha search': [], 'weight estimate': []}
+  unblended = []  # SNRs whose estimated weights leave the predicting head untrained
   for snr, variant in snrs.items():
     specs.append(('configs/unimodal_audio.py', _join(variant), 'unimodal_audio',
                   {'SNR': snr, 'remedy': '—'}))
@@ -576,6 +579,10 @@ def imbalance(quick: bool = False, seeds: int | None = None,
         'objective.head_weights.audio': 0.25}
     if weights is None:
       waiting['weight estimate'].append(snr)
+    elif weights['objective.head_weights.fused'] < MIN_FUSED_WEIGHT:
+      unblended.append(f'{snr} (' + ', '.join(
+          f'{h} {weights[f"objective.head_weights.{h}"]:.2f}' for h in ('fused', 'image', 'audio'))
+                       + ')')
     else:
       shown = ' / '.join(f'{h} {weights[f"objective.head_weights.{h}"]:.2f}'
                          for h in ('fused', 'image', 'audio'))
@@ -592,6 +599,12 @@ def imbalance(quick: bool = False, seeds: int | None = None,
   for stage, snrs_waiting in waiting.items():
     if snrs_waiting:
       budget += f'; not run until their {stage} has finished: {", ".join(snrs_waiting)}'
+  if unblended:
+    budget += ('; gradient blending not run where its estimated weights give the fused head, '
+               f'which predicts, under {MIN_FUSED_WEIGHT:g} of the loss: {"; ".join(unblended)} '
+               '(a model that does not overfit has its gap floored at 1e-4 and takes nearly all '
+               'the weight; MultiBench then fine-tunes the fused head on frozen features for 25 '
+               'epochs, which this gradient blending does not)')
   experiment = _grid('imbalance', 'Modality imbalance: OGM-GE and gradient blending', budget,
                      specs, seeds or (1 if quick else IMBALANCE_SEEDS),
                      lambda config: {**settings(config), **SAME_CLIPPING}, quick,

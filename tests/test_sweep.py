@@ -297,6 +297,18 @@ def test_imbalance_blends_gradients_with_the_weights_its_estimate_gives(tmp_path
   config = runs_lib.load_config(run)
   assert config.objective.head_weights.audio == round(expected['audio'], 4)
   assert 'not run until their weight estimate has finished: -12 dB, 0 dB' in experiment.budget
+  # An image-only model that does not overfit (validation loss under training loss) takes nearly
+  # all the weight; the fused head, which predicts, would not train: no run, and the budget says
+  # so.
+  for row in rows:
+    if row['method'] == 'unimodal_image':
+      row['fit/loss'], row['validation/loss'] = 0.89, 0.82
+  aggregate.write_csv(aggregate.Results(rows, [], ['SNR']), tmp_path / 'results.csv')
+  experiment = catalog.get('imbalance')
+  assert not any(r.facets['remedy'].startswith('gradient blending') for r in experiment.runs)
+  assert ('gradient blending not run where its estimated weights give the fused head, which '
+          'predicts, under 0.05 of the loss: -6 dB (fused 0.00, image 1.00, audio 0.00)'
+          in experiment.budget)
 
 
 def test_contrastive_pretrains_beside_two_controls_then_fine_tunes_on_few_labels():
