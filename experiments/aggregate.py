@@ -65,7 +65,7 @@ def record_time(root, run: runs_lib.Run, seconds: float, exit_status: int, start
                         'start': round(start, 1), 'jobs': jobs}) + '\n')
 
 
-def attempts(root) -> dict[str, list[dict]]:
+def read_attempts(root) -> dict[str, list[dict]]:
   """{run name: its attempts} from <root>/logs/timings.jsonl."""
   out = {}
   for line in runs_lib.read_jsonl(pathlib.Path(root) / 'logs' / TIMINGS):
@@ -165,7 +165,7 @@ class Results:
 
 def collect(experiment, root) -> Results:
   rows, missing, facets, curves, records, timed_attempts = [], [], [], {}, [], []
-  saved, timed = read_records(experiment, root), attempts(root)
+  saved, timed = read_records(experiment, root), read_attempts(root)
   for run in experiment.runs:
     facets += [f for f in run.facets if f not in facets]
     state, record = status(run, root, saved)

@@ -651,7 +651,7 @@ def test_jobs_train_that_many_runs_at_a_time_and_overlap_counts_once(tmp_path, m
   out = io.StringIO()
   assert runner.run_all(experiment, tmp_path, 60, out=out, jobs=2) == []
   assert peak[0] == 2 and len(done) == 5 and out.getvalue().count('done in') == 5
-  timed = aggregate.attempts(tmp_path)
+  timed = aggregate.read_attempts(tmp_path)
   assert set(timed) == {r.name for r in experiment.runs}
   seconds, jobs = aggregate.elapsed([a for runs in timed.values() for a in runs])
   assert jobs == 2 and 1.1 < seconds < 5 * 0.4  # 3 rounds of 0.4 s, not 5
