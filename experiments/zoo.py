@@ -16,7 +16,6 @@ import sys
 from absl import app
 from absl import flags
 
-from experiments import aggregate
 from experiments import catalog
 from experiments import runs as runs_lib
 from experiments import runner
