@@ -579,15 +579,14 @@ def imbalance(quick: bool = False, seeds: int | None = None,
         'objective.head_weights.audio': 0.25}
     if weights is None:
       waiting['weight estimate'].append(snr)
-    elif weights['objective.head_weights.fused'] < MIN_FUSED_WEIGHT:
-      unblended.append(f'{snr} (' + ', '.join(
-          f'{h} {weights[f"objective.head_weights.{h}"]:.2f}' for h in ('fused', 'image', 'audio'))
-                       + ')')
+      continue
+    shown = [f'{h} {weights[f"objective.head_weights.{h}"]:.2f}'
+             for h in ('fused', 'image', 'audio')]
+    if weights['objective.head_weights.fused'] < MIN_FUSED_WEIGHT:
+      unblended.append(f'{snr} ({", ".join(shown)})')
     else:
-      shown = ' / '.join(f'{h} {weights[f"objective.head_weights.{h}"]:.2f}'
-                         for h in ('fused', 'image', 'audio'))
       specs.append((f'configs/gradient_blending.py:{variant}', weights, 'late_fusion',
-                    {'SNR': snr, 'remedy': f'gradient blending, {shown}'}))
+                    {'SNR': snr, 'remedy': f'gradient blending, {" / ".join(shown)}'}))
   settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
   budget = (f'{budget}; audio at each SNR (fsdd joined at that SNR; images unchanged); late '
             "fusion without a remedy logs each branch's accuracy through the fused head "

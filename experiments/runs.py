@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = 'config.json'
+DATASETS = 'datasets.json'  # mmjax.workdir.datasets_path
 _MAX_NAME = 180
 
 
@@ -295,7 +296,7 @@ def _identity_conflict(run: Run, config: dict, datasets: dict | None, where: str
 
 def read_datasets(workdir) -> dict | None:
   """The run's datasets.json ({dataset: version}), None where it predates them."""
-  path = pathlib.Path(workdir) / 'datasets.json'
+  path = pathlib.Path(workdir) / DATASETS
   return json.loads(path.read_text(encoding='utf-8')) if path.exists() else None
 
 
