@@ -217,12 +217,13 @@ def test_distillation_searches_the_teachers_share_per_temperature_then_pairs_see
 
 
 def test_imbalance_chooses_ogm_alpha_per_snr_and_compares_with_no_remedy(tmp_path, monkeypatch):
-  """imbalance_alpha: OGM-GE at alpha 0.1, 0.3, 1 at each SNR, modulating the first half of the
-  main job's 1,300 steps; imbalance: three seeds of the unimodal models, late fusion without a
+  """imbalance_alpha: OGM-GE at alpha 0.1, 0.3, 1 at each SNR (and 0.03 at -12 dB, where 0.1 was
+  best), modulating the first half of the main job's 1,300 steps; imbalance: three seeds of the unimodal models, late fusion without a
   remedy (alpha 0, no noise) and OGM-GE at each SNR's best alpha, the -12 dB unimodal runs
   shared with avmnist_fusion."""
   search = catalog.get('imbalance_alpha')
-  assert len(search.runs) == 9
+  assert len(search.runs) == 10
+  assert '-12 dB 0.03' in search.budget
   assert {r.overrides['objective.end_step'] for r in search.runs} == {650}
   rows = [{'method': 'ogm_ge', 'SNR': r.facets['SNR'], catalog.SEARCH_METRIC:
            0.8 - 0.01 * float(r.facets['alpha']), 'healthy': 1,
@@ -234,14 +235,14 @@ def test_imbalance_chooses_ogm_alpha_per_snr_and_compares_with_no_remedy(tmp_pat
   remedies = {(r.facets['SNR'], r.facets['remedy']) for r in experiment.runs
               if r.label == 'late_fusion'}
   assert remedies == {('-12 dB', 'none'), ('-6 dB', 'none'), ('0 dB', 'none'),
-                      ('-12 dB', 'OGM-GE, alpha 0.1'), ('-6 dB', 'OGM-GE, alpha 0.1')}
+                      ('-12 dB', 'OGM-GE, alpha 0.03'), ('-6 dB', 'OGM-GE, alpha 0.1')}
   assert 'not run until their alpha search has finished: 0 dB' in experiment.budget
   assert {r.seed for r in experiment.runs} == {0, 1, 2}
   # Another budget keeps the committed search's alpha and modulates the first half of its run.
   shorter = [r for r in catalog.get('imbalance', steps=400).runs
              if r.facets.get('remedy', '').startswith('OGM-GE')]
   assert {(r.overrides['objective.alpha'], r.overrides['objective.end_step'])
-          for r in shorter} == {(0.1, 200)} and len(shorter) == 2 * 3
+          for r in shorter} == {(0.03, 200), (0.1, 200)} and len(shorter) == 2 * 3
   plain = [r for r in experiment.runs if r.facets.get('remedy') == 'none']
   assert all(r.overrides == {'objective.modulation': 'ogm', 'objective.alpha': 0.0}
              for r in plain)
