@@ -164,7 +164,7 @@ def load_config():
   """The config; ml_collections defers a config file's loading error to this first access."""
   try:
     config = FLAGS.config
-    config.get('seed')  # a file that failed to load raises on first attribute access
+    config.keys()  # a file that failed to load raises on first attribute access
     return config
   except (OSError, ImportError, SyntaxError) as e:
     fail(_cannot_load(e, FLAGS['config'].config_filename))

@@ -9,6 +9,7 @@ import re
 import jax
 import optax
 
+from mmjax import writers
 from mmjax.errors import UserError
 
 
@@ -65,3 +66,23 @@ def freeze_labels(trainable, pattern: str):
   regex = re.compile(pattern)
   return jax.tree_util.tree_map_with_path(
       lambda path, _: 'frozen' if regex.search(param_path(path)) else 'train', trainable)
+
+
+def check_freeze(config, state) -> None:
+  """`config.freeze` must match at least one parameter, and not all of them; logs the count."""
+  pattern = config.get('freeze') or ''
+  if not pattern:
+    return
+  labels = jax.tree.leaves(freeze_labels(state.trainable(), pattern))
+  frozen = labels.count('frozen')
+  if frozen == 0:
+    raise UserError(f'freeze={pattern!r} matches no parameter path (paths look like '
+                    f'{_example_path(state)}); fix the pattern or set freeze=""')
+  if frozen == len(labels):
+    raise UserError(f'freeze={pattern!r} freezes every parameter; nothing would train')
+  writers.log('freeze: %d of %d parameter arrays frozen (%s)', frozen, len(labels), pattern)
+
+
+def _example_path(state) -> str:
+  path, _ = jax.tree_util.tree_leaves_with_path(state.params)[0]
+  return param_path(path)

@@ -141,7 +141,8 @@ def test_a_teacher_that_selected_a_best_state_is_distilled_from_that_state(teach
   # The best state was step 4 of 8 (model selection keeps one checkpoint there).
   shutil.copytree(workdirs.checkpoint_dir(selected) / '4', workdirs.best_dir(selected) / '4')
   student = _student(selected)
-  best, last = (distill.Teacher(str(d), student) for d in (selected, teacher))
+  tasks = {t: s.num_classes for t, s in student.tasks.items()}
+  best, last = (distill.Teacher(str(d), student, tasks) for d in (selected, teacher))
   assert (best.step, last.step) == (4, 8)
   differs = lambda a, b: not np.allclose(np.asarray(a), np.asarray(b))
   assert any(jax.tree.leaves(jax.tree.map(differs, best.variables, last.variables)))

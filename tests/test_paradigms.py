@@ -17,6 +17,7 @@ from mmjax.training import steps, train
 from mmjax.data import input_pipeline
 from mmjax.evaluators import robustness as robustness_lib
 from mmjax.errors import UserError
+from mmjax.models.model import build_model
 from tests.conftest import override, run_python, tiny_config
 
 TIMING = writers.TIMING_KEYS
@@ -138,7 +139,7 @@ def test_uncertainty_weights_move_and_are_checkpointed(tmp_path):
 def test_uncertainty_loss_is_kendalls():
   config = tiny_config(**{'objective.task_weighting': 'uncertainty'})
   from mmjax import objectives  # pylint: disable=import-outside-toplevel
-  objective = objectives.build(config, model=None)
+  objective = objectives.build(config, model=build_model(config))
   logits = {'label': jnp.array([[2.0, 0.0], [0.0, 1.0]])}
   batch = {'labels': {'label': jnp.array([0, 0])}, 'mask': jnp.array([True, True])}
   s = 0.7

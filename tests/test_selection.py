@@ -87,7 +87,7 @@ def test_every_configs_selection_names_a_metric_its_evaluator_reports(name):
   """`accuracy` exists for single-task classification objectives (and those built on it), `loss`
   for every objective; anything else would fail at the first evaluation, after training began."""
   config = importlib.import_module(f'configs.{name}').get_config()
-  spec = selection.parse(config)
+  spec = selection.parse(config, config.evals)
   if spec is None:
     return
   evaluator, metric = spec

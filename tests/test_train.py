@@ -234,7 +234,8 @@ def test_interrupted_run_resumes_to_identical_result(tmp_path):
 def test_a_budget_in_epochs_sets_the_steps(tmp_path):
   from mmjax.data import input_pipeline  # pylint: disable=import-outside-toplevel
   config = tiny_config(num_train_epochs=0.1, num_train_steps=1000, batch_size=16)
-  examples = input_pipeline.num_train_examples(config)
+  batch, examples = input_pipeline.epoch_size(config)
+  assert batch == 16
   train.train_and_evaluate(config, str(tmp_path))
   steps = -(-examples // 10 // 16)  # 0.1 epoch of 3,000 examples at batch 16: 19 steps
   assert json.loads((tmp_path / 'config.json').read_text())['num_train_steps'] == steps == 19

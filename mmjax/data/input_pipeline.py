@@ -341,9 +341,9 @@ def train_examples(config) -> Examples:
   return Examples(config, config.dataset.train_split)
 
 
-def num_train_examples(config) -> int:
-  """How many examples the training split holds (for epochs in the training metrics)."""
-  return len(train_examples(config))
+def epoch_size(config) -> tuple[int, int]:
+  """(global batch size, examples in the training split): what epochs are counted in."""
+  return config.batch_size, len(train_examples(config))
 
 
 def eval_data(config, split: str) -> EvalData:

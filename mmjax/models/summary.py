@@ -54,7 +54,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments {argv[1:]}; flags take the form --name=value')
   try:
     config = _CONFIG.value
-    config.get('seed')  # a file that failed to load raises on first access
+    config.keys()  # a file that failed to load raises on first access
   except (OSError, ImportError, SyntaxError) as e:
     raise SystemExit(f'mmjax: error: --config: cannot load it ({e})') from None
   print(layer_table(config, depth=flags.FLAGS.depth or None))

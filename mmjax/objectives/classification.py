@@ -43,7 +43,7 @@ class Classification(Objective):
       if set(self.head_weights) - set(heads) or min(self.head_weights.values()) < 0:
         raise UserError(f'objective.head_weights={self.head_weights}: weights >= 0 of heads '
                         f'among {", ".join(heads)}')
-    self.tasks = sorted(config.tasks)
+    self.tasks = sorted(model.tasks)  # the model's heads, one per task of config.tasks
     self.task_weights = {t: float(config.tasks[t].get('weight', 1.0)) for t in self.tasks}
 
   def _weight(self, task, name, outputs) -> float:

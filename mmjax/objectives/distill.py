@@ -36,7 +36,6 @@ from mmjax import parallel
 from mmjax import workdir as workdirs
 from mmjax import writers
 from mmjax.errors import UserError
-from mmjax.models.base import modality_order
 from mmjax.models.model import build_model
 from mmjax.objectives.base import OBJECTIVES
 from mmjax.objectives.classification import Classification
@@ -45,7 +44,7 @@ from mmjax.objectives.classification import Classification
 class Teacher:
   """A finished run's model and variables, loaded once; `__call__` gives its logits."""
 
-  def __init__(self, workdir: str, student_config):
+  def __init__(self, workdir: str, student_config, student_tasks: dict):
     where = f'distill.teacher={workdir}'
     if not workdir:
       raise UserError('distill.teacher is empty; set it to the workdir of a finished run')
@@ -60,8 +59,8 @@ class Teacher:
       raise UserError(f'{where} holds no checkpoint; train the teacher first (or point '
                       'distill.teacher at a finished run)')
     self.config = ml_collections.ConfigDict(json.loads(config_path.read_text(encoding='utf-8')))
-    _check_compatible(self.config, student_config, where)
     self.model = build_model(self.config)
+    _check_compatible(self.config, self.model, student_config, student_tasks, where)
     self.modalities = self.model.modalities
     latest = max(saved_steps)
     if latest < int(self.config.num_train_steps):
@@ -91,15 +90,17 @@ class Teacher:
     return jax.tree.map(jax.lax.stop_gradient, out)
 
 
-def _check_compatible(teacher, student, where: str) -> None:
-  for task, spec in student.tasks.items():
-    if task not in teacher.tasks:
-      raise UserError(f'{where} has tasks {sorted(teacher.tasks)}, not the student\'s {task!r}; '
-                      'distil from a run trained on the same tasks')
-    if int(teacher.tasks[task].num_classes) != int(spec.num_classes):
-      raise UserError(f'{where}: task {task!r} has {teacher.tasks[task].num_classes} classes '
-                      f'there, {spec.num_classes} here; distil from a run of the same task')
-  for m in modality_order(teacher.model):
+def _check_compatible(teacher, teacher_model, student, student_tasks: dict,
+                      where: str) -> None:
+  """The teacher's model (its tasks) and config (its preprocessing) against the student's."""
+  for task, classes in student_tasks.items():
+    if task not in teacher_model.tasks:
+      raise UserError(f'{where} has tasks {sorted(teacher_model.tasks)}, not the student\'s '
+                      f'{task!r}; distil from a run trained on the same tasks')
+    if teacher_model.tasks[task] != classes:
+      raise UserError(f'{where}: task {task!r} has {teacher_model.tasks[task]} classes there, '
+                      f'{classes} here; distil from a run of the same task')
+  for m in teacher_model.modalities:
     mine = student.dataset.modalities.get(m)
     if mine is None:
       raise UserError(f'{where} reads modality {m!r}, which dataset.modalities lacks; add it '
@@ -137,7 +138,7 @@ class Distill(Classification):
     if not self.temperature > 0 or self.kd_weight < 0 or self.label_weight < 0:
       raise UserError(f'distill: temperature={self.temperature} must be > 0 and kd_weight='
                       f'{self.kd_weight}, label_weight={self.label_weight} >= 0')
-    self.teacher = Teacher(cfg.get('teacher', ''), config)
+    self.teacher = Teacher(cfg.get('teacher', ''), config, model.tasks)
 
   def apply_model(self, variables, batch, *, train: bool, rngs=None):
     outputs, batch_stats = super().apply_model(variables, batch, train=train, rngs=rngs)

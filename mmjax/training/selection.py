@@ -22,13 +22,13 @@ from mmjax import writers
 from mmjax.errors import UserError
 
 
-def parse(config) -> tuple[str, str] | None:
-  """(evaluator name, metric) of `config.select_best`, or None when it is empty."""
+def parse(config, evals) -> tuple[str, str] | None:
+  """(evaluator name, metric) of `config.select_best` among the evaluators named in `evals` (the
+  config's evals), or None when it is empty."""
   spec = config.get('select_best') or ''
   if not spec:
     return None
   name, _, metric = spec.partition('/')
-  evals = config.get('evals') or {}
   if not metric or name not in evals:
     raise UserError(f'select_best={spec!r} must be "EVALUATOR/METRIC" with EVALUATOR one of '
                     f'config.evals ({", ".join(sorted(evals)) or "none"}), e.g. '

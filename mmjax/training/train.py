@@ -23,6 +23,7 @@ from mmjax.training import config_checks
 from mmjax import evaluators
 from mmjax import health
 from mmjax import objectives
+from mmjax import optim
 from mmjax import parallel
 from mmjax import plot
 from mmjax import profiling
@@ -161,24 +162,20 @@ def _prepare(config, workdir: str, accept_config_changes: bool):
   checked, nothing written."""
   config_checks.validate(config)
   _steps_from_epochs(config)
-  selected = selection.parse(config)
+  evals_config = config.get('evals') or {}
+  selected = selection.parse(config, evals_config)
   workdirs.check(workdir)
-  init_from = config.get('init_from')
-  if init_from and checkpoint.steps_on_disk(workdirs.checkpoint_dir(workdir)):
-    writers.log('resuming %s: init_from is for fresh runs only', workdir)
-    init_from = ''
-  if init_from:
-    transfer.source_checkpoints(init_from)  # fail fast, before building anything
+  init_from = transfer.fresh_source(config, workdir)
   mesh = parallel.make_mesh()
   trainer = steps.build_trainer(config, mesh)
   train_iter = input_pipeline.train_iterator(config)
-  evals = evaluators.build(config.get('evals'), trainer.eval_fns)
+  evals = evaluators.build(evals_config, trainer.eval_fns)
   initial_position = train_iter.get_state()
   first_batch = next(train_iter)  # for shapes; the loop starts from a restored position
   config_checks.check_labels(config, first_batch)
   compile_start = time.time()
   state = trainer.init_state(first_batch)
-  transfer.check_freeze(config, state)
+  optim.check_freeze(config, state)
   selection.check_metric(selected, evals, state)
   dataset_versions = datasets.versions(config)
   changes = workdirs.check_resume_config(workdir, config, dataset_versions,
@@ -212,10 +209,10 @@ def _steps_from_epochs(config) -> None:
   config.json then records."""
   epochs = config.get('num_train_epochs', 0.0)
   if epochs > 0:
-    examples = input_pipeline.num_train_examples(config)
-    config.num_train_steps = max(1, math.ceil(epochs * examples / config.batch_size))
+    batch, examples = input_pipeline.epoch_size(config)
+    config.num_train_steps = max(1, math.ceil(epochs * examples / batch))
     writers.log('num_train_epochs=%g: %d steps of %d examples (%d training examples)', epochs,
-                config.num_train_steps, config.batch_size, examples)
+                config.num_train_steps, batch, examples)
 
 
 def _log_compiles(compiles: compilation.CompileLog) -> None:
@@ -338,8 +335,7 @@ class _Clock:
   """Wall time since training started in this process, and the rate since the last log line."""
 
   def __init__(self, run: _Run, step: int):
-    self.batch_size = run.config.batch_size
-    self.train_examples = input_pipeline.num_train_examples(run.config)
+    self.batch_size, self.train_examples = input_pipeline.epoch_size(run.config)
     self.started = time.time()
     self.restart(step)
 

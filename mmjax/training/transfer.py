@@ -1,6 +1,6 @@
 """Transfer learning: start a fresh run from a finished run's parameters (`config.init_from`),
-optionally only those whose path matches `config.init_from_pattern`, and freeze parameters by
-`config.freeze` (see mmjax.optim).
+optionally only those whose path matches `config.init_from_pattern`; `config.freeze` keeps
+parameters fixed (mmjax.optim).
 
 Parameter paths read like 'encoders_image/Conv_0/kernel' (`optim.param_path`). Only the source's
 evaluated weights (its moving average where it kept one, else its parameters) and batch
@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from mmjax import checkpoint
 from mmjax import optim
 from mmjax import parallel
+from mmjax import workdir as workdirs
 from mmjax import writers
 from mmjax.errors import UserError
 
@@ -31,6 +32,18 @@ def source_checkpoints(source: str) -> epath.Path:
     raise UserError(f'init_from={source} {problem}; set it to the workdir of a finished run, or to '
                     '"" to train from scratch')
   return ckpt_dir
+
+
+def fresh_source(config, workdir) -> str:
+  """`config.init_from`, checked to hold a checkpoint (before anything is built), for a fresh run;
+  '' for none, and for a run resuming in `workdir` (init_from is for fresh runs only)."""
+  source = config.get('init_from') or ''
+  if source and checkpoint.steps_on_disk(workdirs.checkpoint_dir(workdir)):
+    writers.log('resuming %s: init_from is for fresh runs only', workdir)
+    return ''
+  if source:
+    source_checkpoints(source)
+  return source
 
 
 def init_from_checkpoint(config, state, mesh):
@@ -75,23 +88,3 @@ def init_from_checkpoint(config, state, mesh):
     # in buffers of its own: the train step donates the state, and one buffer cannot go twice
     state = state.replace(ema_params=jax.tree.map(jnp.copy, new['params']))
   return state
-
-
-def check_freeze(config, state) -> None:
-  """`config.freeze` must match at least one parameter, and not all of them; logs the count."""
-  pattern = config.get('freeze') or ''
-  if not pattern:
-    return
-  labels = jax.tree.leaves(optim.freeze_labels(state.trainable(), pattern))
-  frozen = labels.count('frozen')
-  if frozen == 0:
-    raise UserError(f'freeze={pattern!r} matches no parameter path (paths look like '
-                    f'{_example_path(state)}); fix the pattern or set freeze=""')
-  if frozen == len(labels):
-    raise UserError(f'freeze={pattern!r} freezes every parameter; nothing would train')
-  writers.log('freeze: %d of %d parameter arrays frozen (%s)', frozen, len(labels), pattern)
-
-
-def _example_path(state) -> str:
-  path, _ = jax.tree_util.tree_leaves_with_path(state.params)[0]
-  return optim.param_path(path)
