@@ -13,9 +13,10 @@ from mmjax import writers
 from mmjax.errors import UserError
 
 
-def schedule(config) -> optax.Schedule:
+def schedule(config, steps: int) -> optax.Schedule:
+  """`config.optimizer`'s learning rate over a run of `steps` steps."""
   opt = config.optimizer
-  lr, steps = opt.learning_rate, config.num_train_steps
+  lr = opt.learning_rate
   warmup = min(opt.get('warmup_steps', 0), steps - 1)  # leave the decay at least one step
   if opt.schedule == 'cosine':
     return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, steps, end_value=lr * opt.get(
@@ -33,9 +34,9 @@ def _decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def make(config) -> optax.GradientTransformation:
+def make(config, lr: optax.Schedule) -> optax.GradientTransformation:
+  """`config.optimizer` at the learning rates `lr` (`schedule`), `config.freeze` kept fixed."""
   opt = config.optimizer
-  lr = schedule(config)
   if opt.name == 'adamw':
     core = optax.adamw(lr, b1=opt.get('b1', 0.9), b2=opt.get('b2', 0.999),
                        weight_decay=opt.weight_decay, mask=_decay_mask)

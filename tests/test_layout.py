@@ -65,7 +65,7 @@ LAYERS = (
     ('infrastructure', ('mmjax', 'mmjax.errors', 'mmjax.registry', 'mmjax.parallel',
                         'mmjax.workdir', 'mmjax.writers', 'mmjax.checkpoint', 'mmjax.compilation',
                         'mmjax.preemption', 'mmjax.profiling', 'mmjax.plot', 'mmjax.health',
-                        'mmjax.optim', 'mmjax.pid')),
+                        'mmjax.optim', 'mmjax.pid', 'mmjax.rng')),
     ('models and data', ('mmjax.models', 'mmjax.data', 'mmjax.corrupt')),
     ('paradigms', ('mmjax.objectives', 'mmjax.evaluators')),
     ('run loop', ('mmjax.training',)),

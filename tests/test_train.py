@@ -88,7 +88,7 @@ def test_a_longer_budget_changes_a_cosine_schedule_and_a_capped_warmup():
   num_train_steps under a cosine decay or a warm-up capped at the budget, not under a constant
   schedule without warm-up."""
   from mmjax import optim  # pylint: disable=import-outside-toplevel
-  rates = lambda config: [float(optim.schedule(config)(s)) for s in range(8)]
+  rates = lambda config: [float(optim.schedule(config, config.num_train_steps)(s)) for s in range(8)]
   short, long = small_config(num_train_steps=8), small_config(num_train_steps=12)
   assert short.optimizer.schedule == 'cosine' and short.optimizer.warmup_steps > 8
   assert rates(short)[3] != rates(long)[3]

@@ -27,6 +27,7 @@ import tensorflow_datasets as tfds
 
 from mmjax.data import datasets
 from mmjax.data import preprocess
+from mmjax import rng
 from mmjax.errors import UserError
 
 def load_source(name: str, config, split: str | None = None) -> Any:
@@ -296,9 +297,9 @@ def train_iterator(config) -> grain.DatasetIterator:
   examples = train_examples(config)
   local = local_batch_size(config.batch_size)
   if config.dataset.get('one_example_per_pair', False):
-    ds = OneExamplePerPair(examples.pair_ids(), config.batch_size, config.seed)
+    ds = OneExamplePerPair(examples.pair_ids(), config.batch_size, rng.shuffle_seed(config))
   else:
-    ds = grain.MapDataset.range(len(examples)).shuffle(seed=config.seed).repeat()
+    ds = grain.MapDataset.range(len(examples)).shuffle(seed=rng.shuffle_seed(config)).repeat()
   ds = ProcessBlocks(ds, config.batch_size, jax.process_index(), jax.process_count())
   ds = ds.batch(local, drop_remainder=True).map(examples.batch)
   return _iterate(ds, config)

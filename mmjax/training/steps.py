@@ -5,8 +5,8 @@ is replicated, and XLA inserts the gradient all-reduce. The same code runs on on
 (fake) CPU devices, a GPU, or many hosts. What is minimised and measured is the objective's
 (`mmjax.objectives`); the step only differentiates, updates and guards against non-finite values.
 
-Randomness comes from (seed, step) alone, so a run resumed from any checkpoint ends bitwise equal
-to an uninterrupted one and the draws do not depend on the device count.
+Randomness comes from (seed, step) alone (mmjax.rng), so a run resumed from any checkpoint ends
+bitwise equal to an uninterrupted one and the draws do not depend on the device count.
 """
 
 import dataclasses
@@ -23,6 +23,7 @@ from mmjax import evaluators
 from mmjax import objectives
 from mmjax import optim
 from mmjax import parallel
+from mmjax import rng
 from mmjax.data import input_pipeline
 from mmjax.models.model import build_model, compute_dtype
 
@@ -58,12 +59,8 @@ def ema_decay(config, step) -> jax.Array:
   return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
-def _step_key(config, step):
-  return jax.random.fold_in(jax.random.key(config.seed + 1), step)
-
-
 def _rngs(config, step):
-  dropout, augment = jax.random.split(_step_key(config, step))
+  dropout, augment = jax.random.split(rng.step_key(config, step))
   return {'dropout': dropout, 'augment': augment}
 
 
@@ -76,7 +73,7 @@ def init_state(config, model, objective, tx, example_batch, mesh) -> TrainState:
     # other parameters on 4 devices than on 1).
     # The model's key is the seed's own (as before objectives existed); the objective's is
     # derived from it.
-    model_key = jax.random.key(config.seed)
+    model_key = rng.model_key(config)
     objective_key = jax.random.fold_in(model_key, 1)
     variables = model.init(model_key, batch['inputs'], batch['present'])
     params = variables['params']
@@ -114,6 +111,7 @@ class Trainer:
   model: Any
   objective: objectives.Objective
   tx: optax.GradientTransformation
+  num_steps: int                   # the run's length, config.num_train_steps
   train_step: Callable             # (state, global batch) -> (state, metric sums)
   eval_fns: evaluators.Functions   # what evaluators call; eval_fns.metrics is the eval step
 
@@ -124,8 +122,10 @@ class Trainer:
 def build_trainer(config, mesh) -> Trainer:
   model = build_model(config)
   objective = objectives.build(config, model)
-  tx = optim.make(config)
-  return Trainer(config, mesh, model, objective, tx, make_train_step(config, objective, tx, mesh),
+  schedule = optim.schedule(config, config.num_train_steps)
+  tx = optim.make(config, schedule)
+  return Trainer(config, mesh, model, objective, tx, config.num_train_steps,
+                 make_train_step(config, objective, (tx, schedule), mesh),
                  eval_functions(config, objective, mesh))
 
 
@@ -200,9 +200,9 @@ def accumulated_gradients(grad_fn, k: int, mesh):
   return accumulated
 
 
-def make_train_step(config, objective, tx, mesh):
-  schedule = optim.schedule(config)
-  fsdp = config.get('fsdp', False)
+def make_train_step(config, objective, optimizer, mesh):
+  """The jitted train step; `optimizer` is (optax transformation, learning-rate schedule)."""
+  tx, schedule = optimizer
 
   def loss_fn(trainable, state, batch, rngs):
     variables = _in_compute_dtype(config, state.replace(params=trainable['model']).variables())
@@ -217,7 +217,7 @@ def make_train_step(config, objective, tx, mesh):
   pixel_scale = input_pipeline.pixel_scale(config)
 
   def train_step(state, batch):
-    key = _step_key(config, state.step)  # streams 2 and 3, beside _rngs' 0 and 1
+    key = rng.step_key(config, state.step)  # streams 2 and 3, beside _rngs' 0 and 1
     present = corrupt.drop_modalities(config, objective.model.modalities, batch['present'],
                                       jax.random.fold_in(key, 2))
     inputs = corrupt.inject_noise(config, batch['inputs'], jax.random.fold_in(key, 3),
@@ -227,7 +227,7 @@ def make_train_step(config, objective, tx, mesh):
     (loss, (sums, batch_stats)), grads = grad_fn(trainable, state, batch,
                                                  _rngs(config, state.step))
     grads, sums = objective.transform_gradients(
-        grads, sums, state.step, jax.random.fold_in(_step_key(config, state.step), 4))
+        grads, sums, state.step, jax.random.fold_in(rng.step_key(config, state.step), 4))
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, trainable)
     new = optax.apply_updates(trainable, updates)
@@ -254,9 +254,9 @@ def make_train_step(config, objective, tx, mesh):
     sums = jax.tree.map(lambda v: jnp.where(ok, v, 0.0), sums)
     sums['nonfinite'] = (~ok).astype(jnp.float32)
     # The state keeps its layout (each array's from its shape), the sums are replicated.
-    constrain = jax.lax.with_sharding_constraint
-    return (constrain(new_state, parallel.state_sharding(new_state, mesh, fsdp)),
-            constrain(sums, parallel.replicated(mesh)))
+    layout = parallel.state_sharding(new_state, mesh, config.get('fsdp', False))
+    return (jax.lax.with_sharding_constraint(new_state, layout),
+            jax.lax.with_sharding_constraint(sums, parallel.replicated(mesh)))
 
   # The inputs keep the shardings they arrive with: the state's and the batch's (global_batch).
   return jax.jit(train_step, donate_argnums=0)

@@ -134,7 +134,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       workdirs.record_changes(workdir, changes, start_step)
       workdirs.write_config(workdir, config, dataset_versions)
       # Evaluators that run again at the step the run resumes from replace their earlier lines.
-      done = start_step >= config.num_train_steps or _converged(run, start_step)
+      done = start_step >= run.trainer.num_steps or _converged(run, start_step)
       rerun = tuple(run.evals) if done else ()
       run.writer = writers.MetricWriter(workdir, resume_step=start_step, rerun_splits=rerun)
       try:
@@ -210,9 +210,10 @@ def _steps_from_epochs(config) -> None:
   epochs = config.get('num_train_epochs', 0.0)
   if epochs > 0:
     batch, examples = input_pipeline.epoch_size(config)
-    config.num_train_steps = max(1, math.ceil(epochs * examples / batch))
+    steps_needed = max(1, math.ceil(epochs * examples / batch))
+    config.num_train_steps = steps_needed
     writers.log('num_train_epochs=%g: %d steps of %d examples (%d training examples)', epochs,
-                config.num_train_steps, batch, examples)
+                steps_needed, batch, examples)
 
 
 def _log_compiles(compiles: compilation.CompileLog) -> None:
@@ -232,7 +233,7 @@ def _final_evaluation(run: _Run, state) -> dict:
   skipped = int(jax.device_get(state.nonfinite_steps))
   if skipped:
     logging.warning('skipped %d of %d updates for a non-finite loss, gradient or parameters '
-                    '(on_nonfinite=skip)', skipped, run.config.num_train_steps)
+                    '(on_nonfinite=skip)', skipped, run.trainer.num_steps)
   results, extra, best = {}, {}, run.best
   if best is not None:
     if run.converged_lines is not None:  # scored at this step, when training stopped
@@ -278,9 +279,9 @@ def _run_evaluator(evaluator, state, writer, step, extra=None) -> list[dict]:
 
 
 def _train_loop(run: _Run, start_step: int, pending: list):
-  """Trains from `start_step` to config.num_train_steps, or until early stopping's criterion
-  holds; the final state, or None if preempted."""
-  config, state, total = run.config, run.state, run.config.num_train_steps
+  """Trains from `start_step` to the run's last step (config.num_train_steps), or until early
+  stopping's criterion holds; the final state, or None if preempted."""
+  config, state, total = run.config, run.state, run.trainer.num_steps
   # A run resumed after early stopping's criterion held trains no further step.
   end = start_step if _converged(run, start_step) else total
   preemption = Preemption(run.mngr)
@@ -360,7 +361,7 @@ def _log_train(run: _Run, clock: _Clock, step: int, state, host_sums: list) -> N
   metrics.update(clock.metrics(step))
   run.writer.write(step, 'train', metrics)
   run.saver.check()
-  total = run.config.num_train_steps
+  total = run.trainer.num_steps
   eta = (total - step) / max(metrics['steps_per_sec'], 1e-9)
   writers.log('step %d/%d  loss %.4f  %s  %.0f ex/s  ETA %s', step, total, metrics['loss'],
               _accuracies(metrics), metrics['examples_per_sec'], writers.duration(eta))
