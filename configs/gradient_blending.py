@@ -1,14 +1,15 @@
 """Gradient blending (Wang, Tran & Feiszli, CVPR 2020; MultiBench's remedy for modality
 imbalance): the main job's late fusion with an MLP head on each modality's encoding beside the
 fused head, trained on a weighted sum of the three heads' cross-entropies; the fused head alone
-predicts. Weights w_k ∝ |L_val,k / (L_val,k - L_train,k)²|, normalised, for k the image-only,
-audio-only and late-fusion models (MultiBench's gradient_blend.py, end-of-training losses), from
-`--experiment=gradient_blending_weights` at each audio SNR (once, offline; validation is 8% of
-train and validation, MultiBench's v_rate=0.08); `--experiment=imbalance` trains this config at
-them. The equal weights below are a placeholder that blends nothing.
+predicts. Weights w_k ∝ ΔG_k / ΔO_k², normalised, for k the image-only, audio-only and
+late-fusion models between initialisation and the trained state (ΔG the validation loss gained, ΔO
+the overfitting gained: Wang et al.'s offline estimate, MultiBench's delta=True), from
+`--experiment=gradient_blending_weights` at each audio SNR; `--experiment=imbalance` trains this
+config at them. The equal weights below are a placeholder that blends nothing.
 
 Departures from MultiBench's AV-MNIST script (300 epochs of SGD 0.01, the weights re-estimated
-every 10): the main job's 3-epoch recipe; no fine-tuning of the fused head.
+every 10): the main job's 3-epoch recipe; no fine-tuning of the fused head; a model whose
+validation loss rose gets weight 0 (MultiBench's abs() counts the rise as a gain).
 
 Variants: the audio SNR, as in configs/late_fusion_ogm.py: `:standard` (-12 dB, the default),
 `:snr-6db`, `:snr0db`; `:synthetic` (the synthetic image and audio).

@@ -19,7 +19,8 @@ Every row also carries its health (mmjax.health): `chance`, `inert` (the modalit
 not use, `;`-separated), `diverged` (1 when its loss went non-finite or it ended at chance) and
 `healthy` (1 when neither); where the data's PID was measured, a unimodal run's `uninformed` is 1
 when its modality carries no information about the label (chance is then its ceiling, not a
-divergence). A run that stopped on a non-finite loss is a row too, with no
+divergence); a run of 0 steps, which evaluates its initialisation, has `untrained` 1 and only a
+non-finite loss counts against it. A run that stopped on a non-finite loss is a row too, with no
 accuracy. Tables give, beside mean ± std over every run, the minimum over seeds, every seed's
 figure and how many runs are healthy: a mean hides a collapsed seed.
 """
@@ -247,12 +248,18 @@ def health_columns(row: dict, config: dict, nonfinite: bool) -> dict:
   blind = seen is not None and seen < UNINFORMED_BITS
   if blind:
     accuracy.pop('all', None)
+  # A run of 0 steps evaluates its initialisation (gradient blending's first checkpoint): chance
+  # is what it should score, so nothing but a non-finite loss is judged.
+  untrained = config.get('num_train_steps') == 0
+  if untrained:
+    accuracy = {}
   # Without one task's chance level, only a non-finite loss can be judged.
   found = health_lib.check(accuracy if chance is not None else {}, modalities, chance or 0.0,
                            nonfinite)
   return {'chance': chance if chance is not None else '', 'inert': ';'.join(found.inert),
           'diverged': int(found.diverged), 'healthy': int(found.healthy),
-          **({'uninformed': int(blind)} if seen is not None else {})}
+          **({'uninformed': int(blind)} if seen is not None else {}),
+          **({'untrained': 1} if untrained else {})}
 
 
 # Bits below which a modality counts as carrying nothing: the PID's plug-in estimates read ~0.015
@@ -493,6 +500,12 @@ def health_note(results: Results) -> str:
               "label (in the data's PID, no redundancy and no uniqueness in it): chance is their "
               'ceiling, so ending there does not count as diverged: ' +
               '; '.join(f'`{name}`' for name in blind) + '.')
+  untrained = [r['run'] for r in results.rows if r.get('untrained')]
+  if untrained:
+    one = len(untrained) == 1
+    rules += (f' {len(untrained)} {"run evaluates its" if one else "runs evaluate their"} '
+              f'initialisation (0 steps) and {"is" if one else "are"} not judged: ' +
+              '; '.join(f'`{name}`' for name in untrained) + '.')
   if not bad:
     return rules + f' All {len(results.rows)} runs are healthy.'
   names = '; '.join(f'`{r["run"]}` (' + ', '.join(

@@ -475,9 +475,10 @@ def imbalance_alpha(quick: bool = False, seeds: int | None = None,
             "half, as the authors' default modulates epochs 0-50 of 100). Each alpha scored by "
             'its best validation accuracy; imbalance trains three seeds of the best at each SNR')
   if not quick:
+    further = '; '.join(f'{snr} {", ".join(f"{a:g}" for a in alphas)}'
+                        for snr, alphas in OGM_EDGE_EXTENSIONS.items())
     budget += (f'; alpha {", ".join(f"{a:g}" for a in OGM_ALPHAS)} at each SNR and, where the '
-               "best sat on the grid's edge, a step further: " + '; '.join(f'{snr} {", ".join(f"{a:g}" for a in alphas)}'
-                                          for snr, alphas in OGM_EDGE_EXTENSIONS.items()))
+               f"best sat on the grid's edge, a step further: {further}")
   return _grid('imbalance_alpha', "OGM-GE's alpha, chosen on validation", budget, specs, None,
                lambda config: {**settings(config), **SAME_CLIPPING}, quick,
                metrics=f'^{SEARCH_METRIC}$', first_seed=SEARCH_SEED)
@@ -485,9 +486,12 @@ def imbalance_alpha(quick: bool = False, seeds: int | None = None,
 
 # Gradient blending (configs/gradient_blending.py): its weights from the image-only, audio-only and
 # late-fusion models at each SNR, trained at the main job's budget (seed SEARCH_SEED), each with
-# its loss on the training split (`fit`) beside validation's, at the state their selection chose.
+# its loss on the training split (`fit`) beside validation's, at the state their selection chose
+# and at their initialisation (the same run at 0 steps: the same seed initialises the same model):
+# the two checkpoints of Wang et al.'s offline estimate.
 GBLEND_RESULTS = runs_lib.REPO / 'results' / 'gradient_blending_weights' / 'results.csv'
 GBLEND_HEADS = {'image': 'unimodal_image', 'audio': 'unimodal_audio', 'fused': 'late_fusion'}
+GBLEND_STATES = {'trained': {}, 'initialisation': {'num_train_steps': 0}}
 # Below this share of the loss the fused head, which alone predicts, would barely train.
 MIN_FUSED_WEIGHT = 0.05
 
@@ -501,15 +505,18 @@ def gradient_blending_weights(quick: bool = False, seeds: int | None = None,
                               steps: int | None = None) -> Experiment:
   """The three models whose losses give gradient blending's weights at each audio SNR."""
   snrs = {'0 dB': 'snr0db'} if quick else IMBALANCE_SNRS
-  specs = [('configs/unimodal_image.py', {}, 'unimodal_image', {'SNR': 'any'}, seeds or 1)]
-  for snr, variant in snrs.items():
-    specs += [(f'configs/{m}.py', _join(variant), m, {'SNR': snr}, seeds or 1)
-              for m in ('unimodal_audio', 'late_fusion')]
+  models = [('configs/unimodal_image.py', {}, 'unimodal_image', 'any')] + [
+      (f'configs/{m}.py', _join(variant), m, snr) for snr, variant in snrs.items()
+      for m in ('unimodal_audio', 'late_fusion')]
+  specs = [(config, {**join, **extra}, method, {'SNR': snr, 'state': state}, seeds or 1)
+           for state, extra in GBLEND_STATES.items() for config, join, method, snr in models]
   settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
   fit = {'type': 'classification', 'split': 'train[:256]' if quick else 'train', 'every_steps': 0}
-  budget = (f'{budget}; seed {SEARCH_SEED}; each also scored on the training split (`fit`); '
-            'imbalance trains gradient blending at each SNR with weights w_k ∝ |L_val,k / '
-            "(L_val,k - L_train,k)²| of these three models (MultiBench's gradient_blend.py)")
+  budget = (f'{budget}; seed {SEARCH_SEED}; each also scored on the training split (`fit`), '
+            'trained and at its initialisation (0 steps); imbalance trains gradient blending at '
+            'each SNR with weights w_k ∝ ΔG_k / ΔO_k² of these three models (Wang et al.\'s offline '
+            'estimate; MultiBench\'s gradient_blend.py with delta=True): ΔG the fall of the '
+            'validation loss from initialisation, ΔO the rise of validation minus training loss')
 
   def with_fit(config: str) -> dict:
     """The config's settings with `fit` added to its evaluators (given whole: the command line
@@ -532,28 +539,37 @@ def gradient_blending_weights(quick: bool = False, seeds: int | None = None,
                first_seed=SEARCH_SEED)
 
 
-def blending_weights(losses: dict[str, tuple[float, float]]) -> dict[str, float]:
-  """{head: weight} from {head: (training loss, validation loss)} of the model each head stands
-  for: |L_val / O²| with O = L_val - L_train (floored at 1e-4 where the model does not overfit),
-  normalised to sum to 1, as MultiBench's gradient_blend.py (delta=False) computes them."""
+def blending_weights(losses: dict[str, dict[str, tuple[float, float]]]) -> dict[str, float]:
+  """{head: weight} from {head: {state: (training loss, validation loss)}} of the model each head
+  stands for, at its initialisation and trained (GBLEND_STATES): w ∝ ΔG / ΔO², normalised to sum
+  to 1, with ΔG = L_val(init) - L_val(trained), the generalisation gained, and ΔO the change of
+  the overfitting O = L_val - L_train, as Wang et al.'s offline G-Blend between two checkpoints
+  (MultiBench's gradient_blend.py with delta=True). A model whose validation loss rose gained
+  nothing and gets weight 0 (MultiBench's abs() would count the rise as a gain); |ΔO| is floored
+  at 1e-4, as MultiBench floors O."""
   raw = {}
-  for head, (train, val) in losses.items():
-    gap = val - train
-    raw[head] = abs(val / (gap if gap > 0 else 1e-4) ** 2)
-  total = sum(raw.values())
+  for head, by_state in losses.items():
+    (train0, val0), (train, val) = by_state['initialisation'], by_state['trained']
+    overfitting = (val - train) - (val0 - train0)
+    raw[head] = max(val0 - val, 0.0) / max(abs(overfitting), 1e-4) ** 2
+  total = sum(raw.values()) or 1.0
   return {head: w / total for head, w in raw.items()}
 
 
 def _blending_overrides(path, snr: str) -> dict | None:
   """objective.head_weights.<head> overrides from the estimation runs at `snr` in the results at
-  `path`; None until all three have finished."""
+  `path`; None until all six (three models, each trained and at initialisation) have finished."""
   losses = {}
   for head, method in GBLEND_HEADS.items():
-    where = {'method': method, 'SNR': 'any' if method == 'unimodal_image' else snr}
-    found = [r for r in _committed_rows(path, where) if 'fit/loss' in r and 'validation/loss' in r]
-    if not found:
-      return None
-    losses[head] = (float(found[0]['fit/loss']), float(found[0]['validation/loss']))
+    for state in GBLEND_STATES:
+      where = {'method': method, 'SNR': 'any' if method == 'unimodal_image' else snr,
+               'state': state}
+      found = [r for r in _committed_rows(path, where)
+               if 'fit/loss' in r and 'validation/loss' in r]
+      if not found:
+        return None
+      losses.setdefault(head, {})[state] = (float(found[0]['fit/loss']),
+                                            float(found[0]['validation/loss']))
   return {f'objective.head_weights.{h}': round(w, 4)
           for h, w in blending_weights(losses).items()}
 
@@ -611,9 +627,9 @@ def imbalance(quick: bool = False, seeds: int | None = None,
   if unblended:
     budget += ('; gradient blending not run where its estimated weights give the fused head, '
                f'which predicts, under {MIN_FUSED_WEIGHT:g} of the loss: {"; ".join(unblended)} '
-               '(a model that does not overfit has its gap floored at 1e-4 and takes nearly all '
-               'the weight; MultiBench then fine-tunes the fused head on frozen features for 25 '
-               'epochs, which this gradient blending does not)')
+               '(a model whose overfitting barely changed over training, ΔO near 0, takes '
+               'nearly all the weight; MultiBench then fine-tunes the fused head on frozen '
+               'features for 25 epochs, which this gradient blending does not)')
   experiment = _grid('imbalance', 'Modality imbalance: OGM-GE and gradient blending', budget,
                      specs, seeds or (1 if quick else IMBALANCE_SEEDS),
                      lambda config: {**settings(config), **SAME_CLIPPING}, quick,

@@ -257,3 +257,20 @@ def test_a_unimodal_run_whose_modality_carries_nothing_is_not_diverged_at_chance
   note = aggregate.health_note(aggregate.Results(rows, [], []))
   assert ('1 run sees only a modality that carries no information about the label' in note and
           '`blind`' in note and '`fused`' not in note)
+
+
+def test_a_run_of_no_steps_is_not_judged_by_its_accuracy():
+  """Gradient blending's first checkpoint is a run of 0 steps: at chance, with its audio branch
+  at chance too, it is what it should be; a non-finite loss still counts."""
+  config = {'num_train_steps': 0, 'tasks': {'label': {'num_classes': 10}},
+            'model': {'encoders': {'image': {}, 'audio': {}}}}
+  at_chance = {'test/accuracy': 0.1, 'robustness[missing=image]/accuracy': 0.1}
+  flags = aggregate.health_columns(at_chance, config, False)
+  assert (flags['untrained'], flags['diverged'], flags['inert'], flags['healthy']) == (1, 0, '', 1)
+  assert aggregate.health_columns(at_chance, config, True)['diverged'] == 1
+  trained = aggregate.health_columns(at_chance, {**config, 'num_train_steps': 10}, False)
+  assert 'untrained' not in trained and trained['diverged'] == 1
+  rows = [{'run': 'init', 'healthy': 1, 'untrained': 1}, {'run': 'trained', 'healthy': 1}]
+  note = aggregate.health_note(aggregate.Results(rows, [], []))
+  assert '1 run evaluates its initialisation (0 steps) and is not judged: `init`' in note
+  assert '`trained`' not in note

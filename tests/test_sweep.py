@@ -255,35 +255,57 @@ def test_imbalance_chooses_ogm_alpha_per_snr_and_compares_with_no_remedy(tmp_pat
   assert aggregate._metric_label('test/ogm/audio/accuracy') == 'audio branch'
 
 
-def test_blending_weights_are_multibenchs_generalisation_over_overfitting_squared():
-  """w ∝ |L_val / (L_val - L_train)²|, normalised; a model that does not overfit (L_val <= L_train)
-  gets the gap floored at 1e-4, as MultiBench's gradient_blend.py (delta=False)."""
-  weights = catalog.blending_weights({'image': (1.0, 1.5), 'audio': (1.0, 2.0),
-                                      'fused': (0.5, 1.0)})
-  raw = {'image': 1.5 / 0.25, 'audio': 2.0 / 1.0, 'fused': 1.0 / 0.25}
+def test_blending_weights_are_generalisation_gained_over_overfitting_gained_squared():
+  """w ∝ ΔG / ΔO² between initialisation and the trained state, normalised (Wang et al.'s offline
+  G-Blend, MultiBench's delta=True); a validation loss that rose gains nothing (weight 0), and
+  |ΔO| is floored at 1e-4."""
+  init = (2.3, 2.3)
+  weights = catalog.blending_weights({
+      'image': {'initialisation': init, 'trained': (1.0, 1.5)},   # ΔG 0.8, ΔO 0.5
+      'audio': {'initialisation': init, 'trained': (1.0, 2.0)},   # ΔG 0.3, ΔO 1.0
+      'fused': {'initialisation': (2.0, 2.5), 'trained': (0.5, 1.0)}})  # ΔG 1.5, ΔO 0
+  raw = {'image': 0.8 / 0.25, 'audio': 0.3 / 1.0, 'fused': 1.5 / 1e-8}
   assert weights == pytest.approx({h: w / sum(raw.values()) for h, w in raw.items()})
   assert sum(weights.values()) == pytest.approx(1.0)
-  floored = catalog.blending_weights({'image': (1.0, 0.9), 'fused': (0.5, 1.0)})
-  assert floored['image'] == pytest.approx((0.9 / 1e-8) / (0.9 / 1e-8 + 4.0))
+  worse = catalog.blending_weights({'audio': {'initialisation': init, 'trained': (0.1, 3.2)},
+                                    'fused': {'initialisation': init, 'trained': (0.3, 0.6)}})
+  assert worse == {'audio': 0.0, 'fused': 1.0}
+
+
+def _blending_rows(runs, losses):
+  """results.csv rows of the estimation runs: {method: {state: (fit loss, validation loss)}}."""
+  return [{'method': r.label, 'SNR': r.facets['SNR'], 'state': r.facets['state'],
+           'fit/loss': losses[r.label][r.facets['state']][0],
+           'validation/loss': losses[r.label][r.facets['state']][1],
+           'overrides': json.dumps(r.overrides)} for r in runs]
 
 
 def test_imbalance_blends_gradients_with_the_weights_its_estimate_gives(tmp_path, monkeypatch):
   """gradient_blending_weights: image-only once, audio-only and late fusion at each SNR, seed 100,
-  each also scored on the training split; imbalance: gradient blending at each SNR whose three
-  runs have finished, at the weights their losses give, three seeds."""
+  each trained and at its initialisation (0 steps), each also scored on the training split;
+  imbalance: gradient blending at each SNR whose six runs have finished, at the weights their
+  losses give, three seeds."""
   estimate = catalog.get('gradient_blending_weights')
-  assert [(r.label, r.facets['SNR']) for r in estimate.runs] == [
-      ('unimodal_image', 'any'), *[(m, snr) for snr in catalog.IMBALANCE_SNRS
-                                   for m in ('unimodal_audio', 'late_fusion')]]
+  models = [('unimodal_image', 'any'), *[(m, snr) for snr in catalog.IMBALANCE_SNRS
+                                         for m in ('unimodal_audio', 'late_fusion')]]
+  assert [(r.label, r.facets['SNR'], r.facets['state']) for r in estimate.runs] == [
+      (*model, state) for state in ('trained', 'initialisation') for model in models]
   assert {r.seed for r in estimate.runs} == {catalog.SEARCH_SEED}
   for run in estimate.runs:
     config = runs_lib.load_config(run)
     assert config.evals.fit.split == 'train' and config.select_best == 'validation/accuracy'
-  losses = {'unimodal_image': (0.9, 1.1), 'unimodal_audio': (1.2, 1.6), 'late_fusion': (0.4, 0.7)}
-  rows = [{'method': r.label, 'SNR': r.facets['SNR'], 'fit/loss': losses[r.label][0],
-           'validation/loss': losses[r.label][1], 'overrides': json.dumps(r.overrides)}
-          for r in estimate.runs if r.facets['SNR'] in ('any', '-6 dB')]
-  aggregate.write_csv(aggregate.Results(rows, [], ['SNR']), tmp_path / 'results.csv')
+    assert (config.num_train_steps == 0) == (run.facets['state'] == 'initialisation')
+  trained = [r for r in estimate.runs if r.facets['state'] == 'trained']
+  initial = [r for r in estimate.runs if r.facets['state'] == 'initialisation']
+  # The initialisation is the trained run's own: the same config, seed and settings.
+  assert [(r.config, r.seed, r.settings) for r in trained] == [
+      (r.config, r.seed, r.settings) for r in initial]
+  init = (2.3, 2.3)
+  losses = {'unimodal_image': {'initialisation': init, 'trained': (0.9, 1.1)},
+            'unimodal_audio': {'initialisation': init, 'trained': (1.2, 1.6)},
+            'late_fusion': {'initialisation': init, 'trained': (0.4, 0.7)}}
+  rows = [r for r in _blending_rows(estimate.runs, losses) if r['SNR'] in ('any', '-6 dB')]
+  aggregate.write_csv(aggregate.Results(rows, [], ['SNR', 'state']), tmp_path / 'results.csv')
   monkeypatch.setattr(catalog, 'GBLEND_RESULTS', tmp_path / 'results.csv')
   experiment = catalog.get('imbalance')
   blended = [r for r in experiment.runs if r.facets['remedy'].startswith('gradient blending')]
@@ -298,13 +320,16 @@ def test_imbalance_blends_gradients_with_the_weights_its_estimate_gives(tmp_path
   config = runs_lib.load_config(run)
   assert config.objective.head_weights.audio == round(expected['audio'], 4)
   assert 'not run until their weight estimate has finished: -12 dB, 0 dB' in experiment.budget
-  # An image-only model that does not overfit (validation loss under training loss) takes nearly
-  # all the weight; the fused head, which predicts, would not train: no run, and the budget says
-  # so.
-  for row in rows:
-    if row['method'] == 'unimodal_image':
-      row['fit/loss'], row['validation/loss'] = 0.89, 0.82
-  aggregate.write_csv(aggregate.Results(rows, [], ['SNR']), tmp_path / 'results.csv')
+  # Without the initialisation's losses the estimate has not finished.
+  aggregate.write_csv(aggregate.Results([r for r in rows if r['state'] == 'trained'], [],
+                                        ['SNR', 'state']), tmp_path / 'results.csv')
+  assert not any(r.facets['remedy'].startswith('gradient blending')
+                 for r in catalog.get('imbalance').runs)
+  # An image-only model whose overfitting barely changed takes nearly all the weight; the fused
+  # head, which predicts, would not train: no run, and the budget says so.
+  losses['unimodal_image']['trained'] = (2.0, 1.99995)
+  rows = [r for r in _blending_rows(estimate.runs, losses) if r['SNR'] in ('any', '-6 dB')]
+  aggregate.write_csv(aggregate.Results(rows, [], ['SNR', 'state']), tmp_path / 'results.csv')
   experiment = catalog.get('imbalance')
   assert not any(r.facets['remedy'].startswith('gradient blending') for r in experiment.runs)
   assert ('gradient blending not run where its estimated weights give the fused head, which '
