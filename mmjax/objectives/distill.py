@@ -66,9 +66,10 @@ class Teacher:
     if latest < int(self.config.num_train_steps):
       logging.warning('%s: its latest checkpoint is step %d of %d; distilling from that', where,
                       latest, self.config.num_train_steps)
-    # The state the teacher's reported test figures came from: its best one if it selected.
+    # The state the teacher's reported test figures came from: its best one if it selected one
+    # (only a run with select_best keeps <workdir>/best).
     best_dir = workdirs.best_dir(workdir)
-    selected = bool(self.config.get('select_best')) and checkpoint.steps_on_disk(best_dir)
+    selected = bool(checkpoint.steps_on_disk(best_dir))
     mngr = checkpoint.manager(best_dir if selected else ckpt_dir, None, create=False)
     try:
       self.step, saved = checkpoint.restore_model(
@@ -79,7 +80,7 @@ class Teacher:
     if saved['batch_stats']:
       self.variables['batch_stats'] = saved['batch_stats']
     writers.log('distill: teacher %s step %d, %s (%s)', workdir, self.step,
-                f'its best by {self.config.select_best}' if selected else 'its latest',
+                'its best (model selection)' if selected else 'its latest',
                 ', '.join(self.modalities))
 
   def __call__(self, batch) -> dict:
