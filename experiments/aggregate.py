@@ -509,9 +509,54 @@ def health_note(results: Results) -> str:
   if not bad:
     return rules + f' All {len(results.rows)} runs are healthy.'
   names = '; '.join(f'`{r["run"]}` (' + ', '.join(
-      ([f'inert in {r["inert"].replace(";", ", ")}'] if r.get('inert') else []) +
+      ([_inert_with_gradient(r, results.curves)] if r.get('inert') else []) +
       (['diverged'] if r.get('diverged') else [])) + ')' for r in bad)
-  return rules + f' {len(bad)} of {len(results.rows)} runs are not: {names}.'
+  return (rules + f' {len(bad)} of {len(results.rows)} runs are not: {names}.' +
+          _healthy_gradient_note(results, bad))
+
+
+# The first steps, where a branch that never learns shows it: its encoder's gradient collapses
+# while the other's grows (the per-encoder norms each run logs, `grad_norm/<modality>`). Some
+# runs revive later, so the last logged ratio is given beside the early minimum.
+EARLY_STEPS = 600
+
+
+def gradient_shares(curves: dict, modality: str) -> tuple[float, float] | None:
+  """(smallest over the logged steps up to EARLY_STEPS, last logged) ratio of `modality`'s encoder
+  gradient norm to the largest other encoder's; None for a run without those curves."""
+  mine = {step: norm for step, norm in curves.get(f'grad_norm/{modality}', [])}
+  others = [{step: norm for step, norm in points} for key, points in curves.items()
+            if key.startswith('grad_norm/') and key != f'grad_norm/{modality}']
+  ratios = [(s, mine[s] / top) for s in sorted(mine) if others
+            and all(s in o for o in others) and (top := max(o[s] for o in others)) > 0]
+  early = [ratio for s, ratio in ratios if s <= EARLY_STEPS]
+  return (min(early), ratios[-1][1]) if early else None
+
+
+def _inert_with_gradient(row: dict, curves: dict) -> str:
+  """'inert in <modalities>', with each one's gradient figures where the run kept its curves."""
+  inert = row['inert'].split(';')
+  found = {m: gradient_shares(curves.get(row['run'], {}), m) for m in inert}
+  return f'inert in {", ".join(inert)}' + ''.join(
+      f"; its {m} encoder's gradient fell to {early:.2g} of the other encoder's within "
+      f'{EARLY_STEPS} steps and was {last:.2g} of it at the end'
+      for m, shares in found.items() if shares is not None for early, last in [shares])
+
+
+def _healthy_gradient_note(results: Results, bad: list[dict]) -> str:
+  """For each modality some run is inert in: the same gradient figures of the healthy runs that
+  kept their curves, for contrast."""
+  notes = []
+  for m in sorted({m for r in bad for m in r.get('inert', '').split(';') if m}):
+    shares = [found for r in results.rows if r.get('healthy')
+              and (found := gradient_shares(results.curves.get(r['run'], {}), m)) is not None]
+    if shares:
+      runs = 'healthy run' if len(shares) == 1 else 'healthy runs'
+      notes.append(f"the {len(shares)} {runs} with curves: the {m} encoder's gradient fell "
+                   f"to {min(e for e, _ in shares):.2g}-{max(e for e, _ in shares):.2g} of the "
+                   f"other's within {EARLY_STEPS} steps and was {min(l for _, l in shares):.2g} "
+                   f'of it or more at the end')
+  return f' For contrast, {"; ".join(notes)}.' if notes else ''
 
 
 def missing_note(results: Results, total: int) -> str:

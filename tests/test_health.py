@@ -274,3 +274,24 @@ def test_a_run_of_no_steps_is_not_judged_by_its_accuracy():
   note = aggregate.health_note(aggregate.Results(rows, [], []))
   assert '1 run evaluates its initialisation (0 steps) and is not judged: `init`' in note
   assert '`trained`' not in note
+
+
+def test_an_inert_run_is_named_with_its_encoders_gradient_beside_the_healthy_runs():
+  """The note says how far the inert branch's gradient fell early and where it ended, and the
+  same figures of the healthy runs: a run that revives later (healthy) and one that never does."""
+  def curves(audio):
+    return {'grad_norm/image': [(s, 1.0) for s in (300, 600, 900, 1300)],
+            'grad_norm/audio': list(zip((300, 600, 900, 1300), audio))}
+  rows = [{'run': 'never', 'healthy': 0, 'inert': 'audio', 'diverged': 0},
+          {'run': 'revives', 'healthy': 1, 'inert': '', 'diverged': 0},
+          {'run': 'unimodal', 'healthy': 1, 'inert': '', 'diverged': 0}]
+  found = {'never': curves((0.01, 0.002, 0.001, 0.0005)),
+           'revives': curves((0.01, 0.003, 0.5, 0.9)),
+           'unimodal': {'grad_norm/audio': [(300, 1.0)]}}
+  assert aggregate.gradient_shares(found['never'], 'audio') == (0.002, 0.0005)
+  assert aggregate.gradient_shares(found['unimodal'], 'audio') is None  # no other encoder
+  note = aggregate.health_note(aggregate.Results(rows, [], [], curves=found))
+  assert ("`never` (inert in audio; its audio encoder's gradient fell to 0.002 of the other "
+          "encoder's within 600 steps and was 0.0005 of it at the end)") in note
+  assert ("the 1 healthy run with curves: the audio encoder's gradient fell to 0.003-0.003 of "
+          "the other's within 600 steps and was 0.9 of it or more at the end") in note
