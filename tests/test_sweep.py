@@ -217,13 +217,13 @@ def test_distillation_searches_the_teachers_share_per_temperature_then_pairs_see
 
 
 def test_imbalance_chooses_ogm_alpha_per_snr_and_compares_with_no_remedy(tmp_path, monkeypatch):
-  """imbalance_alpha: OGM-GE at alpha 0.1, 0.3, 1 at each SNR (and 0.03 at -12 dB, where 0.1 was
-  best, and 3 at -6 dB, where 1 was), modulating the first half of the main job's 1,300 steps; imbalance: three seeds of the unimodal models, late fusion without a
+  """imbalance_alpha: OGM-GE at alpha 0.1, 0.3, 1 at each SNR (and 0.03 at -12 and 0 dB, where
+  0.1 was best, and 3 at -6 dB, where 1 was), modulating the first half of the main job's 1,300 steps; imbalance: three seeds of the unimodal models, late fusion without a
   remedy (alpha 0, no noise) and OGM-GE at each SNR's best alpha, the -12 dB unimodal runs
   shared with avmnist_fusion."""
   search = catalog.get('imbalance_alpha')
-  assert len(search.runs) == 11
-  assert '-12 dB 0.03; -6 dB 3' in search.budget
+  assert len(search.runs) == 12
+  assert '-12 dB 0.03; -6 dB 3; 0 dB 0.03' in search.budget
   assert {r.overrides['objective.end_step'] for r in search.runs} == {650}
   rows = [{'method': 'ogm_ge', 'SNR': r.facets['SNR'], catalog.SEARCH_METRIC:
            0.8 - 0.01 * float(r.facets['alpha']), 'healthy': 1,
