@@ -548,7 +548,7 @@ def blending_weights(losses: dict[str, dict[str, tuple[float, float]]]) -> dict[
   the overfitting O = L_val - L_train, as Wang et al.'s offline G-Blend between two checkpoints
   (MultiBench's gradient_blend.py with delta=True). A model whose validation loss rose gained
   nothing and gets weight 0 (MultiBench's abs() would count the rise as a gain); |ΔO| is floored
-  at 1e-4, as MultiBench floors O."""
+  at 1e-4, the floor MultiBench's delta=False puts on O (its delta=True has none)."""
   raw = {}
   for head, by_state in losses.items():
     (train0, val0), (train, val) = by_state['initialisation'], by_state['trained']

@@ -59,8 +59,9 @@ def ema_decay(config, step) -> jax.Array:
   return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
-def _rngs(config, step):
-  dropout, augment = jax.random.split(rng.step_key(config, step))
+def _rngs(step_key):
+  """The model's streams of one step: its key split into dropout and augmentation."""
+  dropout, augment = jax.random.split(step_key)
   return {'dropout': dropout, 'augment': augment}
 
 
@@ -125,7 +126,7 @@ def build_trainer(config, mesh) -> Trainer:
   schedule = optim.schedule(config, config.num_train_steps)
   tx = optim.make(config, schedule)
   return Trainer(config, mesh, model, objective, tx, config.num_train_steps,
-                 make_train_step(config, objective, (tx, schedule), mesh),
+                 make_train_step(config, objective, tx, schedule, mesh),
                  eval_functions(config, objective, mesh))
 
 
@@ -200,9 +201,8 @@ def accumulated_gradients(grad_fn, k: int, mesh):
   return accumulated
 
 
-def make_train_step(config, objective, optimizer, mesh):
-  """The jitted train step; `optimizer` is (optax transformation, learning-rate schedule)."""
-  tx, schedule = optimizer
+def make_train_step(config, objective, tx, schedule, mesh):
+  """The jitted train step; `schedule` is `tx`'s learning rate, logged per step."""
 
   def loss_fn(trainable, state, batch, rngs):
     variables = _in_compute_dtype(config, state.replace(params=trainable['model']).variables())
@@ -217,17 +217,16 @@ def make_train_step(config, objective, optimizer, mesh):
   pixel_scale = input_pipeline.pixel_scale(config)
 
   def train_step(state, batch):
-    key = rng.step_key(config, state.step)  # streams 2 and 3, beside _rngs' 0 and 1
+    key = rng.step_key(config, state.step)  # split by _rngs; folded with 2, 3 and 4 below
     present = corrupt.drop_modalities(config, objective.model.modalities, batch['present'],
                                       jax.random.fold_in(key, 2))
     inputs = corrupt.inject_noise(config, batch['inputs'], jax.random.fold_in(key, 3),
                                   pixel_scale)
     batch = {**batch, 'present': present, 'inputs': inputs}
     trainable = state.trainable()
-    (loss, (sums, batch_stats)), grads = grad_fn(trainable, state, batch,
-                                                 _rngs(config, state.step))
+    (loss, (sums, batch_stats)), grads = grad_fn(trainable, state, batch, _rngs(key))
     grads, sums = objective.transform_gradients(
-        grads, sums, state.step, jax.random.fold_in(rng.step_key(config, state.step), 4))
+        grads, sums, state.step, jax.random.fold_in(key, 4))
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, trainable)
     new = optax.apply_updates(trainable, updates)
