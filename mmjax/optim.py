@@ -13,6 +13,13 @@ from mmjax import writers
 from mmjax.errors import UserError
 
 
+def run_length(config) -> int:
+  """A run's length in steps (`config.num_train_steps`): what its learning-rate schedule spans and
+  the step its final checkpoint holds. The one reader of the field, for this run's config and a
+  finished run's saved one alike."""
+  return int(config.num_train_steps)
+
+
 def schedule(config, steps: int) -> optax.Schedule:
   """`config.optimizer`'s learning rate over a run of `steps` steps."""
   opt = config.optimizer

@@ -184,3 +184,16 @@ def test_processes_sharing_a_data_dir_build_a_dataset_once(tmp_path):
   lines = [out.split() for out, _ in outs]
   assert sorted(line.count('built') for line in lines) == [0, 1]
   assert all(line[-2:] == ['examples', '3000'] for line in lines)
+
+
+def test_preprocessing_is_a_modalitys_settings_as_config_json_stores_them():
+  """A distillation teacher's saved settings (lists) equal the live config's (tuples), and a
+  modality the dataset lacks is None."""
+  import json  # pylint: disable=import-outside-toplevel
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  config = small_config()
+  config.dataset.modalities.image.extra = (1, 2)
+  saved = ml_collections.ConfigDict(json.loads(config.to_json()))
+  assert input_pipeline.preprocessing(config, 'image') == input_pipeline.preprocessing(saved, 'image')
+  assert input_pipeline.preprocessing(config, 'image')['extra'] == [1, 2]
+  assert input_pipeline.preprocessing(config, 'smell') is None

@@ -135,3 +135,70 @@ def test_no_function_in_mmjax_is_over_60_lines_or_7_parameters():
         found.append(f'{path.relative_to(REPO)}:{node.lineno} {node.name}: {lines} lines, '
                      f'{count} parameters')
   assert found == []
+
+
+# Sub-configs whose leaves belong to different owners: each leaf is read by its owner, and the
+# owners lie inside the package named here (each objective reads its own `objective` fields, the
+# data package `dataset`'s; a task's `num_classes` is the model's heads, its `weight` the loss's).
+READ_BY_LEAF = {'objective': ('mmjax.objectives',), 'dataset': ('mmjax.data',),
+                'tasks': ('mmjax.models.model', 'mmjax.objectives.classification')}
+
+
+def _config_reads(tree, fields) -> set[str]:
+  """The top-level config fields a module reads: `<…config>.field`, `<…config>.get('field')` and
+  `<…config>['field']`, where the object's name says it is a run's config (a distillation
+  teacher's saved config is named `teacher`)."""
+  def is_config(node):
+    name = node.id if isinstance(node, ast.Name) else getattr(node, 'attr', '')
+    return 'config' in name.lower() or name in ('teacher', 'student')
+
+  read = set()
+  for node in ast.walk(tree):
+    if (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load)
+        and node.attr in fields and is_config(node.value)):
+      read.add(node.attr)
+    elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+          and node.func.attr == 'get' and is_config(node.func.value) and node.args
+          and isinstance(node.args[0], ast.Constant) and node.args[0].value in fields):
+      read.add(node.args[0].value)
+    elif (isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load)
+          and is_config(node.value) and isinstance(node.slice, ast.Constant)
+          and node.slice.value in fields):
+      read.add(node.slice.value)
+  return read
+
+
+def _readers() -> dict[str, set[str]]:
+  from configs import default  # pylint: disable=import-outside-toplevel
+  fields = set(default.get_config().keys())
+  readers = {}
+  for path in sorted((REPO / 'mmjax').rglob('*.py')):
+    module = _module_name(path)
+    if module == 'mmjax.training.config_checks':  # validates every field before a run starts
+      continue
+    for field in _config_reads(ast.parse(path.read_text(encoding='utf-8')), fields):
+      readers.setdefault(field, set()).add(module)
+  return readers
+
+
+def test_each_config_field_is_read_in_one_module():
+  """Renaming or changing a field touches its one reader (and config_checks); a field read in two
+  modules is a contract between them that no one owns."""
+  shared = {}
+  for field, modules in _readers().items():
+    owners = READ_BY_LEAF.get(field)
+    if owners:
+      modules = {m for m in modules if not any(m == o or m.startswith(o + '.') for o in owners)}
+      if modules:
+        shared[field] = sorted(modules)
+    elif len(modules) > 1:
+      shared[field] = sorted(modules)
+  assert shared == {}
+
+
+def test_the_reader_scan_finds_reads_through_attributes_get_and_subscripts():
+  tree = ast.parse('def f(config, self, teacher):\n'
+                   '  a = config.batch_size\n  b = self.config.get("seed")\n'
+                   '  c = teacher["num_train_steps"]\n  config.evals = {}\n  d = cfg.seed\n')
+  assert _config_reads(tree, {'batch_size', 'seed', 'num_train_steps', 'evals'}) == {
+      'batch_size', 'seed', 'num_train_steps'}

@@ -15,6 +15,7 @@ holds two examples of one pair. Building the datasets it reads is mmjax.data.dat
 import dataclasses
 import functools
 import itertools
+import json
 import os
 import sys
 from typing import Any, Iterator
@@ -327,6 +328,16 @@ class EvalData:
       yield from it
     finally:
       it.close()  # stops grain worker processes now, not at interpreter exit
+
+
+def preprocessing(config, modality: str) -> dict | None:
+  """How `config`'s dataset preprocesses `modality` (its `dataset.modalities` entry, as plain JSON
+  values, the form config.json stores), or None where the dataset lacks it: what a run consuming
+  another run's model (a distillation teacher) must match."""
+  mcfg = (config.dataset.get('modalities') or {}).get(modality)
+  if mcfg is None:
+    return None
+  return json.loads(json.dumps(mcfg.to_dict() if hasattr(mcfg, 'to_dict') else dict(mcfg)))
 
 
 def pixel_scale(config) -> float:

@@ -32,9 +32,11 @@ import jax.numpy as jnp
 import ml_collections
 
 from mmjax import checkpoint
+from mmjax import optim
 from mmjax import parallel
 from mmjax import workdir as workdirs
 from mmjax import writers
+from mmjax.data import input_pipeline
 from mmjax.errors import UserError
 from mmjax.models.model import build_model
 from mmjax.objectives.base import OBJECTIVES
@@ -62,10 +64,10 @@ class Teacher:
     self.model = build_model(self.config)
     _check_compatible(self.config, self.model, student_config, student_tasks, where)
     self.modalities = self.model.modalities
-    latest = max(saved_steps)
-    if latest < int(self.config.num_train_steps):
+    latest, planned = max(saved_steps), optim.run_length(self.config)
+    if latest < planned:
       logging.warning('%s: its latest checkpoint is step %d of %d; distilling from that', where,
-                      latest, self.config.num_train_steps)
+                      latest, planned)
     # The state the teacher's reported test figures came from: its best one if it selected one
     # (only a run with select_best keeps <workdir>/best).
     best_dir = workdirs.best_dir(workdir)
@@ -102,19 +104,14 @@ def _check_compatible(teacher, teacher_model, student, student_tasks: dict,
       raise UserError(f'{where}: task {task!r} has {teacher_model.tasks[task]} classes there, '
                       f'{classes} here; distil from a run of the same task')
   for m in teacher_model.modalities:
-    mine = student.dataset.modalities.get(m)
+    mine = input_pipeline.preprocessing(student, m)
+    theirs = input_pipeline.preprocessing(teacher, m)
     if mine is None:
       raise UserError(f'{where} reads modality {m!r}, which dataset.modalities lacks; add it '
-                      f'there as the teacher had it: {teacher.dataset.modalities[m].to_dict()}')
-    theirs = teacher.dataset.modalities[m].to_dict()
-    if _plain(mine) != _plain(theirs):
-      raise UserError(f'{where} preprocessed {m!r} as {theirs}, this run as {_plain(mine)}; set '
+                      f'there as the teacher had it: {theirs}')
+    if mine != theirs:
+      raise UserError(f'{where} preprocessed {m!r} as {theirs}, this run as {mine}; set '
                       f'dataset.modalities.{m} to the teacher\'s')
-
-
-def _plain(cfg) -> dict:
-  d = cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)
-  return json.loads(json.dumps(d))  # tuples → lists, as config.json stores them
 
 
 def kd_term(student_logits, teacher_logits, temperature: float):

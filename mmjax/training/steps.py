@@ -112,7 +112,7 @@ class Trainer:
   model: Any
   objective: objectives.Objective
   tx: optax.GradientTransformation
-  num_steps: int                   # the run's length, config.num_train_steps
+  num_steps: int                   # the run's length, optim.run_length
   train_step: Callable             # (state, global batch) -> (state, metric sums)
   eval_fns: evaluators.Functions   # what evaluators call; eval_fns.metrics is the eval step
 
@@ -123,9 +123,10 @@ class Trainer:
 def build_trainer(config, mesh) -> Trainer:
   model = build_model(config)
   objective = objectives.build(config, model)
-  schedule = optim.schedule(config, config.num_train_steps)
+  num_steps = optim.run_length(config)
+  schedule = optim.schedule(config, num_steps)
   tx = optim.make(config, schedule)
-  return Trainer(config, mesh, model, objective, tx, config.num_train_steps,
+  return Trainer(config, mesh, model, objective, tx, num_steps,
                  make_train_step(config, objective, tx, schedule, mesh),
                  eval_functions(config, objective, mesh))
 
