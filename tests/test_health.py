@@ -206,6 +206,30 @@ def test_plots_show_every_seed_chance_and_the_best_unimodal_model(tmp_path):
   assert all(0 <= p[2] <= 100 for plot in (accuracy, snr, missing) for p in plot.points)
 
 
+def test_robustness_plots_score_a_unimodal_model_without_the_evaluator_by_its_test_accuracy(
+    tmp_path):
+  """An image-only model has no audio-noise evaluator: its test accuracy (what robustness[all]
+  would be) still makes it the best unimodal line, and the missing-modality plot draws every
+  unimodal model, the reference for each missing bar."""
+  robust = lambda acc, **more: {'robustness[all]/accuracy': acc, **{
+      f'robustness[{c}]/accuracy': v for c, v in more.items()}}
+  rows = [{'method': 'unimodal_image', 'run': 'ui', 'healthy': 1, 'chance': 0.1,
+           'test/accuracy': 0.65},
+          {'method': 'unimodal_audio', 'run': 'ua', 'healthy': 1, 'chance': 0.1,
+           'test/accuracy': 0.52, **robust(0.52, **{'noise=audio,snr_db=0': 0.35})},
+          {'method': 'late_fusion', 'run': 'lf', 'healthy': 1, 'chance': 0.1,
+           'test/accuracy': 0.83, **robust(0.83, **{'noise=audio,snr_db=0': 0.74,
+                                                    'missing=audio': 0.49,
+                                                    'missing=image': 0.37})}]
+  snr, missing = plots.robustness_plots(aggregate.Results(rows, [], []), tmp_path)
+  assert snr.lines == {'chance': 10.0, 'best unimodal (unimodal_image)': pytest.approx(65.0)}
+  assert missing.lines == {'chance': 10.0, 'best unimodal (unimodal_image)': pytest.approx(65.0),
+                           'unimodal_audio': pytest.approx(52.0)}
+  assert missing.bars['late_fusion'] == {'all': pytest.approx(83.0),
+                                         'missing=audio': pytest.approx(49.0),
+                                         'missing=image': pytest.approx(37.0)}
+
+
 def test_training_curves_show_each_seeds_validation_and_gradient_norms(tmp_path):
   lines = lambda acc: [
       {'step': 50, 'split': 'train', 'loss': 2.0, 'grad_norm/audio': 0.3, 'grad_norm/image': 1.0},
