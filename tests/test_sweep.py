@@ -76,6 +76,11 @@ def test_every_experiment_has_distinct_workdirs_and_runnable_commands(tmp_path):
   assert sum(r.facets['recipe'] == 'main job' and r.label == 'late_fusion'
              for r in ablation.runs) == 10
   assert sum(r.label == 'unimodal_audio' for r in ablation.runs) == 20
+  # The modality-dropout row's first five seeds are the robustness experiment's runs, trained once.
+  dropout = {r.name for r in ablation.runs if r.facets['recipe'].startswith('modality dropout')}
+  robust = {r.name for r in catalog.get('robustness').runs}
+  assert len(dropout) == 10 and len(dropout & robust) == 5
+  assert ablation.shares_runs_with == ('robustness',)
   # Full AV-MNIST runs keep each config's own budget and selection, and one clipping rule.
   assert all(r.settings == catalog.SAME_CLIPPING for r in catalog.get('avmnist_fusion').runs)
   other = catalog.get('avmnist_fusion', steps=5)
