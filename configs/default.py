@@ -72,6 +72,9 @@ def get_config() -> ml_collections.ConfigDict:
   # > 0: stop training once select_best's metric has not improved in this many of its evaluator's
   # evaluations (0: train num_train_steps); the final evaluators score the best state
   config.early_stopping_patience = 0
+  # > 0: stop training as soon as select_best's metric reaches this value (at least it for a
+  # maximised metric, at most for a loss), e.g. a task's Bayes ceiling (0: no target)
+  config.early_stopping_target = 0.0
   config.init_from = ''             # a workdir: a fresh run starts from its matching params
   config.init_from_pattern = ''     # regex: copy only the parameters whose path matches it
   config.freeze = ''                # regex: parameters whose path matches it are not trained

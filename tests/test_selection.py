@@ -127,12 +127,42 @@ def test_early_stopping_ends_training_at_its_patience_and_scores_the_best_state(
   assert (again['loss'], again['accuracy']) == (test['loss'], test['accuracy'])
 
 
+@pytest.mark.slow
+def test_early_stopping_target_ends_training_at_the_first_evaluation_reaching_it(selected_run,
+                                                                                 tmp_path):
+  """With early_stopping_target=v (a loss here: at most v) the run stops at the first validation
+  whose loss reaches v, scores that state, and marks the step; a target never reached trains to
+  the end."""
+  full = _lines(selected_run, 'validation')
+  losses = [l['loss'] for l in full]
+  # A target the run reaches before its best state: the lowest loss before the best one.
+  best_at = losses.index(min(losses))
+  assert best_at >= 1, full  # else this config cannot show a stop before the best state
+  target = min(losses[:best_at])
+  stop = full[losses.index(target)]['step']
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(_config(early_stopping_target=target), str(workdir))
+  assert _lines(workdir, 'validation') == [l for l in full if l['step'] <= stop]
+  assert _lines(workdir, 'train')[-1] == {'step': stop, 'split': 'train', 'stopped_early': True}
+  [test] = _lines(workdir, 'test')
+  assert (test['step'], test['selected_step']) == (stop, stop)
+  never = tmp_path / 'never'
+  train.train_and_evaluate(_config(early_stopping_target=min(losses) / 2), str(never))
+  assert [l['step'] for l in _lines(never, 'validation')] == [l['step'] for l in full]
+  assert not any(l.get('stopped_early') for l in _lines(never, 'train'))
+
+
 @pytest.mark.parametrize('overrides, message', [
     ({'early_stopping_patience': 2, 'select_best': ''},
      'early_stopping_patience needs a metric to watch: set select_best'),
     ({'early_stopping_patience': 2, 'evals.validation.every_steps': 0},
      "evaluator 'validation' never runs during training; set evals.validation.every_steps > 0"),
     ({'early_stopping_patience': -1}, 'early_stopping_patience=-1 must be a whole number >= 0'),
+    ({'early_stopping_target': 0.9, 'select_best': ''},
+     'early_stopping_target needs a metric to watch: set select_best'),
+    ({'early_stopping_target': 0.9, 'evals.validation.every_steps': 0},
+     "early_stopping_target: evaluator 'validation' never runs during training"),
+    ({'early_stopping_target': -1.0}, 'early_stopping_target=-1.0 must be a number >= 0'),
     ({'early_stopping_patience': True},
      'early_stopping_patience=True must be a whole number >= 0'),
 ])

@@ -97,15 +97,19 @@ def _validate_early_stopping(config) -> None:
   if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
     raise UserError(f'early_stopping_patience={patience!r} must be a whole number >= 0 (0: '
                     'train num_train_steps)')
-  if not patience:
-    return
-  name = (config.get('select_best') or '').partition('/')[0]
-  if not name:
-    raise UserError('early_stopping_patience needs a metric to watch: set select_best, e.g. '
-                    '"validation/accuracy"')
-  if name in (config.get('evals') or {}) and not config.evals[name].get('every_steps', 0):
-    raise UserError(f'early_stopping_patience: evaluator {name!r} never runs during training; '
-                    f'set evals.{name}.every_steps > 0')
+  target = config.get('early_stopping_target', 0.0)
+  if isinstance(target, bool) or not isinstance(target, (int, float)) or target < 0:
+    raise UserError(f'early_stopping_target={target!r} must be a number >= 0 (0: no target)')
+  for field, value in (('early_stopping_patience', patience), ('early_stopping_target', target)):
+    if not value:
+      continue
+    name = (config.get('select_best') or '').partition('/')[0]
+    if not name:
+      raise UserError(f'{field} needs a metric to watch: set select_best, e.g. '
+                      '"validation/accuracy"')
+    if name in (config.get('evals') or {}) and not config.evals[name].get('every_steps', 0):
+      raise UserError(f'{field}: evaluator {name!r} never runs during training; '
+                      f'set evals.{name}.every_steps > 0')
 
 
 def _validate_modality_dropout(config, modalities: set) -> None:

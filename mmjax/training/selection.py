@@ -9,9 +9,11 @@ name ends in `loss` is minimised, any other maximised. A resumed or eval-only ru
 so far from there, so it selects what an uninterrupted run would.
 
 With `config.early_stopping_patience = k`, training stops at the selecting evaluator's k-th
-evaluation without improvement (`converged`); the run's train metrics record `stopped_early`
-there, and the final evaluators score the best state. Rerunning the command after that only
-evaluates, as after a run that trained to the end.
+evaluation without improvement (`converged`); with `config.early_stopping_target = v`, at its
+first evaluation whose metric reaches v (`reached`: a probe's Bayes ceiling, past which there is
+nothing to select). The run's train metrics record `stopped_early` there, and the final
+evaluators score the best state. Rerunning the command after that only evaluates, as after a run
+that trained to the end.
 """
 
 import math
@@ -86,6 +88,12 @@ class BestState:
     """Whether, at `step`, the metric has not improved in `patience` evaluations (those at
     every `every_steps` steps) since its best: early stopping's criterion."""
     return patience > 0 and self.step is not None and step - self.step >= patience * every_steps
+
+  def reached(self, target: float) -> bool:
+    """Whether the best value so far reaches `target` (at least it for a maximised metric, at
+    most for a loss): early stopping's target."""
+    return (bool(target) and self.value is not None
+            and self._sign * self.value >= self._sign * target)
 
   def restore(self, state):
     """The best state, in the layout of `state`."""

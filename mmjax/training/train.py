@@ -380,10 +380,14 @@ def _scheduled_evaluations(run: _Run, state, step: int) -> list | None:
 
 
 def _converged(run: _Run, step: int) -> bool:
-  """Early stopping's criterion (config.early_stopping_patience) at `step`."""
+  """Early stopping's criteria at `step`: the selected metric has not improved in
+  config.early_stopping_patience evaluations, or it reached config.early_stopping_target."""
+  if run.best is None:
+    return False
   patience = run.config.get('early_stopping_patience', 0)
-  return bool(patience) and run.best is not None and run.best.converged(
-      step, patience, run.evals[run.best.evaluator].every_steps)
+  return run.best.reached(run.config.get('early_stopping_target', 0.0)) or (
+      bool(patience) and run.best.converged(step, patience,
+                                            run.evals[run.best.evaluator].every_steps))
 
 
 def _stop_early(run: _Run, clock, step: int, state, pending: list) -> None:
@@ -392,9 +396,14 @@ def _stop_early(run: _Run, clock, step: int, state, pending: list) -> None:
   if pending:
     _log_train(run, clock, step, state, jax.device_get(pending))
   run.writer.write(step, 'train', {'stopped_early': True})
+  best = run.best
+  if best.reached(run.config.get('early_stopping_target', 0.0)):
+    writers.log('early stopping at step %d: %s/%s reached early_stopping_target (%.4f at step %d)',
+                step, best.evaluator, best.metric, best.value, best.step)
+    return
   writers.log('early stopping at step %d: %s/%s last improved at step %d (%d evaluations ago)',
-              step, run.best.evaluator, run.best.metric, run.best.step,
-              (step - run.best.step) // run.evals[run.best.evaluator].every_steps)
+              step, best.evaluator, best.metric, best.step,
+              (step - best.step) // run.evals[best.evaluator].every_steps)
 
 
 def _stop_if_nonfinite(run: _Run, host_sums: list, step: int) -> None:
