@@ -110,6 +110,11 @@ def write_results(experiment, root, out=None) -> aggregate.Results:
   aggregate.write_records(results, root / aggregate.RECORDS)
   (root / aggregate.TABLE).write_text(aggregate.markdown(results, experiment), encoding='utf-8')
   written = [plot.name for plot in plots.write_all(results, root)]
+  # A plot this aggregation did not draw (its runs are gone, or no longer count) would show runs
+  # the table no longer has.
+  for stale in {p for p in root.glob('*.png') if p.name not in written}:
+    stale.unlink()
+    stale.with_suffix('.svg').unlink(missing_ok=True)
   print(f'{len(results.rows)} of {len(experiment.runs)} runs finished; wrote '
         f'{", ".join([aggregate.CSV, aggregate.TABLE, *written])} in {root}', file=out)
   for run, state in results.missing:

@@ -68,7 +68,12 @@ def test_every_experiment_has_distinct_workdirs_and_runnable_commands(tmp_path):
   assert len(search.runs) == 31
   assert 'again while it sat on the new edge: early_fusion AdamW 0.003, 0.01' in search.budget
   assert {r.seed for r in catalog.get('avmnist_fusion_lr').runs} == {catalog.SEARCH_SEED}
-  assert len(catalog.get('synthetic_interactions').runs) == 250  # 10 methods x 5 probes x 5
+  synthetic = catalog.get('synthetic_interactions')
+  assert len(synthetic.runs) == 250  # 10 methods x 5 probes x 5
+  # A run that reaches the probes' Bayes ceiling (100%) on validation has converged and stops.
+  assert {(r.settings['early_stopping_target'], r.settings['early_stopping_patience'])
+          for r in synthetic.runs} == {(1.0, catalog.SYNTHETIC_PATIENCE)}
+  assert 'reaches the Bayes ceiling or has not improved in 20 evaluations' in synthetic.budget
   ablation = catalog.get('recipe_ablation')
   assert len(ablation.runs) == sum(step[2] for step in catalog.RECIPE_STEPS)
   assert [r.facets['recipe'] for r in ablation.runs[:2]] == ['main job',
@@ -792,6 +797,19 @@ def test_a_run_recorded_in_the_results_is_finished_without_its_workdir(tmp_path,
   assert runner.run_all(longer, root, 60, out=out) == []
   assert trained[-1] == 'late_fusion__seed0'
   assert (f'[1/1] late_fusion__seed0: running ({state.detail})') in out.getvalue()
+
+
+def test_a_plot_the_aggregation_no_longer_draws_is_removed(tmp_path):
+  """Runs that no longer count (here: the same runs at another budget) leave no plot of them
+  behind for the README to show."""
+  root = tmp_path / 'handmade'
+  experiment = _handmade(root, {('late_fusion', 0): 0.8})
+  runner.write_results(experiment, root, out=io.StringIO())
+  assert (root / 'accuracy.png').exists() and (root / 'accuracy.svg').exists()
+  longer = dataclasses.replace(experiment, runs=[
+      dataclasses.replace(r, settings={'num_train_steps': 16}) for r in experiment.runs])
+  runner.write_results(longer, root, out=io.StringIO())
+  assert not list(root.glob('*.png')) and not list(root.glob('*.svg'))
 
 
 def test_each_committed_results_csv_is_what_its_records_give(tmp_path, monkeypatch):
