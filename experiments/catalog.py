@@ -282,6 +282,39 @@ def avmnist_fusion(quick: bool = False, seeds: int | None = None,
                lambda config: {**settings(config), **SAME_CLIPPING}, quick, seed_major=True)
 
 
+# The fusions with a seed whose audio branch stayed inert in avmnist_fusion, each again with an
+# auxiliary head on each encoder (deep supervision: MultiBench's unimodal head, MLP 100, trained
+# beside the fused head with objective.aux_weight 1; the fused head alone predicts). Each encoder
+# then gets a gradient of its own whatever the fusion passes back, so a branch whose gradient
+# through the fusion collapses early still learns.
+AUX_METHODS = ('gated_fusion', 'mult', 'bottleneck_fusion')
+AUX_HEADS = {'model.unimodal_heads': {'hidden': (100,), 'dropout': 0.0, 'param_init': 'torch',
+                                      'prediction': 'fused'},
+             'objective.aux_weight': 1.0}
+
+
+def avmnist_fusion_aux(quick: bool = False, seeds: int | None = None,
+                       steps: int | None = None) -> Experiment:
+  """avmnist_fusion's collapsing fusions with and without auxiliary unimodal heads, same seeds."""
+  methods = ('late_fusion',) if quick else AUX_METHODS
+  settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
+  chosen = {} if quick else chosen_settings()
+  specs = []
+  for m in methods:
+    specs.append((f'configs/{m}.py', chosen.get(m, {}), m, {'heads': 'fused only'}))
+    specs.append((f'configs/{m}.py', {**chosen.get(m, {}), **AUX_HEADS}, m,
+                  {'heads': 'fused + a head per encoder'}))
+  budget += ('; each fusion at the learning rate avmnist_fusion uses, with and without an '
+             'auxiliary head on each encoder (MLP 100, trained beside the fused head with '
+             'weight 1; the fused head predicts); no gradient clipping; the runs without are '
+             'those of avmnist_fusion (the same runs, trained once)')
+  experiment = _grid('avmnist_fusion_aux', 'Auxiliary unimodal heads against an inert branch',
+                     budget, specs, seeds or (1 if quick else AVMNIST_SEEDS),
+                     lambda config: {**settings(config), **SAME_CLIPPING}, quick,
+                     seed_major=True)
+  return dataclasses.replace(experiment, shares_runs_with=('avmnist_fusion',))
+
+
 def _pid_eval(split: str) -> dict:
   return {'pid': {'type': 'pid', 'split': split, 'every_steps': 0,
                   'sources': {'image': 'image_latent', 'audio': 'audio_latent'}}}
@@ -811,6 +844,7 @@ EXPERIMENTS: dict[str, Callable[..., Experiment]] = {
     'avmnist_fusion': avmnist_fusion,
     'synthetic_interactions': synthetic_interactions,
     'robustness': robustness,
+    'avmnist_fusion_aux': avmnist_fusion_aux,
     'recipe_ablation': recipe_ablation,
     'distillation_weights': distillation_weights,
     'distillation': distillation,

@@ -86,6 +86,12 @@ def test_every_experiment_has_distinct_workdirs_and_runnable_commands(tmp_path):
   robust = {r.name for r in catalog.get('robustness').runs}
   assert len(dropout) == 10 and len(dropout & robust) == 5
   assert ablation.shares_runs_with == ('robustness',)
+  # Auxiliary heads: each collapsing fusion with and without them on the same seeds; the runs
+  # without are avmnist_fusion's own.
+  aux = catalog.get('avmnist_fusion_aux')
+  fusion = {r.name for r in catalog.get('avmnist_fusion').runs}
+  assert len(aux.runs) == 30 and len({r.name for r in aux.runs} & fusion) == 15
+  assert all((r.name in fusion) != ('model.unimodal_heads' in r.values()) for r in aux.runs)
   # Full AV-MNIST runs keep each config's own budget and selection, and one clipping rule.
   assert all(r.settings == catalog.SAME_CLIPPING for r in catalog.get('avmnist_fusion').runs)
   other = catalog.get('avmnist_fusion', steps=5)
@@ -493,7 +499,7 @@ def test_bad_flags_are_one_error_line():
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines() == [
       'mmjax: error: --experiment=nope: no such experiment; valid: avmnist_fusion_lr, '
-      'avmnist_fusion, synthetic_interactions, robustness, recipe_ablation, '
+      'avmnist_fusion, synthetic_interactions, robustness, avmnist_fusion_aux, recipe_ablation, '
       'distillation_weights, distillation, imbalance_alpha, gradient_blending_weights, '
       'imbalance, contrastive, '
       'contrastive_labels, zoo_avmnist, zoo_synthetic']
