@@ -541,3 +541,16 @@ def test_torch_head_init_is_pytorch_linear_default():
   with pytest.raises(UserError,
                      match="model.head.param_init='pytorch'; valid values: flax, torch"):
     TaskHeads({'label': 10}, hidden=(100,), param_init='pytorch').init(jax.random.key(0), x)
+
+
+def test_decision_fusion_heads_take_the_shared_heads_sizes_and_flaxs_initialisation():
+  """configs/decision_fusion.py's docstring: each per-modality head has the shared head's hidden
+  sizes and dropout, while the shared head's `param_init` ('torch' in the main job) does not
+  reach it."""
+  from configs import decision_fusion  # pylint: disable=import-outside-toplevel
+  from mmjax.models.fusion.decision import DecisionFusion  # pylint: disable=import-outside-toplevel
+  config = decision_fusion.get_config()
+  assert (config.model.fusion.hidden, config.model.fusion.dropout) == (
+      config.model.head.hidden, config.model.head.dropout)
+  assert config.model.head.param_init == 'torch' and 'param_init' not in config.model.fusion
+  assert 'param_init' not in DecisionFusion.__dataclass_fields__
