@@ -554,3 +554,22 @@ def test_decision_fusion_heads_take_the_shared_heads_sizes_and_flaxs_initialisat
       config.model.head.hidden, config.model.head.dropout)
   assert config.model.head.param_init == 'torch' and 'param_init' not in config.model.fusion
   assert 'param_init' not in DecisionFusion.__dataclass_fields__
+
+
+def test_seed_config_sets_its_architecture_whatever_the_defaults(monkeypatch):
+  """configs/seed.py's docstring: front end, encoders, fusion and head (its initialisation
+  included) are the seed's own, so a change of configs/default.py's architecture leaves them."""
+  from configs import seed  # pylint: disable=import-outside-toplevel
+  before = seed.get_config().model.to_dict()
+  original = default.get_config
+
+  def moved_on():
+    config = original()
+    config.model.frontends = {'audio': default.logmel(n_mels=80)}
+    config.model.head = {'hidden': (7,), 'dropout': 0.1, 'param_init': 'torch'}
+    config.model.fusion = {'name': 'gated_fusion'}
+    config.model.encoders = {'image': {'name': 'lenet'}}
+    return config
+
+  monkeypatch.setattr(default, 'get_config', moved_on)
+  assert seed.get_config().model.to_dict() == before
