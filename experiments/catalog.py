@@ -823,6 +823,8 @@ RECIPE_STEPS = (
     # examples that lose the other modality, so the audio branch cannot wait behind the image's.
     # Seeds 0-4 are the robustness experiment's late-fusion runs with modality dropout.
     ('modality dropout (image 0.3, audio 0.3)', {'modality_dropout': dict(MODALITY_DROPOUT)}, 10),
+    # Another: each encoder trained by a head of its own beside the fused one (avmnist_fusion_aux).
+    ('an auxiliary head on each encoder', AUX_HEADS, 10),
 )
 
 
