@@ -1,7 +1,7 @@
 """The layers' imports point one way: no import cycle among mmjax's modules (a package registers its
 members in its `__init__` instead of a module importing them at the bottom of a file), every
 import points to the importer's layer or one below it (README's Layout), and mmjax never imports
-the scripts and configs built on it."""
+the scripts and configs built on it. Functions stay short, and each config field has one reader."""
 
 import ast
 import re
