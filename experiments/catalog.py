@@ -188,6 +188,12 @@ LR_SEARCH = {m: (name, tuple(sorted({*rates, *EDGE_EXTENSIONS.get(m, ())})))
 SEARCH_SEED = 100
 SEARCH_METRIC = 'validation/best_accuracy'
 SAME_CLIPPING = {'optimizer.grad_clip_norm': 0.0}
+
+
+def _same_clipping(settings: Callable[[str], dict]) -> Callable[[str], dict]:
+  """A config's run settings (`settings` of its file) with the one clipping rule every AV-MNIST
+  comparison shares."""
+  return lambda config: {**settings(config), **SAME_CLIPPING}
 SEARCH_RESULTS = runs_lib.REPO / 'results' / 'avmnist_fusion_lr' / 'results.csv'
 
 
@@ -224,7 +230,7 @@ def avmnist_fusion_lr(quick: bool = False, seeds: int | None = None,
             'setting scored by its best validation accuracy over the run; avmnist_fusion trains '
             'five seeds of the best')
   return _grid('avmnist_fusion_lr', "Each fusion's learning rate, chosen on validation", budget,
-               specs, None, lambda config: {**settings(config), **SAME_CLIPPING}, quick,
+               specs, None, _same_clipping(settings), quick,
                metrics=f'^{SEARCH_METRIC}$', seed_major=False, first_seed=SEARCH_SEED)
 
 
@@ -279,7 +285,7 @@ def avmnist_fusion(quick: bool = False, seeds: int | None = None,
     budget += f'; not run until their learning-rate search has finished: {", ".join(waiting)}'
   return _grid('avmnist_fusion', 'Fusion methods on AV-MNIST', budget, specs,
                seeds or (1 if quick else AVMNIST_SEEDS),
-               lambda config: {**settings(config), **SAME_CLIPPING}, quick, seed_major=True)
+               _same_clipping(settings), quick, seed_major=True)
 
 
 # The fusions with a seed whose audio branch stayed inert in avmnist_fusion, each again with an
@@ -293,25 +299,30 @@ AUX_HEADS = {'model.unimodal_heads': {'hidden': (100,), 'dropout': 0.0, 'param_i
              'objective.aux_weight': 1.0}
 
 
+def _with_and_without(methods, chosen: dict, facet: str, labels: tuple[str, str],
+                      extra: dict) -> list[tuple]:
+  """Specs of each method at its chosen setting (avmnist_fusion's run), then of the same with the
+  `extra` overrides, their `facet` labelled `labels` (without, with)."""
+  return [spec for m in methods for spec in (
+      (f'configs/{m}.py', chosen.get(m, {}), m, {facet: labels[0]}),
+      (f'configs/{m}.py', {**chosen.get(m, {}), **extra}, m, {facet: labels[1]}))]
+
+
 def avmnist_fusion_aux(quick: bool = False, seeds: int | None = None,
                        steps: int | None = None) -> Experiment:
   """avmnist_fusion's collapsing fusions with and without auxiliary unimodal heads, same seeds."""
   methods = ('late_fusion',) if quick else AUX_METHODS
   settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
   chosen = {} if quick else chosen_settings()
-  specs = []
-  for m in methods:
-    specs.append((f'configs/{m}.py', chosen.get(m, {}), m, {'heads': 'fused only'}))
-    specs.append((f'configs/{m}.py', {**chosen.get(m, {}), **AUX_HEADS}, m,
-                  {'heads': 'fused + a head per encoder'}))
+  specs = _with_and_without(methods, chosen, 'heads', ('fused only', 'fused + a head per encoder'),
+                            AUX_HEADS)
   budget += ('; each fusion at the learning rate avmnist_fusion uses, with and without an '
              'auxiliary head on each encoder (MLP 100, trained beside the fused head with '
              'weight 1; the fused head predicts); no gradient clipping; the runs without are '
              'those of avmnist_fusion (the same runs, trained once)')
   experiment = _grid('avmnist_fusion_aux', 'Auxiliary unimodal heads against an inert branch',
                      budget, specs, seeds or (1 if quick else AVMNIST_SEEDS),
-                     lambda config: {**settings(config), **SAME_CLIPPING}, quick,
-                     seed_major=True)
+                     _same_clipping(settings), quick, seed_major=True)
   return dataclasses.replace(experiment, shares_runs_with=('avmnist_fusion',))
 
 
@@ -391,11 +402,9 @@ def robustness(quick: bool = False, seeds: int | None = None,
   waiting = [m for m in methods if m in LR_SEARCH and m not in chosen]
   specs = [(f'configs/{m}.py', {}, m, {'training': 'unimodal'})
            for m in (() if quick else UNIMODAL_METHODS)]
-  for m in [m for m in methods if m not in waiting]:
-    specs.append((f'configs/{m}.py', chosen.get(m, {}), m, {'training': 'standard'}))
-    specs.append((f'configs/{m}.py', {**chosen.get(m, {}),
-                                      'modality_dropout': dict(MODALITY_DROPOUT)}, m,
-                  {'training': 'modality dropout'}))
+  specs += _with_and_without([m for m in methods if m not in waiting], chosen, 'training',
+                             ('standard', 'modality dropout'),
+                             {'modality_dropout': dict(MODALITY_DROPOUT)})
   settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
   split = 'validation' if quick else 'test'
   budget = (f'{budget}; each fusion with and without modality dropout ({dropout}) in training, '
@@ -407,8 +416,7 @@ def robustness(quick: bool = False, seeds: int | None = None,
   budget += ('; the unimodal and standard runs are those of avmnist_fusion (the same runs, '
              'trained once)')
   experiment = _grid('robustness', 'Robustness to a missing or noisier modality', budget, specs,
-                     seeds or (1 if quick else AVMNIST_SEEDS),
-                     lambda config: {**settings(config), **SAME_CLIPPING}, quick,
+                     seeds or (1 if quick else AVMNIST_SEEDS), _same_clipping(settings), quick,
                      seed_major=True)
   return dataclasses.replace(experiment, shares_runs_with=('avmnist_fusion',))
 
@@ -531,7 +539,7 @@ def imbalance_alpha(quick: bool = False, seeds: int | None = None,
     budget += (f'; alpha {", ".join(f"{a:g}" for a in OGM_ALPHAS)} at each SNR and, where the '
                f"best sat on the grid's edge, a step further: {further}")
   return _grid('imbalance_alpha', "OGM-GE's alpha, chosen on validation", budget, specs, None,
-               lambda config: {**settings(config), **SAME_CLIPPING}, quick,
+               _same_clipping(settings), quick,
                metrics=f'^{SEARCH_METRIC}$', first_seed=SEARCH_SEED)
 
 
@@ -683,7 +691,7 @@ def imbalance(quick: bool = False, seeds: int | None = None,
                'features for 25 epochs, which this gradient blending does not)')
   experiment = _grid('imbalance', 'Modality imbalance: OGM-GE and gradient blending', budget,
                      specs, seeds or (1 if quick else IMBALANCE_SEEDS),
-                     lambda config: {**settings(config), **SAME_CLIPPING}, quick,
+                     _same_clipping(settings), quick,
                      metrics=IMBALANCE_METRICS, seed_major=True)
   return dataclasses.replace(experiment, shares_runs_with=('avmnist_fusion',))
 
@@ -759,7 +767,7 @@ def contrastive_labels(quick: bool = False, seeds: int | None = None,
             'same model from its initialisation')
   experiment = _grid('contrastive_labels', 'Few labels: pretrained against from scratch',
                      budget, specs, seeds or (1 if quick else CONTRASTIVE_SEEDS),
-                     lambda c: {**settings(c), **SAME_CLIPPING}, quick,
+                     _same_clipping(settings), quick,
                      metrics='^test/accuracy$', seed_major=True)
   return dataclasses.replace(experiment, paired_with='scratch', paired_on=('labels',))
 
