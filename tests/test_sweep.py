@@ -92,6 +92,13 @@ def test_every_experiment_has_distinct_workdirs_and_runnable_commands(tmp_path):
   fusion = {r.name for r in catalog.get('avmnist_fusion').runs}
   assert len(aux.runs) == 30 and len({r.name for r in aux.runs} & fusion) == 15
   assert all((r.name in fusion) != ('model.unimodal_heads' in r.values()) for r in aux.runs)
+  # A warm-up for the fusions heads do not reach, likewise; the recipe ablation's own 100 steps.
+  warmup = catalog.get('avmnist_fusion_warmup')
+  assert len(warmup.runs) == 20 and len({r.name for r in warmup.runs} & fusion) == 10
+  assert {r.label for r in warmup.runs} == {'tensor_fusion', 'bottleneck_fusion'}
+  assert all((r.name in fusion) != (r.values().get('optimizer.warmup_steps') == 100)
+             for r in warmup.runs)
+  assert warmup.shares_runs_with == ('avmnist_fusion',)
   # Full AV-MNIST runs keep each config's own budget and selection, and one clipping rule.
   assert all(r.settings == catalog.SAME_CLIPPING for r in catalog.get('avmnist_fusion').runs)
   other = catalog.get('avmnist_fusion', steps=5)
@@ -499,10 +506,10 @@ def test_bad_flags_are_one_error_line():
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines() == [
       'mmjax: error: --experiment=nope: no such experiment; valid: avmnist_fusion_lr, '
-      'avmnist_fusion, synthetic_interactions, robustness, avmnist_fusion_aux, recipe_ablation, '
-      'distillation_weights, distillation, imbalance_alpha, gradient_blending_weights, '
-      'imbalance, contrastive, '
-      'contrastive_labels, zoo_avmnist, zoo_synthetic']
+      'avmnist_fusion, synthetic_interactions, robustness, avmnist_fusion_aux, '
+      'avmnist_fusion_warmup, recipe_ablation, distillation_weights, distillation, '
+      'imbalance_alpha, gradient_blending_weights, imbalance, contrastive, contrastive_labels, '
+      'zoo_avmnist, zoo_synthetic']
   with pytest.raises(UserError, match='--steps=0 must be at least 1'):
     catalog.get('robustness', steps=0)
   proc = run_python(['-m', 'experiments.sweep', '--experiment=robustness', '--jobs=0'])
