@@ -162,3 +162,16 @@ def test_a_trained_run_measures_its_predictions_on_the_synergy_probe(tmp_path):
   assert predictions['accuracy'] == pytest.approx(test['accuracy'], abs=1e-9)
   parts = ('redundancy', 'unique_image', 'unique_audio', 'synergy')
   assert sum(predictions[p] for p in parts) == pytest.approx(predictions['total'], abs=1e-6)
+
+
+def test_a_pid_line_logs_its_parts_beside_its_accuracy():
+  """A line without a loss (the PID's) logs every figure; one with a loss, loss and accuracy."""
+  parts = {'condition': 'predictions', 'redundancy': 0.25, 'unique_image': 0.5,
+           'unique_audio': 0.0, 'synergy': 1.0, 'total': 1.75, 'accuracy': 0.9,
+           'num_examples': 500}
+  assert train._log_line('pid', parts, 40) == (
+      'pid[predictions]: redundancy 0.2500  unique_image 0.5000  unique_audio 0.0000  '
+      'synergy 1.0000  total 1.7500  accuracy 0.9000  on 500 examples (step 40)')
+  scored = {'loss': 0.5, 'accuracy': 0.8, 'label/loss': 0.5, 'num_examples': 10}
+  assert train._log_line('test', scored, 3) == (
+      'test: loss 0.5000  accuracy 0.8000  on 10 examples (step 3)')

@@ -269,13 +269,18 @@ def _run_evaluator(evaluator, state, writer, step, extra=None) -> list[dict]:
   lines = [{**metrics, **(extra or {})} for metrics in evaluator.run(state)]
   for metrics in lines:
     writer.write(step, evaluator.name, metrics)
-    where = f'[{metrics["condition"]}]' if 'condition' in metrics else ''
-    loss = f'loss {metrics["loss"]:.4f}  ' if 'loss' in metrics else ''
-    figures = _accuracies(metrics) or '  '.join(
-        f'{k} {v:.4f}' for k, v in metrics.items() if isinstance(v, float))
-    writers.log('%s%s: %s%s  on %d examples (step %d)', evaluator.name, where, loss, figures,
-                metrics['num_examples'], step)
+    writers.log('%s', _log_line(evaluator.name, metrics, step))
   return lines
+
+
+def _log_line(name: str, metrics: dict, step: int) -> str:
+  """An evaluator's line: loss and accuracies where it has a loss, else every figure (a PID
+  line's parts beside its accuracy)."""
+  where = f'[{metrics["condition"]}]' if 'condition' in metrics else ''
+  loss = f'loss {metrics["loss"]:.4f}  ' if 'loss' in metrics else ''
+  figures = (loss and _accuracies(metrics)) or '  '.join(
+      f'{k} {v:.4f}' for k, v in metrics.items() if isinstance(v, float))
+  return f'{name}{where}: {loss}{figures}  on {metrics["num_examples"]} examples (step {step})'
 
 
 def _train_loop(run: _Run, start_step: int, pending: list):
