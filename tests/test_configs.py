@@ -54,6 +54,20 @@ def test_fusions_that_average_layernormed_tokens_keep_their_head_undropped(name)
       'synthetic').model.head.dropout == 0.5
 
 
+def test_each_fusion_trains_on_avmnist_at_the_rate_its_search_chose():
+  """Running a fusion's config as shipped reproduces the recipe of its row in README's fusion
+  comparison: the optimizer and learning rate that the committed search chose on validation."""
+  from experiments import catalog  # pylint: disable=import-outside-toplevel
+  chosen = catalog.chosen_settings()
+  assert set(chosen) == set(catalog.LR_SEARCH)
+  for name, overrides in chosen.items():
+    module = importlib.import_module(f'configs.{name}')
+    for variant in ('avmnist', 'modality_dropout'):
+      optimizer = module.get_config(variant).optimizer
+      assert {'optimizer.name': optimizer.name,
+              'optimizer.learning_rate': optimizer.learning_rate} == overrides, (name, variant)
+
+
 DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
 
 
