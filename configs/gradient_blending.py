@@ -5,7 +5,7 @@ predicts. Weights w_k ∝ ΔG_k / ΔO_k², normalised, for k the image-only, aud
 late-fusion models between initialisation and the trained state (ΔG the validation loss gained, ΔO
 the overfitting gained: Wang et al.'s offline estimate, MultiBench's delta=True), from
 `--experiment=gradient_blending_weights` at each audio SNR; `--experiment=imbalance` trains this
-config at them. The equal weights below are a placeholder that blends nothing.
+config at them (not where the fused head would get under 0.05).
 
 Departures from MultiBench's AV-MNIST script (300 epochs of SGD 0.01, the weights re-estimated
 every 10): the main job's 3-epoch recipe; no fine-tuning of the fused head; a model whose
@@ -32,5 +32,6 @@ def get_config(arg: str = 'standard'):
   # MultiBench's unimodal heads: MLP(features, 100, 10), as the fused head.
   config.model.unimodal_heads = {'hidden': (100,), 'dropout': 0.0, 'param_init': 'torch',
                                  'prediction': 'fused'}
+  # A placeholder that blends nothing: the estimated weights come as overrides.
   config.objective.head_weights = {'fused': 1 / 3, 'image': 1 / 3, 'audio': 1 / 3}
   return config

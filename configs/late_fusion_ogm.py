@@ -1,15 +1,15 @@
-"""Late fusion at 0 dB audio SNR with OGM-GE (mmjax.objectives.ogm_ge): the main job (`late_fusion.py`: its
-model, recipe, budget and evaluators) with its audio at 0 dB SNR (`avmnist/standard` joined with
-`fsdd/snr0db`), where the audio is the stronger modality, with the dominant modality's encoder
-gradient modulated at every step.
+"""Late fusion at 0 dB audio SNR with OGM-GE (mmjax.objectives.ogm_ge): the main job
+(`late_fusion.py`: its model, recipe, budget and evaluators) with its audio at 0 dB SNR
+(`avmnist/standard` joined with `fsdd/snr0db`), where the audio is the stronger modality, with the
+dominant modality's encoder gradient modulated at every step. Training logs each modality's branch
+score, branch accuracy and gradient coefficient (`ogm/<modality>/...`).
 
-alpha = 0.8, the value the method's authors recommend for CREMA-D, their audio-dominated
-benchmark; modulation and Gaussian-noise enhancement for the whole run. Training logs each
-modality's branch score, branch accuracy and gradient coefficient (`ogm/<modality>/...`).
+alpha = 0.8 (the authors' value for CREMA-D, their audio-dominated benchmark), modulating the
+whole run. README's imbalance results instead use the alpha chosen on validation at each SNR
+(`--experiment=imbalance_alpha`) and modulate the first half (`objective.end_step=650`).
 
-The same model without the remedy: `--config.objective.name=classification`. The audio-only
-model at 0 dB: `configs/unimodal_audio.py` with `--config.dataset.joins.audio.dataset=fsdd/snr0db`
-(the image-only model, `configs/unimodal_image.py`, reads no audio).
+The same model without the remedy: `--config.objective.name=classification`. The audio-only model
+at 0 dB: `configs/unimodal_audio.py` with `--config.dataset.joins.audio.dataset=fsdd/snr0db`.
 
 Variants: `:snr-6db` (audio at -6 dB), `:standard` (-12 dB), `:synthetic` (the synthetic image
 and audio).

@@ -7,13 +7,14 @@ seeds a method (three in `imbalance`; ten or three an arm in the recipe ablation
 learning rate is first chosen on validation from a small grid (`avmnist_fusion_lr`, one seed); the
 fusion comparison and the robustness experiment then read the committed choice. The paradigms follow
 the same pattern: a search on validation with one seed (`distillation_weights`, `imbalance_alpha`;
-`gradient_blending_weights` estimates its weights from three runs), then seeds at the chosen
-setting (`distillation`, `imbalance`); `contrastive` pretrains beside its
-controls and `contrastive_labels` fine-tunes those runs. An experiment that reads another's runs (a
-teacher, pretrained encoders, shared identical runs) runs after it. A full sweep takes hours on a
-2-core CPU: it resumes where it stopped, so run it in the background with `--jobs=2` and aggregate
-as runs finish. `quick` swaps in tiny encoders, a few steps and fewer methods, to check the whole
-path (runs, results.csv, table.md, plots) in minutes: its numbers mean nothing.
+`gradient_blending_weights` estimates its weights from three models, each trained and at
+initialisation), then seeds at the chosen setting (`distillation`, `imbalance`); `contrastive`
+pretrains beside its controls and `contrastive_labels` fine-tunes those runs. An experiment that
+reads another's runs (a teacher, pretrained encoders, shared identical runs) runs after it. A full
+sweep takes hours on a 2-core CPU: it resumes where it stopped, so run it in the background with
+`--jobs=2` and aggregate as runs finish. `quick` swaps in tiny encoders, a few steps and fewer
+methods, to check the whole path (runs, results.csv, table.md, plots) in minutes: its numbers mean
+nothing.
 
 Adding one: write the function and register it in EXPERIMENTS.
 """
@@ -43,10 +44,10 @@ AVMNIST_SEEDS = 5   # a comparison between methods: five seeds each
 # selects the state the test and PID evaluators score, and a run stops as soon as that accuracy
 # reaches the probe's Bayes ceiling (nothing is left to learn), once it has not improved in 20
 # evaluations (1,000 steps), or at 3,000 steps. (Version 3's fixed 300 steps stopped seeds of one
-# method at 100% and at ~50% on its synergy column: a plateau shorter than the patience does not
-# end a run. Late fusion's seed 1 on synergy sat at 48-52% validation accuracy for 550 steps and
-# reached 100% at step 600, 50 steps before a patience of 10 evaluations would have stopped it;
-# with 10, most runs spent 500 of their 550 steps after reaching 100%.)
+# method at 100% and at ~50% on its synergy column: a plateau shorter than the patience does not end
+# a run. In a development run, late fusion's seed 1 on synergy sat at 48-52% validation accuracy for
+# 550 steps and reached 100% at step 600, 50 steps before a patience of 10 evaluations would have
+# stopped it; with 10, most runs spent 500 of their 550 steps after reaching 100%.)
 SYNTHETIC_STEPS = 3000
 SYNTHETIC_EVERY = 50
 SYNTHETIC_PATIENCE = 20
@@ -291,8 +292,8 @@ def avmnist_fusion(quick: bool = False, seeds: int | None = None,
 # The fusions with a seed whose audio branch stayed inert in avmnist_fusion, each again with an
 # auxiliary head on each encoder (deep supervision: MultiBench's unimodal head, MLP 100, trained
 # beside the fused head with objective.aux_weight 1; the fused head alone predicts). Each encoder
-# then gets a gradient of its own whatever the fusion passes back, so a branch whose gradient
-# through the fusion collapses early still learns.
+# then gets a gradient of its own whatever the fusion passes back: the test of whether a branch
+# that never learned was starved of gradient by the fusion (its results say for which fusions).
 AUX_METHODS = ('gated_fusion', 'mult', 'bottleneck_fusion')
 AUX_HEADS = {'model.unimodal_heads': {'hidden': (100,), 'dropout': 0.0, 'param_init': 'torch',
                                       'prediction': 'fused'},
@@ -340,10 +341,10 @@ def avmnist_fusion_aux(quick: bool = False, seeds: int | None = None,
 
 
 # The fusions whose failures a head per encoder does not reach: tensor fusion's seed 0 diverged at
-# step 5, and bottleneck fusion's inert seeds have an audio encoder whose gradient is gone within
-# 100 steps of AdamW at 0.01 (with heads or without). Both start at their full rate, as the main
-# job does; a linear warm-up is the standard guard against early blow-up and dead units, and the
-# recipe ablation's warm-up row uses the same 100 steps.
+# step 5, and bottleneck fusion's inert seeds stayed inert with heads (the runs with curves show the
+# audio encoder's gradient gone within 100 steps of AdamW at 0.01). Both start at their full rate,
+# as the main job does; a linear warm-up is the standard guard against early blow-up and dead units,
+# and the recipe ablation's warm-up row uses the same 100 steps.
 WARMUP_METHODS = ('tensor_fusion', 'bottleneck_fusion')
 WARMUP = {'optimizer.warmup_steps': 100}
 
@@ -456,9 +457,9 @@ def robustness(quick: bool = False, seeds: int | None = None,
 # state), teaches the audio-only student at each temperature T. The student minimises
 # (1 - a) · label loss + (a / T) · T²·KL: the soft term's gradient on the logits, T · (p_T - q_T),
 # then has weight a, and the whole stays bounded as the label loss's is, so the unclipped SGD
-# recipe holds at every T (with both weights 1, T = 4 diverged within 5 steps). The teacher's
-# share a is chosen on validation per T (one seed), then five seeds against training from
-# scratch (unimodal_audio, the same runs as avmnist_fusion's) on the same seeds.
+# recipe holds at every T (with both weights 1, a development run at T = 4 diverged within 5
+# steps). The teacher's share a is chosen on validation per T (one seed), then five seeds against
+# training from scratch (unimodal_audio, the same runs as avmnist_fusion's) on the same seeds.
 DISTILL_TEACHER = 'results/avmnist_fusion/runs/late_fusion__seed0'  # _fusion_run(0, False)
 DISTILL_TEMPERATURES = (1.0, 2.0, 4.0)
 DISTILL_SHARES = (0.25, 0.5, 0.75)
@@ -838,9 +839,9 @@ def zoo(variant: str, quick: bool = False, seeds: int | None = None,
 
 # The main job, and the main job with one of its departures from MultiBench's recipe undone:
 # (label, overrides or a function of the main job's config giving them, seeds[, config:
-# late_fusion by default]). The warm-up, which decides
-# whether a seed's audio branch learns at all, gets ten seeds a side, for the main job and for
-# the audio-only model on its recipe; so does the cosine decay; the rest three.
+# late_fusion by default]). The warm-up, a guard against a seed whose audio branch waits, gets
+# ten seeds a side, for the main job and for the audio-only model on its recipe; so do the cosine
+# decay and the two candidate remedies at the end; the rest three.
 RECIPE_STEPS = (
     ('main job', {}, 10),
     ('linear warm-up over 100 steps', WARMUP, 10),
@@ -859,7 +860,8 @@ RECIPE_STEPS = (
         'model.encoders.audio': {**main.model.encoders.audio.to_dict(), 'input_mean': -3.21,
                                  'input_std': 2.14}}, 3),
     # A candidate remedy rather than a departure undone: each branch must classify alone in the
-    # examples that lose the other modality, so the audio branch cannot wait behind the image's.
+    # examples that lose the other modality, which should shorten the audio branch's wait
+    # behind the image's (the runs' curves say whether it does).
     # Seeds 0-4 are the robustness experiment's late-fusion runs with modality dropout.
     ('modality dropout (image 0.3, audio 0.3)', {'modality_dropout': dict(MODALITY_DROPOUT)}, 10),
     # Another: each encoder trained by a head of its own beside the fused one (avmnist_fusion_aux).
