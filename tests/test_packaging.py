@@ -115,5 +115,12 @@ def test_readme_states_the_bounds_setup_py_sets(setup_kwargs):
             if name in bounds}
   assert set(stated) == {'flax', 'optax', 'orbax-checkpoint', 'grain', 'tensorflow-datasets'}
   assert all(bounds[name] == version for name, version in stated.items()), (stated, bounds)
+  assert 'each below its next minor release, and tensorflow-datasets 4.9.10+ below 5' in ' '.join(
+      text.split())
+  caps = {_name(r): m.group(1) for r in setup_kwargs['install_requires']
+          if (m := re.search(r'<([\d.]+)', r))}
+  for name, version in stated.items():
+    major, minor = version.split('.')[:2]
+    assert caps[name] == ('5' if name == 'tensorflow-datasets' else f'{major}.{int(minor) + 1}')
   assert 'jax 0.10–0.12' in text and bounds['jax'] == '0.10'
   assert re.search(r'<0\.13', setup_kwargs['install_requires'][0])
