@@ -515,6 +515,16 @@ def health_note(results: Results) -> str:
           _healthy_gradient_note(results, bad))
 
 
+def remedies_note(results: Results, remedies: tuple[str, ...]) -> str:
+  """Where the methods of runs that are not healthy are trained again with a fix."""
+  if not remedies or all(r.get('healthy', 1) for r in results.rows):
+    return ''
+  names = [f'`--experiment={name}`' for name in remedies]
+  listed = ' and '.join([', '.join(names[:-1]), names[-1]] if len(names) > 1 else names)
+  return (f' Their methods are trained again on the same seeds with a remedy in {listed}, whose '
+          'tables show these runs beside the remedied ones.')
+
+
 # The first steps, where a branch that never learns shows it: its encoder's gradient collapses
 # while the other's grows (the per-encoder norms each run logs, `grad_norm/<modality>`). Some
 # runs revive later, so the last logged ratio is given beside the early minimum.
@@ -625,7 +635,7 @@ def markdown(results: Results, experiment) -> str:
           'label in place of the prediction). Errors alone put some information into S: the '
           'last column is S of the labels with as many of them wrong as the model got wrong, '
           'at random.')),
-      wrap(health_note(results)),
+      wrap(health_note(results) + remedies_note(results, experiment.remedies)),
       wrap(missing_note(results, total) + wall_note(results))])) + '\n'
 
 

@@ -74,6 +74,7 @@ class Experiment:
   shares_runs_with: tuple[str, ...] = ()  # experiments whose identical runs this one reuses
   paired_with: str | None = None  # a method each other one is compared with seed by seed
   paired_on: tuple[str, ...] = ()  # facets a pair shares beside the seed
+  remedies: tuple[str, ...] = ()  # experiments training its failing methods again with a fix
 
   @property
   def command(self) -> str:
@@ -284,9 +285,10 @@ def avmnist_fusion(quick: bool = False, seeds: int | None = None,
                f'{picks or "none yet"}')
   if waiting:
     budget += f'; not run until their learning-rate search has finished: {", ".join(waiting)}'
-  return _grid('avmnist_fusion', 'Fusion methods on AV-MNIST', budget, specs,
-               seeds or (1 if quick else AVMNIST_SEEDS),
-               _same_clipping(settings), quick, seed_major=True)
+  experiment = _grid('avmnist_fusion', 'Fusion methods on AV-MNIST', budget, specs,
+                     seeds or (1 if quick else AVMNIST_SEEDS),
+                     _same_clipping(settings), quick, seed_major=True)
+  return dataclasses.replace(experiment, remedies=REMEDIES)
 
 
 # The fusions with a seed whose audio branch stayed inert in avmnist_fusion, each again with an
@@ -347,6 +349,7 @@ def avmnist_fusion_aux(quick: bool = False, seeds: int | None = None,
 # and the recipe ablation's warm-up row uses the same 100 steps.
 WARMUP_METHODS = ('tensor_fusion', 'bottleneck_fusion')
 WARMUP = {'optimizer.warmup_steps': 100}
+REMEDIES = ('avmnist_fusion_aux', 'avmnist_fusion_warmup')  # what avmnist_fusion's table points to
 
 
 def avmnist_fusion_warmup(quick: bool = False, seeds: int | None = None,

@@ -167,6 +167,17 @@ def test_health_columns_table_marks_and_healthy_counts(tmp_path):
   every = dataclasses.replace(results, rows=[
       {**r, 'robustness[swapped=audio]/accuracy': 0.5} for r in results.rows])
   assert 'removed' not in aggregate.health_note(every)
+  # Where the failing methods are trained again with a fix, the note says so; not when all pass.
+  pointed = dataclasses.replace(experiment, remedies=('fix_a', 'fix_b'))
+  assert ('Their methods are trained again on the same seeds with a remedy in '
+          '`--experiment=fix_a` and `--experiment=fix_b`, whose tables show these runs') in ' '.join(
+              aggregate.markdown(results, pointed).split())
+  healthy = dataclasses.replace(results, rows=[r for r in results.rows if r['healthy']])
+  assert 'remedy' not in aggregate.markdown(healthy, pointed)
+  assert 'remedy' not in aggregate.markdown(results, experiment)
+  fusion = catalog.get('avmnist_fusion')
+  assert fusion.remedies and all(
+      catalog.get(name).shares_runs_with == ('avmnist_fusion',) for name in fusion.remedies)
 
   aggregate.write_csv(results, tmp_path / 'results.csv')
   rows = aggregate.read_csv(tmp_path / 'results.csv')
