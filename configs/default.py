@@ -118,6 +118,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.schedule = 'cosine'
   config.optimizer.warmup_steps = 20
   config.optimizer.weight_decay = 1e-4
+  # Which parameters decay: 'kernels' (2+ dimensions; not biases or norm scales) or 'all' (as a
+  # PyTorch optimizer's weight_decay does, MultiBench's)
+  config.optimizer.weight_decay_on = 'kernels'
   config.optimizer.momentum = 0.9     # sgd only
   config.optimizer.grad_clip_norm = 1.0
   return config

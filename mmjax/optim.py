@@ -35,20 +35,31 @@ def schedule(config, steps: int) -> optax.Schedule:
                   "constant, cosine")
 
 
-def _decay_mask(params):
-  """Weight decay on every parameter of 2 or more dimensions (kernels, embedding tables, learned
-  positions); none on 1-D ones (biases, norm scales, early fusion's modality embeddings)."""
+def _kernels(params):
+  """Every parameter of 2 or more dimensions (kernels, embedding tables, learned positions); not
+  the 1-D ones (biases, norm scales, early fusion's modality embeddings)."""
   return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+DECAY_MASKS = {'kernels': _kernels, 'all': None}  # optimizer.weight_decay_on
+
+
+def _decay_mask(opt):
+  on = opt.get('weight_decay_on', 'kernels')
+  if on not in DECAY_MASKS:
+    raise UserError(f'optimizer.weight_decay_on={on!r}; valid values: {", ".join(DECAY_MASKS)}')
+  return DECAY_MASKS[on]
 
 
 def make(config, lr: optax.Schedule) -> optax.GradientTransformation:
   """`config.optimizer` at the learning rates `lr` (`schedule`), `config.freeze` kept fixed."""
   opt = config.optimizer
+  mask = _decay_mask(opt)
   if opt.name == 'adamw':
     core = optax.adamw(lr, b1=opt.get('b1', 0.9), b2=opt.get('b2', 0.999),
-                       weight_decay=opt.weight_decay, mask=_decay_mask)
+                       weight_decay=opt.weight_decay, mask=mask)
   elif opt.name == 'sgd':
-    core = optax.chain(optax.add_decayed_weights(opt.weight_decay, mask=_decay_mask),
+    core = optax.chain(optax.add_decayed_weights(opt.weight_decay, mask=mask),
                        optax.sgd(lr, momentum=opt.get('momentum', 0.9) or None,
                                  nesterov=opt.get('nesterov', False)))
   else:

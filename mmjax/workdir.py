@@ -130,7 +130,8 @@ RESUMABLE_FIELDS = ('num_train_steps', 'num_train_epochs', 'evals', 'log_every_s
 # what runs did before them: their absence from an older config.json is no change.
 ADDED_FIELDS = {'grad_accum_steps': 1, 'num_train_epochs': 0.0, 'fsdp': False,
                 'objective.chunk_size': 0, 'early_stopping_patience': 0,
-                'early_stopping_target': 0.0, 'dataset.one_example_per_pair': False}
+                'early_stopping_target': 0.0, 'dataset.one_example_per_pair': False,
+                'optimizer.weight_decay_on': 'kernels'}
 CHANGES_FILE = 'config_changes.jsonl'
 
 

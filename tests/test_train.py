@@ -333,3 +333,21 @@ def test_init_compiled_for_speed_gives_the_default_compilers_parameters(monkeypa
   assert flat(fast).keys() == flat(default).keys()
   for path, value in flat(default).items():
     np.testing.assert_array_equal(flat(fast)[path], value, err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.parametrize('on, biases_decay', [('kernels', False), ('all', True)])
+def test_weight_decay_reaches_the_biases_only_when_asked(on, biases_decay):
+  """optimizer.weight_decay_on: 'kernels' decays the 2+-D parameters alone; 'all' every one, as a
+  PyTorch optimizer's weight_decay (MultiBench's). With a zero gradient only the decay moves."""
+  from mmjax import optim  # pylint: disable=import-outside-toplevel
+  for name in ('sgd', 'adamw'):
+    config = small_config(**{'optimizer.name': name, 'optimizer.weight_decay': 0.1,
+                             'optimizer.weight_decay_on': on, 'optimizer.grad_clip_norm': 0.0})
+    params = {'kernel': np.ones((2, 2), np.float32), 'bias': np.ones((2,), np.float32)}
+    tx = optim.make(config, lambda _: 0.5)
+    updates, _ = tx.update(jax.tree.map(np.zeros_like, params), tx.init(params), params)
+    assert np.all(np.asarray(updates['kernel']) < 0), name
+    assert np.any(np.asarray(updates['bias']) != 0) == biases_decay, name
+  config.optimizer.weight_decay_on = 'biases'
+  with pytest.raises(UserError, match=r"weight_decay_on='biases'; valid values: kernels, all"):
+    optim.make(config, lambda _: 0.5)
