@@ -141,6 +141,27 @@ def test_logmel_matches_librosa():
   np.testing.assert_allclose(ours, np.log(ref + 1e-6), atol=2e-3, rtol=1e-4)
 
 
+def test_spectrogram_is_the_112_by_112_grey_picture_of_the_clip():
+  """configs/late_fusion.py:multibench's front end: on a 1-s clip at 8 kHz, 112 frames x 112
+  bins of librosa's power_to_db (ref the peak, 80 dB range), scaled to [0, 1] by the clip's own
+  range with the loudest value 0, as the original AV-MNIST's grey-level spectrograms over 255."""
+  librosa = pytest.importorskip('librosa')
+  from mmjax.models.frontend import Spectrogram  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  t = np.arange(8000) / 8000
+  wave = (np.sin(2 * np.pi * 440 * t) + 0.1 * rng.normal(size=t.shape)).astype(np.float32)
+  ours = np.asarray(Spectrogram().apply({}, np.stack([wave, 5 * wave])))
+  assert ours.shape == (2, 112, 112) and ours.min() == 0.0 and ours.max() == pytest.approx(1.0)
+  frames = np.lib.stride_tricks.sliding_window_view(wave.astype(np.float64), 222)[::70]
+  hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(222) / 222)
+  power = np.abs(np.fft.rfft(frames * hann, axis=-1)) ** 2
+  db = librosa.power_to_db(power, ref=np.max, top_db=80.0)
+  np.testing.assert_allclose(ours[0], 1 - (db - db.min()) / (db.max() - db.min()), atol=2e-4)
+  # The 440 Hz tone is the loudest bin (dark); a louder copy of the clip is the same picture.
+  assert ours[0][:, round(440 / 8000 * 222)].mean() < 0.05
+  np.testing.assert_allclose(ours[1], ours[0], atol=2e-4)
+
+
 def test_spec_augment_masks_only_in_training():
   from mmjax.models.frontend import LogMel  # pylint: disable=import-outside-toplevel
   wave = np.random.default_rng(0).normal(size=(2, 4000)).astype(np.float32)

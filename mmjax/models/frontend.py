@@ -1,8 +1,10 @@
-"""Audio front ends, run on the device inside the model: waveform [B, T] → log-mel [B, frames, mels].
+"""Audio front ends, run on the device inside the model: waveform [B, T] → a log-mel or a
+spectrogram [B, frames, bins].
 
 Computed in JAX so changing n_mels, window or hop needs no dataset rebuild and runs on the
 accelerator. The mel filterbank follows librosa's defaults (Slaney mel scale and area
-normalisation), so `librosa.feature.melspectrogram(..., center=False, power=2)` is the reference.
+normalisation), so `librosa.feature.melspectrogram(..., center=False, power=2)` is the reference;
+the spectrogram's is `librosa.power_to_db(|librosa.stft(..., center=False)|**2, ref=np.max)`.
 """
 
 import flax.linen as nn
@@ -43,6 +45,15 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
   return weights.T.astype(np.float32)
 
 
+def _power(wave, n_fft: int, hop_length: int):
+  """|STFT|² [B, frames, n_fft // 2 + 1], periodic Hann window (librosa's), no padding."""
+  n_frames = 1 + (wave.shape[-1] - n_fft) // hop_length
+  idx = np.arange(n_fft)[None, :] + hop_length * np.arange(n_frames)[:, None]
+  window = np.hanning(n_fft + 1)[:-1].astype(np.float32)  # periodic Hann, as librosa
+  frames = wave[..., idx] * window
+  return jnp.abs(jnp.fft.rfft(frames, axis=-1)) ** 2
+
+
 @FRONTENDS.register('logmel')
 class LogMel(nn.Module):
   """Log-mel spectrogram with optional SpecAugment-style time/frequency masking in training."""
@@ -63,11 +74,7 @@ class LogMel(nn.Module):
 
   @nn.compact
   def __call__(self, wave, train: bool = False):
-    n_frames = 1 + (wave.shape[-1] - self.n_fft) // self.hop_length
-    idx = np.arange(self.n_fft)[None, :] + self.hop_length * np.arange(n_frames)[:, None]
-    window = np.hanning(self.n_fft + 1)[:-1].astype(np.float32)  # periodic Hann, as librosa
-    frames = wave[..., idx] * window
-    power = jnp.abs(jnp.fft.rfft(frames, axis=-1)) ** 2
+    power = _power(wave, self.n_fft, self.hop_length)
     mel = power @ mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax)
     logmel = jnp.log(mel + self.log_offset)
     if self.per_example_norm:
@@ -92,6 +99,27 @@ class LogMel(nn.Module):
         drop = drop[:, :, None] if axis == 1 else drop[:, None, :]
         x = jnp.where(drop, x.mean(axis=(1, 2), keepdims=True), x)
     return x
+
+
+@FRONTENDS.register('spectrogram')
+class Spectrogram(nn.Module):
+  """Log-power spectrogram in dB, floored `top_db` below the clip's peak and scaled to [0, 1] by
+  the clip's own range: the picture AV-MNIST's original spectrograms are (each clip rendered in
+  grey levels between its own extremes, loud dark, and divided by 255 as MultiBench loads it).
+  The defaults give 112 frames x 112 bins on a 1-s clip at 8 kHz (window 222, hop 70)."""
+  n_fft: int = 222
+  hop_length: int = 70
+  top_db: float = 80.0
+  loud_dark: bool = True  # 1 for the quietest value, 0 for the loudest, as grey levels
+
+  @nn.compact
+  def __call__(self, wave, train: bool = False):
+    db = 10.0 * jnp.log10(jnp.maximum(_power(wave, self.n_fft, self.hop_length), 1e-10))
+    peak = db.max(axis=(-2, -1), keepdims=True)
+    db = jnp.maximum(db, peak - self.top_db)
+    low = db.min(axis=(-2, -1), keepdims=True)
+    scaled = (db - low) / jnp.maximum(peak - low, 1e-6)
+    return 1.0 - scaled if self.loud_dark else scaled
 
 
 @FRONTENDS.register('identity')
