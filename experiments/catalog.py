@@ -19,6 +19,7 @@ nothing.
 Adding one: write the function and register it in EXPERIMENTS.
 """
 
+import copy
 import dataclasses
 import functools
 import json
@@ -107,15 +108,15 @@ _TINY = {'image': _TINY_CNN, 'audio': _TINY_CNN,
 
 
 @functools.cache
-def _modalities(config: str) -> tuple[str, ...]:
-  return tuple(runs_lib.load_config(runs_lib.Run(config), with_values=False).model.encoders)
+def _model(config: str):
+  return runs_lib.load_config(runs_lib.Run(config), with_values=False).model
 
 
 def _tiny_model(config: str) -> dict:
   """Quick mode: 4-channel encoders and an 8-bin log-mel, so a run compiles in seconds."""
-  modalities = _modalities(config)
-  tiny = {'model.encoders': {m: dict(_TINY[m]) for m in modalities}}
-  if 'audio' in modalities:
+  model = _model(config)
+  tiny = {'model.encoders': {m: dict(_TINY[m]) for m in model.encoders}}
+  if model.get('frontends', {}).get('audio', {}).get('name') == 'logmel':
     tiny['model.frontends.audio.n_mels'] = 8
   return tiny
 
@@ -872,14 +873,83 @@ RECIPE_STEPS = (
 )
 
 
+# From MultiBench's recipe as its code runs it (configs/late_fusion.py:multibench) to the main
+# job, adding mmjax's departures one at a time, each row keeping the ones above it: the last
+# would be the main job itself (a test holds this), so the main job's row stands for it. Beside
+# them, MultiBench's own 30 epochs. Three seeds each.
+MULTIBENCH_EPOCH = -(-55_000 // 40)  # steps of an epoch at its batch of 40
+MAIN_EPOCH = -(-55_000 // 128)
+DEPARTURES = (
+    ("97x64 log-mel instead of the 112x112 spectrogram", {
+        'model.frontends.audio': {'name': 'logmel', 'sample_rate': 8000, 'n_fft': 256,
+                                  'hop_length': 80, 'n_mels': 64, 'log_offset': 1e-6,
+                                  'per_example_norm': False}}),
+    ('each clip standardised', {'model.frontends.audio.per_example_norm': True}),
+    ('no BatchNorm', {'model.encoders.image.batch_norm': False,
+                      'model.encoders.audio.batch_norm': False}),
+    ('batch 128 (3 epochs: 1,300 steps)', {
+        'batch_size': 128, 'num_train_steps': 1300, 'evals.validation.every_steps': MAIN_EPOCH,
+        'checkpoint_every_steps': MAIN_EPOCH}),
+    ('validation every 0.3 epoch', {'evals.validation.every_steps': 130}),
+    ('a moving average of the parameters (0.99)', {'ema_decay': 0.99}),
+    ('weight decay on kernels only', {'optimizer.weight_decay_on': 'kernels'}),
+    ('no gradient clipping (the main job)', {'optimizer.grad_clip_norm': 0.0}),
+)
+MULTIBENCH_SEEDS = 3
+
+
+def _merged(overrides: dict, more: dict) -> dict:
+  """`overrides` and then `more`, a field inside a dict that `overrides` sets written into it:
+  the command line cannot set a field of a dict it replaces in the same run."""
+  out = {k: copy.deepcopy(v) for k, v in overrides.items()}
+  for key, value in more.items():
+    parent = next((p for p in out if key.startswith(p + '.') and isinstance(out[p], dict)), None)
+    if parent is None:
+      out[key] = value
+      continue
+    node, *path, leaf = [out[parent], *key[len(parent) + 1:].split('.')]
+    for name in path:
+      node = node[name]
+    node[leaf] = value
+  return out
+
+
+def multibench_steps() -> list[tuple]:
+  """RECIPE_STEPS' rows from MultiBench's recipe towards the main job: (label, overrides, seeds,
+  config), each adding one departure to the row above; the last, the main job, left out."""
+  rows = [("MultiBench's recipe (3 epochs at batch 40)", {}),
+          ("MultiBench's recipe, its own 30 epochs", {
+              'num_train_steps': 30 * MULTIBENCH_EPOCH})]
+  added = {}
+  for label, overrides in DEPARTURES[:-1]:
+    added = _merged(added, overrides)
+    rows.append((f'MultiBench + {label}', added))
+  return [(label, overrides, MULTIBENCH_SEEDS, 'late_fusion:multibench')
+          for label, overrides in rows]
+
+
 def recipe_ablation(quick: bool = False, seeds: int | None = None,
                     steps: int | None = None) -> Experiment:
-  """The main job and its recipe's departures, each on the main job's own budget and selection."""
+  """The main job and its recipe's departures, each on the main job's own budget and selection;
+  then MultiBench's recipe with mmjax's departures added one at a time."""
   main = runs_lib.load_config(runs_lib.Run('configs/late_fusion.py'), with_values=False)
-  specs = [(f'configs/{method}.py', overrides(main) if callable(overrides) else overrides, method,
-            {'recipe': label}, seeds or (1 if quick else n)) for label, overrides, n, method in
-           (step if len(step) > 3 else (*step, 'late_fusion') for step in RECIPE_STEPS)]
+  rows = [step if len(step) > 3 else (*step, 'late_fusion')
+          for step in (*RECIPE_STEPS, *multibench_steps())]
+  specs, seen = [], set()
+  for label, overrides, n, config in rows:
+    name, _, variant = config.partition(':')
+    overrides = overrides(main) if callable(overrides) else overrides
+    if quick:  # its runs replace the evaluators: no validation to schedule, one row fewer
+      overrides = {k: v for k, v in overrides.items() if not k.startswith('evals.')}
+      if (key := json.dumps([config, overrides], sort_keys=True, default=str)) in seen:
+        continue
+      seen.add(key)
+    specs.append((f'configs/{name}.py' + (f':{variant}' if variant else ''), overrides, name,
+                  {'recipe': label}, seeds or (1 if quick else n)))
   settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
+  if not quick and not steps:
+    budget += ("; the rows that start from MultiBench's recipe train at their own budget and "
+               'selection, which their labels state (MultiBench validates every epoch)')
   experiment = _grid('recipe_ablation', "The main job's recipe, one change at a time", budget,
                      specs, None, settings, quick, seed_major=True)
   return dataclasses.replace(experiment, shares_runs_with=('robustness',))

@@ -112,8 +112,9 @@ def test_cli_help_lists_the_configs_their_variants_and_the_override_syntax(tmp_p
                    if p.stem not in ('__init__', 'default'))
   listed = re.findall(r'^  (\w+\.py) ', proc.stdout, re.M)
   assert listed == shipped, proc.stdout[:3000]  # (absl ends --help with status 1)
-  assert re.search(r'late_fusion\.py .*\n +variants: avmnist, synthetic, modality_dropout\n',
-                   proc.stdout), proc.stdout[:3000]
+  assert re.search(
+      r'late_fusion\.py .*\n +variants: avmnist, synthetic, modality_dropout, multibench\n',
+      proc.stdout), proc.stdout[:3000]
   assert 'variants: avmnist, siglip, synthetic, synthetic_siglip' in proc.stdout
   assert 'Override any field with --config.FIELD=VALUE' in proc.stdout
 

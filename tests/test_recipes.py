@@ -472,6 +472,25 @@ def test_lenet_keeps_a_one_wide_side_instead_of_emptying_it():
   assert enc.pooled.shape == (2, 192)
 
 
+def test_multibench_variant_is_multibenchs_recipe_on_its_112_by_112_spectrograms():
+  """configs/late_fusion.py:multibench: MultiBench's model with its BatchNorms, on the 112x112
+  spectrogram (112-56-28-14-7-3-1: 192 features, as the main job's log-mel gives), at its
+  batch 40 for 3 epochs, validated every epoch, SGD 0.1 with weight decay 1e-4 on every
+  parameter, the gradient norm clipped at 8, no moving average."""
+  config = late_fusion.get_config('multibench')
+  shapes = _shapes(config)
+  assert shapes.encoder_dims == {'image': 48, 'audio': 192} and shapes.head_input == 240
+  assert all(enc.batch_norm for enc in config.model.encoders.values())
+  assert (config.batch_size, config.num_train_steps, config.evals.validation.every_steps) == (
+      40, 3 * 1375, 1375)
+  opt = config.optimizer
+  assert (opt.name, opt.learning_rate, opt.weight_decay, opt.weight_decay_on, opt.momentum,
+          opt.grad_clip_norm, opt.schedule, opt.warmup_steps) == (
+              'sgd', 0.1, 1e-4, 'all', 0.0, 8.0, 'constant', 0)
+  assert config.ema_decay == 0.0 and config.select_best == 'validation/accuracy'
+  assert config.model.head.to_dict() == late_fusion.get_config().model.head.to_dict()
+
+
 def test_main_job_parameter_counts():
   config = late_fusion.get_config()
   shapes = _shapes(config)

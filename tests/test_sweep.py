@@ -75,7 +75,18 @@ def test_every_experiment_has_distinct_workdirs_and_runnable_commands(tmp_path):
           for r in synthetic.runs} == {(1.0, catalog.SYNTHETIC_PATIENCE)}
   assert 'reaches the Bayes ceiling or has not improved in 20 evaluations' in synthetic.budget
   ablation = catalog.get('recipe_ablation')
-  assert len(ablation.runs) == sum(step[2] for step in catalog.RECIPE_STEPS)
+  assert len(ablation.runs) == sum(step[2] for step in catalog.RECIPE_STEPS) + 9 * 3
+  # From MultiBench's recipe, each of the main job's departures added in turn: all of them
+  # together are the main job, so its row stands for the last.
+  multibench = [r for r in ablation.runs if r.config == 'configs/late_fusion.py:multibench']
+  assert len(multibench) == 27 and list(dict.fromkeys(r.facets['recipe'] for r in multibench)) == [
+      "MultiBench's recipe (3 epochs at batch 40)", "MultiBench's recipe, its own 30 epochs",
+      *(f'MultiBench + {label}' for label, _ in catalog.DEPARTURES[:-1])]
+  every = {}
+  for _, overrides in catalog.DEPARTURES:
+    every = catalog._merged(every, overrides)  # pylint: disable=protected-access
+  assert (runs_lib.load_config(runs_lib.Run('configs/late_fusion.py:multibench', every))
+          == runs_lib.load_config(runs_lib.Run('configs/late_fusion.py')))
   assert [r.facets['recipe'] for r in ablation.runs[:2]] == ['main job',
                                                               'linear warm-up over 100 steps']
   assert sum(r.facets['recipe'] == 'main job' and r.label == 'late_fusion'
