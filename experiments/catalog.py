@@ -877,8 +877,7 @@ RECIPE_STEPS = (
 # job, adding mmjax's departures one at a time, each row keeping the ones above it: the last
 # would be the main job itself (a test holds this), so the main job's row stands for it. Beside
 # them, MultiBench's own 30 epochs. Three seeds each.
-MULTIBENCH_EPOCH = -(-55_000 // 40)  # steps of an epoch at its batch of 40
-MAIN_EPOCH = -(-55_000 // 128)
+MAIN_EPOCH = -(-55_000 // 128)  # steps of an epoch at batch 128
 DEPARTURES = (
     ("97x64 log-mel instead of the 112x112 spectrogram", {
         'model.frontends.audio': {'name': 'logmel', 'sample_rate': 8000, 'n_fft': 256,
@@ -917,9 +916,11 @@ def _merged(overrides: dict, more: dict) -> dict:
 def multibench_steps() -> list[tuple]:
   """RECIPE_STEPS' rows from MultiBench's recipe towards the main job: (label, overrides, seeds,
   config), each adding one departure to the row above; the last, the main job, left out."""
+  multibench = runs_lib.load_config(runs_lib.Run('configs/late_fusion.py:multibench'),
+                                    with_values=False)
+  epoch = multibench.evals.validation.every_steps  # it validates every epoch
   rows = [("MultiBench's recipe (3 epochs at batch 40)", {}),
-          ("MultiBench's recipe, its own 30 epochs", {
-              'num_train_steps': 30 * MULTIBENCH_EPOCH})]
+          ("MultiBench's recipe, its own 30 epochs", {'num_train_steps': 30 * epoch})]
   added = {}
   for label, overrides in DEPARTURES[:-1]:
     added = _merged(added, overrides)
