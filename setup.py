@@ -48,7 +48,7 @@ setup(
     ],
     extras_require={
         # dit: reference BROJA values for mmjax.pid (tests/test_pid.py).
-        'test': ['pytest>=8,<10', 'pytest-xdist>=3.8,<4', 'portpicker>=1.6,<2',
+        'test': ['pytest>=8,<10', 'pytest-xdist>=3.5,<4', 'portpicker>=1.6,<2',
                  'librosa>=0.10,<0.12', 'dit>=2.3,<3'],
         # `tensorboard --logdir runs` on the event files every run writes.
         'tensorboard': ['tensorboard>=2.16'],

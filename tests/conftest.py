@@ -1,6 +1,5 @@
 """Shared test setup: built datasets go to a per-session temporary TFDS_DATA_DIR, never ../shared."""
 
-import collections
 import hashlib
 import os
 import pathlib
@@ -56,16 +55,6 @@ def pytest_configure(config):  # pylint: disable=unused-argument
         'at the raw data (../shared/data from the repository root), or unset it')
   clear_shell_environment()
   os.environ['MMJAX_COMPILATION_CACHE'] = 'off'  # until the session's own cache (below)
-
-
-@pytest.hookimpl(tryfirst=True)  # before -m deselects: the quick loop keeps the same order
-def pytest_collection_modifyitems(items):
-  """Test files with the most slow tests first, each file's own order kept. pytest-xdist hands a
-  worker a whole file at a time in this order (pytest.ini), so the long files start at once
-  rather than one of them running alone at the end while the other workers idle."""
-  slow = collections.Counter(item.path for item in items if item.get_closest_marker('slow'))
-  size = collections.Counter(item.path for item in items)
-  items.sort(key=lambda item: (-slow[item.path], -size[item.path], str(item.path)))
 
 
 def pytest_addoption(parser):

@@ -321,31 +321,12 @@ def test_the_suite_runs_in_workers_that_share_one_data_dir(request, tmp_path_fac
   workers share the session's TFDS data dir (mmjax builds under a file lock)."""
   ini = _pytest_ini()
   addopts = ini['pytest']['addopts'].split()
-  assert {'-n', 'auto', '--maxprocesses=4', '--dist=loadfile',
-          '--no-loadscope-reorder'} <= set(addopts), addopts
+  assert {'-n', 'auto', '--maxprocesses=4', '--dist=loadfile'} <= set(addopts), addopts
   assert addopts[addopts.index('-n') + 1] == 'auto'
   # As the README's command runs it: in workers, no --tfds-data-dir.
   if os.environ.get('PYTEST_XDIST_WORKER') and not request.config.getoption('tfds_data_dir'):
     shared = tmp_path_factory.getbasetemp().parent / 'tfds'
     assert os.environ['TFDS_DATA_DIR'] == str(shared)
-
-
-def test_files_with_the_most_slow_tests_go_to_the_workers_first():
-  """README (Tests), pytest.ini: the order the workers get files in; each file's order kept."""
-  from tests import conftest  # pylint: disable=import-outside-toplevel
-
-  class Item:  # what the hook reads of a collected test
-    def __init__(self, path, name, slow):
-      self.path, self.name, self.slow = pathlib.Path(path), name, slow
-
-    def get_closest_marker(self, name):
-      return self.slow and name == 'slow'
-
-  items = [Item('a.py', 'a1', False), Item('a.py', 'a2', False), Item('a.py', 'a3', False),
-           Item('b.py', 'b1', True), Item('c.py', 'c1', True), Item('c.py', 'c2', False),
-           Item('c.py', 'c3', True), Item('d.py', 'd1', False)]
-  conftest.pytest_collection_modifyitems(items)
-  assert [i.name for i in items] == ['c1', 'c2', 'c3', 'b1', 'a1', 'a2', 'a3', 'd1']
 
 
 def test_parallel_workers_share_one_tfds_dir_and_one_compilation_cache(
