@@ -122,6 +122,13 @@ def test_resumed_iterator_continues_the_same_sequence():
   assert _ids(next(resumed) for _ in range(3)) == expected
 
 
+def _reference_power(wave, n_fft: int, hop: int) -> np.ndarray:
+  """|STFT|² of periodic-Hann frames, uncentred, in float64: librosa.stft(center=False)'s."""
+  frames = np.lib.stride_tricks.sliding_window_view(wave.astype(np.float64), n_fft)[::hop]
+  hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
+  return np.abs(np.fft.rfft(frames * hann, axis=-1)) ** 2
+
+
 @pytest.mark.slow
 def test_logmel_matches_librosa():
   librosa = pytest.importorskip('librosa')
@@ -134,10 +141,7 @@ def test_logmel_matches_librosa():
   # librosa's mel filterbank over the power spectrum of periodic-Hann frames, uncentred: what
   # librosa.feature.melspectrogram(center=False) computes, without importing librosa's numba
   # kernels, which compile for ~20 s on a fresh install.
-  frames = np.lib.stride_tricks.sliding_window_view(wave.astype(np.float64), 256)[::80]
-  hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(256) / 256)
-  power = np.abs(np.fft.rfft(frames * hann, axis=-1)) ** 2
-  ref = power @ librosa.filters.mel(sr=8000, n_fft=256, n_mels=64).T
+  ref = _reference_power(wave, 256, 80) @ librosa.filters.mel(sr=8000, n_fft=256, n_mels=64).T
   np.testing.assert_allclose(ours, np.log(ref + 1e-6), atol=2e-3, rtol=1e-4)
 
 
@@ -152,10 +156,7 @@ def test_spectrogram_is_the_112_by_112_grey_picture_of_the_clip():
   wave = (np.sin(2 * np.pi * 440 * t) + 0.1 * rng.normal(size=t.shape)).astype(np.float32)
   ours = np.asarray(Spectrogram().apply({}, np.stack([wave, 5 * wave])))
   assert ours.shape == (2, 112, 112) and ours.min() == 0.0 and ours.max() == pytest.approx(1.0)
-  frames = np.lib.stride_tricks.sliding_window_view(wave.astype(np.float64), 222)[::70]
-  hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(222) / 222)
-  power = np.abs(np.fft.rfft(frames * hann, axis=-1)) ** 2
-  db = librosa.power_to_db(power, ref=np.max, top_db=80.0)
+  db = librosa.power_to_db(_reference_power(wave, 222, 70), ref=np.max, top_db=80.0)
   np.testing.assert_allclose(ours[0], 1 - (db - db.min()) / (db.max() - db.min()), atol=2e-4)
   # The 440 Hz tone is the loudest bin (dark); a louder copy of the clip is the same picture.
   assert ours[0][:, round(440 / 8000 * 222)].mean() < 0.05
