@@ -217,11 +217,13 @@ def test_fusions_train_at_the_learning_rate_their_search_chose(tmp_path, monkeyp
 
 def test_distillation_searches_the_teachers_share_per_temperature_then_pairs_seeds(
     tmp_path, monkeypatch):
-  """distillation_weights: (1 - a) · label + (a / T) · T²·KL for a in 0.25, 0.5, 0.75 at each T,
-  one seed; distillation: five seeds of each T's best share beside the scratch runs it shares
-  with avmnist_fusion, every student taught by avmnist_fusion's main-job run, seed 0."""
+  """distillation_weights: (1 - a) · label + (a / T) · T²·KL for a in 0.25, 0.5, 0.75 at each T
+  (and 0.125 at T = 1 and 2, where 0.25 was best), one seed; distillation: five seeds of each T's
+  best share beside the scratch runs it shares with avmnist_fusion, every student taught by
+  avmnist_fusion's main-job run, seed 0."""
   search = catalog.get('distillation_weights')
-  assert len(search.runs) == 9 and {r.seed for r in search.runs} == {catalog.SEARCH_SEED}
+  assert len(search.runs) == 11 and {r.seed for r in search.runs} == {catalog.SEARCH_SEED}
+  assert 'T=1 0.125; T=2 0.125' in search.budget
   for run in search.runs:
     t, share = float(run.facets['temperature']), float(run.facets["teacher's share"])
     assert run.overrides == {'distill.temperature': t, 'distill.kd_weight': share / t,
@@ -248,6 +250,28 @@ def test_distillation_searches_the_teachers_share_per_temperature_then_pairs_see
   assert 'not run until their weight search has finished: T=4' in experiment.budget
   scratch = {r.name for r in by['none (scratch)']}
   assert scratch <= {r.name for r in catalog.get('avmnist_fusion').runs}
+
+
+def test_no_committed_distillation_search_stops_on_its_grids_edge():
+  """The edge rule for the teacher's share, held against the committed search: wherever a
+  temperature's grid has finished with its best share on an edge, the search goes a step further
+  that way, until the best is inside or a step is still running."""
+  def best(t, shares):  # pylint: disable=protected-access
+    candidates = [catalog._distill(t, a) for a in shares]
+    chosen = catalog._best_on_validation(catalog.DISTILL_SEARCH_RESULTS, 'distill_audio',
+                                         candidates)
+    return None if chosen is None else round(1 - chosen['distill.label_weight'], 6)
+
+  finished = 0
+  for t, searched in catalog.DISTILL_SEARCH.items():
+    grid = sorted(catalog.DISTILL_SHARES)
+    while (share := best(t, grid)) is not None and share in (grid[0], grid[-1]):
+      finished += 1
+      further = [a for a in searched if (a < grid[0] if share == grid[0] else a > grid[-1])]
+      assert further, f'T={t:g}: best share {share} on the edge of {grid}, searched no further'
+      grid = sorted({*grid, max(further) if share == grid[0] else min(further)})
+    finished += share is not None
+  assert finished, 'no temperature of the committed search has finished its grid'
 
 
 def test_imbalance_chooses_ogm_alpha_per_snr_and_compares_with_no_remedy(tmp_path, monkeypatch):
