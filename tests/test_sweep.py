@@ -105,8 +105,8 @@ def test_every_experiment_has_distinct_workdirs_and_runnable_commands(tmp_path):
   assert all((r.name in fusion) != ('model.unimodal_heads' in r.values()) for r in aux.runs)
   # A warm-up for the fusions heads do not reach, likewise; the recipe ablation's own 100 steps.
   warmup = catalog.get('avmnist_fusion_warmup')
-  assert len(warmup.runs) == 20 and len({r.name for r in warmup.runs} & fusion) == 10
-  assert {r.label for r in warmup.runs} == {'tensor_fusion', 'bottleneck_fusion'}
+  assert len(warmup.runs) == 30 and len({r.name for r in warmup.runs} & fusion) == 15
+  assert {r.label for r in warmup.runs} == {'tensor_fusion', 'bottleneck_fusion', 'mult'}
   assert all((r.name in fusion) != (r.values().get('optimizer.warmup_steps') == 100)
              for r in warmup.runs)
   assert warmup.shares_runs_with == ('avmnist_fusion',)
