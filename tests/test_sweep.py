@@ -218,12 +218,12 @@ def test_fusions_train_at_the_learning_rate_their_search_chose(tmp_path, monkeyp
 def test_distillation_searches_the_teachers_share_per_temperature_then_pairs_seeds(
     tmp_path, monkeypatch):
   """distillation_weights: (1 - a) · label + (a / T) · T²·KL for a in 0.25, 0.5, 0.75 at each T
-  (and 0.125 at T = 1 and 2, where 0.25 was best), one seed; distillation: five seeds of each T's
-  best share beside the scratch runs it shares with avmnist_fusion, every student taught by
-  avmnist_fusion's main-job run, seed 0."""
+  (and 0.125 at T = 1 and 2, where 0.25 was best, and 0.875 at T = 4, where 0.75 was), one seed;
+  distillation: five seeds of each T's best share beside the scratch runs it shares with
+  avmnist_fusion, every student taught by avmnist_fusion's main-job run, seed 0."""
   search = catalog.get('distillation_weights')
-  assert len(search.runs) == 11 and {r.seed for r in search.runs} == {catalog.SEARCH_SEED}
-  assert 'T=1 0.125; T=2 0.125' in search.budget
+  assert len(search.runs) == 12 and {r.seed for r in search.runs} == {catalog.SEARCH_SEED}
+  assert 'T=1 0.125; T=2 0.125; T=4 0.875' in search.budget
   for run in search.runs:
     t, share = float(run.facets['temperature']), float(run.facets["teacher's share"])
     assert run.overrides == {'distill.temperature': t, 'distill.kd_weight': share / t,
