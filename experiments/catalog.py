@@ -260,6 +260,15 @@ def _best_on_validation(path, method: str, candidates: list[dict],
   return wanted[max(healthy, key=lambda o: done[o].get(SEARCH_METRIC, -math.inf))]
 
 
+def _edge_steps_note(name: str, grid, per: str, extensions: dict) -> str:
+  """The budget's account of a search's grid (`name` values `grid` at each `per`) and of the
+  steps past its edge, {label: values}."""
+  further = '; '.join(f'{label} {", ".join(f"{v:g}" for v in values)}'
+                      for label, values in extensions.items())
+  return (f'; {name} {", ".join(f"{v:g}" for v in grid)} at each {per} and, where the best sat '
+          f"on the grid's edge, a step further: {further}")
+
+
 def chosen_settings(path=None) -> dict[str, dict]:
   """{method: optimizer overrides} chosen by the committed learning-rate search: the setting of
   its grid with the best validation accuracy, among its healthy runs. A method whose search has
@@ -478,6 +487,15 @@ DISTILL_SEARCH = {t: tuple(sorted({*DISTILL_SHARES, *DISTILL_EDGE_EXTENSIONS.get
 DISTILL_SEARCH_RESULTS = runs_lib.REPO / 'results' / 'distillation_weights' / 'results.csv'
 
 
+def chosen_shares() -> dict[float, dict | None]:
+  """{T: distillation overrides} chosen by the committed search of the teacher's share: the
+  searched share with the best validation accuracy, among its healthy runs; None for a T whose
+  search has not finished every share."""
+  return {t: _best_on_validation(DISTILL_SEARCH_RESULTS, 'distill_audio',
+                                 [_distill(t, a) for a in shares])
+          for t, shares in DISTILL_SEARCH.items()}
+
+
 def _distill(temperature: float, share: float) -> dict:
   return {'distill.temperature': temperature, 'distill.kd_weight': share / temperature,
           'distill.label_weight': 1.0 - share}
@@ -505,10 +523,8 @@ def distillation_weights(quick: bool = False, seeds: int | None = None,
             'setting scored by its best validation accuracy; distillation trains five seeds of '
             'the best share at each T')
   if not quick:
-    further = '; '.join(f'T={t:g} {", ".join(f"{a:g}" for a in shares)}'
-                        for t, shares in DISTILL_EDGE_EXTENSIONS.items())
-    budget += (f'; shares {", ".join(f"{a:g}" for a in DISTILL_SHARES)} at each T and, where the '
-               f"best sat on the grid's edge, a step further: {further}")
+    further = {f'T={t:g}': shares for t, shares in DISTILL_EDGE_EXTENSIONS.items()}
+    budget += _edge_steps_note('shares', DISTILL_SHARES, 'T', further)
   return _grid('distillation_weights', "The distillation's weights, chosen on validation",
                budget, specs, None, _distill_settings(settings, quick), quick,
                metrics=f'^{SEARCH_METRIC}$', first_seed=SEARCH_SEED)
@@ -517,10 +533,7 @@ def distillation_weights(quick: bool = False, seeds: int | None = None,
 def distillation(quick: bool = False, seeds: int | None = None,
                  steps: int | None = None) -> Experiment:
   """The audio-only student at each temperature's chosen share against training from scratch."""
-  chosen = {1.0: _distill(1.0, 0.5)} if quick else {
-      t: _best_on_validation(DISTILL_SEARCH_RESULTS, 'distill_audio',
-                             [_distill(t, a) for a in shares])
-      for t, shares in DISTILL_SEARCH.items()}
+  chosen = {1.0: _distill(1.0, 0.5)} if quick else chosen_shares()
   waiting = [f'T={t:g}' for t, c in chosen.items() if c is None]
   specs = [('configs/unimodal_audio.py', {}, 'unimodal_audio', {'teacher': 'none (scratch)'})]
   specs += [('configs/distill_audio.py', c, 'distill_audio',
@@ -583,10 +596,7 @@ def imbalance_alpha(quick: bool = False, seeds: int | None = None,
             "half, as the authors' default modulates epochs 0-50 of 100). Each alpha scored by "
             'its best validation accuracy; imbalance trains three seeds of the best at each SNR')
   if not quick:
-    further = '; '.join(f'{snr} {", ".join(f"{a:g}" for a in alphas)}'
-                        for snr, alphas in OGM_EDGE_EXTENSIONS.items())
-    budget += (f'; alpha {", ".join(f"{a:g}" for a in OGM_ALPHAS)} at each SNR and, where the '
-               f"best sat on the grid's edge, a step further: {further}")
+    budget += _edge_steps_note('alpha', OGM_ALPHAS, 'SNR', OGM_EDGE_EXTENSIONS)
   return _grid('imbalance_alpha', "OGM-GE's alpha, chosen on validation", budget, specs, None,
                _same_clipping(settings), quick,
                metrics=f'^{SEARCH_METRIC}$', first_seed=SEARCH_SEED)
