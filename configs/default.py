@@ -68,6 +68,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.on_nonfinite = 'stop'      # 'stop' or 'skip' a step whose loss or gradient is not finite
   config.modality_dropout = {}      # {modality: p}: train with each modality absent w.p. p
   config.modality_noise = {}        # {modality: {'p': prob, 'snr_db' | 'std': (low, high)}}
+  # A fixed front end of a modality joined by id (AV-MNIST's audio: 3,000 recordings) computed
+  # once per recording at the start instead of once per example in every step; evaluation keeps
+  # the waveforms (mmjax.training.features)
+  config.precompute_frontends = False
   config.select_best = ''           # 'EVALUATOR/METRIC': final evaluators score the best state
   # > 0: stop training once select_best's metric has not improved in this many of its evaluator's
   # evaluations (0: train num_train_steps); the final evaluators score the best state

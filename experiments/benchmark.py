@@ -57,6 +57,7 @@ import numpy as np
 
 from mmjax import compilation
 from mmjax import parallel
+from mmjax.training import features
 from mmjax.training import steps
 from mmjax.data import input_pipeline
 from mmjax.errors import UserError
@@ -219,7 +220,7 @@ def measure(config, *, num_steps: int = 20, warmup: int = 3, eval_steps: int = 1
   else:
     # One batch each, then the iterators are closed: their reader threads would otherwise read
     # ahead during the compiles and the timed steps.
-    first = _first(input_pipeline.train_iterator(config))
+    first = _first(input_pipeline.train_iterator(config, features.table_features(config)))
     eval_batch = _first(iter(input_pipeline.eval_data(config, _eval_split(config))))
   setup_s = time.perf_counter() - start
 
@@ -267,7 +268,7 @@ def measure(config, *, num_steps: int = 20, warmup: int = 3, eval_steps: int = 1
   if not random:
     # The trainer's loop (mmjax.training.train), from a fresh iterator after two steps: the step
     # dispatched, then the next batch read and put on the devices; metrics left on the device.
-    train_iter = input_pipeline.train_iterator(config)
+    train_iter = input_pipeline.train_iterator(config, features.table_features(config))
     batches = parallel.DeviceBatches(train_iter, mesh)
     pending = []
     for i in range(2 + num_steps):
@@ -282,7 +283,7 @@ def measure(config, *, num_steps: int = 20, warmup: int = 3, eval_steps: int = 1
     train_iter.close()
     # The input pipeline alone, from a fresh iterator (an old one's read-ahead buffer would
     # flatter it), after a few batches of warm-up.
-    train_iter = input_pipeline.train_iterator(config)
+    train_iter = input_pipeline.train_iterator(config, features.table_features(config))
     for _ in range(3):
       next(train_iter)
     t = time.perf_counter()

@@ -1,7 +1,7 @@
 """mmjax's trainer loop against the same model in plain Keras 3, alternating in one process.
 
   python -m experiments.keras_compare [--rounds=2] [--steps=50] [--warmup=5] [--data=random]
-                                      [--out=FILE.json]
+                                      [--noprecompute_frontends] [--out=FILE.json]
 
 Whether mmjax's loop costs throughput against a stock framework's on the main job
 (configs/late_fusion.py: AV-MNIST late fusion, batch 128). Each round measures mmjax
@@ -14,8 +14,9 @@ the machine's load between the two sides. Keras's model is built and compiled on
 and steps anew in each round (benchmark.measure), outside the timed steps.
 
 Keras is given the log-mel spectrograms precomputed on the host (by mmjax's own front end, once),
-so its step has no STFT, while mmjax's computes one from the waveform in every step: the ratio
-flatters Keras by that much (on a 2-core CPU, about 6% of mmjax's step). Both compute per-step
+so its step has no STFT; mmjax is run with `precompute_frontends=True`, its log-mel computed once
+per recording and its step reading features too (`--noprecompute_frontends`: from the waveform in
+every step, as the main job does by default, 3-5% slower; docs/performance.md). Both compute per-step
 metrics (accuracy; mmjax also gradient norms and a finiteness check). Keras's moving average
 replaces the weights at the end of every `fit` (mmjax keeps it beside them): the same per-step
 work, another training trajectory. The two parameter counts must match or the run stops.
@@ -72,6 +73,7 @@ def import_keras():
 
 def get_config(data: str):
   config = late_fusion.get_config()
+  config.precompute_frontends = flags.FLAGS.precompute_frontends
   if data == 'random':
     config.benchmark_inputs = RANDOM_INPUTS
   return config
@@ -256,7 +258,8 @@ def main(argv):
 
   if args.out:
     out = {'config': CONFIG, 'data': mmjax_info['data'], 'batch_size': config.batch_size,
-           'steps': args.steps, 'warmup': args.warmup, 'mmjax': mmjax_info,
+           'steps': args.steps, 'warmup': args.warmup,
+           'precompute_frontends': config.precompute_frontends, 'mmjax': mmjax_info,
            'keras': keras_info or {'skipped': why}, 'rounds': rounds, 'median_ratio': median,
            'median_ratio_of': key if median else None}
     pathlib.Path(args.out).write_text(json.dumps(out, indent=1) + '\n', encoding='utf-8')
@@ -268,5 +271,7 @@ if __name__ == '__main__':
   flags.DEFINE_integer('warmup', 5, 'Untimed train steps before them.')
   flags.DEFINE_enum('data', 'pipeline', ('pipeline', 'random'),
                     'AV-MNIST through the input pipeline, or random arrays of its shapes.')
+  flags.DEFINE_bool('precompute_frontends', True,
+                    "mmjax's log-mel computed once per recording, as Keras's is (config field).")
   flags.DEFINE_string('out', None, 'Write the figures here as JSON.')
   app.run(main)

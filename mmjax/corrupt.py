@@ -63,6 +63,11 @@ def drop_modalities(config, modalities: tuple[str, ...], present: dict, key) -> 
   return {**present, **{m: jnp.where(any_left, kept[m], present[m]) for m in modalities}}
 
 
+def noised_in_training(config) -> set[str]:
+  """The modalities `config.modality_noise` adds noise to in training."""
+  return set(config.get('modality_noise') or {})
+
+
 def inject_noise(config, inputs: dict, key, pixel_scale: float) -> dict:
   """Training-time noise, `config.modality_noise = {modality: {'p': prob, <level>: (lo, hi)}}`:
   each example's modality gets, with probability p, noise at a level drawn uniformly in [lo, hi]

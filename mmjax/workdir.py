@@ -125,13 +125,14 @@ RESUMABLE_FIELDS = ('num_train_steps', 'num_train_epochs', 'evals', 'log_every_s
                     'checkpoint_every_steps', 'max_checkpoints_to_keep', 'compilation_cache',
                     'profile', 'on_nonfinite', 'init_from', 'init_from_pattern',
                     'dataset.data_dir', 'dataset.raw_data_dir', 'dataset.num_workers',
-                    'dataset.read_threads', 'fsdp', 'objective.chunk_size')
+                    'dataset.read_threads', 'fsdp', 'objective.chunk_size',
+                    'precompute_frontends')
 # Fields added to the config since a workdir may have been written, with the value that gives
 # what runs did before them: their absence from an older config.json is no change.
 ADDED_FIELDS = {'grad_accum_steps': 1, 'num_train_epochs': 0.0, 'fsdp': False,
                 'objective.chunk_size': 0, 'early_stopping_patience': 0,
                 'early_stopping_target': 0.0, 'dataset.one_example_per_pair': False,
-                'optimizer.weight_decay_on': 'kernels'}
+                'optimizer.weight_decay_on': 'kernels', 'precompute_frontends': False}
 CHANGES_FILE = 'config_changes.jsonl'
 
 

@@ -48,9 +48,15 @@ def load_source(name: str, config, split: str | None = None) -> Any:
 
 
 class Examples:
-  """Maps raw TFDS examples of one split to model examples (see module docstring)."""
+  """Maps raw TFDS examples of one split to model examples (see module docstring).
 
-  def __init__(self, config: ml_collections.ConfigDict, split: str):
+  `features`: {modality: fn} for modalities joined by id whose examples are to hold features, not
+  the stored values: fn maps the whole preprocessed table (one row per id) to a feature table,
+  computed once, on the first example (mmjax.training.features: a fixed front end).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, split: str,
+               features: dict[str, Any] | None = None):
     self.config = config.dataset
     sources = load_source(self.config.name, config)
     base, bracket, _ = split.partition('[')
@@ -69,6 +75,10 @@ class Examples:
       raise UserError(f'split {split!r} of dataset {self.config.name!r} is empty')
     self._root_config = config
     self._joins = dict(self.config.get('joins', {}))
+    self._features = dict(features or {})
+    unjoined = set(self._features) - set(self._joins)
+    if unjoined:
+      raise ValueError(f'features for {sorted(unjoined)}, which are not joined by id')
     # Per modality: (preprocessing fn, its settings, the raw feature, the join key or None), read
     # once here: a ConfigDict lookup per example cost as much as decoding it.
     self._modalities = {}
@@ -86,8 +96,14 @@ class Examples:
   def tables(self) -> dict[str, np.ndarray]:
     """Modalities stored once and joined by id (e.g. AV-MNIST audio, one row per recording),
     read on the first example: counting a split's examples does not read every recording."""
-    return {m: join_table(load_source(join.dataset, self._root_config), join.id, join.feature)
-            for m, join in self._joins.items()}
+    tables = {}
+    for m, join in self._joins.items():
+      table = join_table(load_source(join.dataset, self._root_config), join.id, join.feature)
+      if m in self._features:
+        fn, mcfg, _, _ = self._modalities[m]
+        table = self._features[m](np.stack([fn(row, mcfg) for row in table]))
+      tables[m] = table
+    return tables
 
   def __len__(self):
     return len(self.source)
@@ -133,8 +149,12 @@ class Examples:
   def _example(self, raw, mask) -> dict:
     inputs = {}
     for modality, (fn, mcfg, feature, key) in self._modalities.items():
-      value = raw[feature] if key is None else self.tables[modality][int(raw[key])]
-      inputs[modality] = fn(value, mcfg)
+      if key is None:
+        inputs[modality] = fn(raw[feature], mcfg)
+      elif modality in self._features:  # preprocessed when its table was computed
+        inputs[modality] = self.tables[modality][int(raw[key])]
+      else:
+        inputs[modality] = fn(self.tables[modality][int(raw[key])], mcfg)
     example = {
         'inputs': inputs,
         'present': {m: np.bool_(True) for m in inputs},
@@ -144,6 +164,11 @@ class Examples:
     if self._pair_id:
       example['pair_id'] = np.int32(raw[self._pair_id])
     return example
+
+
+def joined_modalities(config) -> set[str]:
+  """The modalities `config.dataset` stores once per id and joins to its examples."""
+  return set(config.dataset.get('joins', {}))
 
 
 def join_table(sources: dict[str, Any], id_feature: str, feature: str) -> np.ndarray:
@@ -290,12 +315,15 @@ def _iterate(ds: grain.MapDataset, config) -> grain.DatasetIterator:
   return iter(it_ds)
 
 
-def train_iterator(config) -> grain.DatasetIterator:
-  """An endless iterator of this process's share of each global training batch.
+def train_iterator(config, features: dict[str, Any] | None = None) -> grain.DatasetIterator:
+  """An endless iterator of this process's share of each global training batch (`features`: as
+  `Examples` takes them).
 
   Its `get_state()` / `set_state()` position is what checkpoints store.
   """
-  examples = train_examples(config)
+  examples = train_examples(config, features)
+  if features:
+    examples.tables  # pylint: disable=pointless-statement  (computed now, not in a reader thread)
   local = local_batch_size(config.batch_size)
   if config.dataset.get('one_example_per_pair', False):
     ds = OneExamplePerPair(examples.pair_ids(), config.batch_size, rng.shuffle_seed(config))
@@ -348,9 +376,9 @@ def pixel_scale(config) -> float:
   return 1.0 / std if std else float('inf')  # std 0 makes the images themselves non-finite
 
 
-def train_examples(config) -> Examples:
+def train_examples(config, features: dict[str, Any] | None = None) -> Examples:
   """The training split's examples (`dataset.train_split`: a split or a TFDS slice of one)."""
-  return Examples(config, config.dataset.train_split)
+  return Examples(config, config.dataset.train_split, features)
 
 
 def epoch_size(config) -> tuple[int, int]:

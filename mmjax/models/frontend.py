@@ -1,5 +1,7 @@
 """Audio front ends, run on the device inside the model: waveform [B, T] → a log-mel or a
-spectrogram [B, frames, bins].
+spectrogram [B, frames, bins]. A front end is `fixed` when training sees a pure function of the
+waveform: then `precompute_frontends` may compute it once per stored recording instead
+(mmjax.training.features).
 
 Computed in JAX so changing n_mels, window or hop needs no dataset rebuild and runs on the
 accelerator. The mel filterbank follows librosa's defaults (Slaney mel scale and area
@@ -72,6 +74,11 @@ class LogMel(nn.Module):
   # recording's loudness (on AV-MNIST most of what varies between clips' log-mels).
   per_example_norm: bool = False
 
+  @property
+  def fixed(self) -> bool:
+    """Whether training sees a pure function of the waveform (no SpecAugment)."""
+    return not (self.time_masks or self.freq_masks)
+
   @nn.compact
   def __call__(self, wave, train: bool = False):
     power = _power(wave, self.n_fft, self.hop_length)
@@ -111,6 +118,7 @@ class Spectrogram(nn.Module):
   hop_length: int = 70
   top_db: float = 80.0
   loud_dark: bool = True  # 1 for the quietest value, 0 for the loudest, as grey levels
+  fixed = True            # training sees a pure function of the waveform
 
   @nn.compact
   def __call__(self, wave, train: bool = False):
@@ -125,6 +133,7 @@ class Spectrogram(nn.Module):
 @FRONTENDS.register('identity')
 class Identity(nn.Module):
   """For inputs that arrive already as features (e.g. a stored spectrogram)."""
+  fixed = True
 
   @nn.compact
   def __call__(self, x, train: bool = False):

@@ -28,6 +28,12 @@ def build_frontend(model_config, modality: str):
       **_kwargs(cfg))
 
 
+def encoded_frontends(config) -> dict:
+  """{modality: front end} of the modalities `config.model` encodes that have one."""
+  return {m: build_frontend(config.model, m) for m in config.model.get('frontends', {})
+          if m in config.model.encoders}
+
+
 DTYPES = ('float32', 'bfloat16')
 # What a model with unimodal heads predicts each task with (MultimodalModel's docstring).
 PREDICTIONS = ('average', 'fused')
@@ -109,7 +115,9 @@ class MultimodalModel(nn.Module):
     out = {}
     for m in self.modalities:
       x = inputs[m]
-      if m in self.frontends:
+      # A front end takes a waveform [B, T]; features it computed before, once per recording
+      # (`precompute_frontends`, mmjax.training.features), arrive as its output [B, frames, bins].
+      if m in self.frontends and x.ndim == 2:
         x = self.frontends[m](x, train=train)
       if jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(self.dtype)

@@ -36,6 +36,9 @@ class Objective:
 
   # The modalities `embed` maps into one space (contrastive learning); () for none.
   embedding_modalities: tuple[str, ...] = ()
+  # Whether the batch's inputs also go through a model of the objective's own (distillation's
+  # teacher), whose front ends need what the dataset stores: no features computed before.
+  feeds_another_model: bool = False
 
   def __init__(self, config, model):
     self.config = config

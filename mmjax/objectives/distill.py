@@ -126,6 +126,7 @@ def kd_term(student_logits, teacher_logits, temperature: float):
 @OBJECTIVES.register('distill')
 class Distill(Classification):
   """See the module docstring."""
+  feeds_another_model = True  # the teacher
 
   def __init__(self, config, model):
     super().__init__(config, model)

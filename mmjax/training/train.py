@@ -20,6 +20,7 @@ import numpy as np
 from mmjax import checkpoint
 from mmjax import compilation
 from mmjax.training import config_checks
+from mmjax.training import features
 from mmjax import evaluators
 from mmjax import health
 from mmjax import objectives
@@ -168,7 +169,7 @@ def _prepare(config, workdir: str, accept_config_changes: bool):
   init_from = transfer.fresh_source(config, workdir)
   mesh = parallel.make_mesh()
   trainer = steps.build_trainer(config, mesh)
-  train_iter = input_pipeline.train_iterator(config)
+  train_iter = input_pipeline.train_iterator(config, features.table_features(config))
   evals = evaluators.build(evals_config, trainer.eval_fns)
   initial_position = train_iter.get_state()
   first_batch = next(train_iter)  # for shapes; the loop starts from a restored position
