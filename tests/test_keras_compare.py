@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.conftest import run_python
+from tests.conftest import REPO, run_python
 
 
 @pytest.mark.slow  # a CLI run
@@ -32,3 +32,18 @@ def test_keras_compare_measures_mmjax_without_tensorflow(tmp_path):
     assert result['keras']['skipped'] and row['keras_examples_per_sec'] is None
   else:
     assert not skipped and row['keras_examples_per_sec'] > 0, proc.stdout
+
+
+def test_performance_docs_show_the_committed_comparison():
+  """docs/performance.md's Keras table is docs/keras_compare.json's rounds, and its median the
+  ratio the text gives."""
+  result = json.loads((REPO / 'docs' / 'keras_compare.json').read_text())
+  doc = (REPO / 'docs' / 'performance.md').read_text()
+  block = doc.split('<!-- keras_compare table: begin -->')[1].split(
+      '<!-- keras_compare table: end -->')[0]
+  rows = [f"| {r['round']} | {r['mmjax_loop_examples_per_sec']:,.0f} | "
+          f"{r['mmjax_step_examples_per_sec']:,.0f} | {r['keras_examples_per_sec']:,.0f} | "
+          f"{r['loop_to_keras']:.2f} |" for r in result['rounds']]
+  assert block.strip().splitlines()[2:] == rows
+  assert result['precompute_frontends'] is True and result['median_ratio_of'] == 'loop_to_keras'
+  assert f"(median {result['median_ratio']:.2f};" in doc
