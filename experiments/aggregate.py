@@ -548,9 +548,17 @@ def _inert_with_gradient(row: dict, curves: dict) -> str:
   inert = row['inert'].split(';')
   found = {m: gradient_shares(curves.get(row['run'], {}), m) for m in inert}
   return f'inert in {", ".join(inert)}' + ''.join(
-      f"; its {m} encoder's gradient fell to {early:.2g} of the other encoder's within "
-      f'{EARLY_STEPS} steps and was {last:.2g} of it at the end'
+      _gradient_story(m, early, last)
       for m, shares in found.items() if shares is not None for early, last in [shares])
+
+
+def _gradient_story(modality: str, early: float, last: float) -> str:
+  if early == 0:  # no gradient at all reaches the encoder: a dead one, not a weak one
+    end = 'stayed 0 to the end' if last == 0 else f"was {last:.2g} of the other's at the end"
+    return (f"; its {modality} encoder's gradient was exactly 0 within {EARLY_STEPS} steps (a "
+            f'dead encoder) and {end}')
+  return (f"; its {modality} encoder's gradient fell to {early:.2g} of the other encoder's "
+          f'within {EARLY_STEPS} steps and was {last:.2g} of it at the end')
 
 
 def _healthy_gradient_note(results: Results, bad: list[dict]) -> str:

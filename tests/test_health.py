@@ -318,9 +318,11 @@ def test_an_inert_run_is_named_with_its_encoders_gradient_beside_the_healthy_run
     return {'grad_norm/image': [(s, 1.0) for s in (300, 600, 900, 1300)],
             'grad_norm/audio': list(zip((300, 600, 900, 1300), audio))}
   rows = [{'run': 'never', 'healthy': 0, 'inert': 'audio', 'diverged': 0},
+          {'run': 'dead', 'healthy': 0, 'inert': 'audio', 'diverged': 0},
           {'run': 'revives', 'healthy': 1, 'inert': '', 'diverged': 0},
           {'run': 'unimodal', 'healthy': 1, 'inert': '', 'diverged': 0}]
   found = {'never': curves((0.01, 0.002, 0.001, 0.0005)),
+           'dead': curves((0.01, 0.0, 0.0, 0.0)),
            'revives': curves((0.01, 0.003, 0.5, 0.9)),
            'unimodal': {'grad_norm/audio': [(300, 1.0)]}}
   assert aggregate.gradient_shares(found['never'], 'audio') == (0.002, 0.0005)
@@ -328,5 +330,7 @@ def test_an_inert_run_is_named_with_its_encoders_gradient_beside_the_healthy_run
   note = aggregate.health_note(aggregate.Results(rows, [], [], curves=found))
   assert ("`never` (inert in audio; its audio encoder's gradient fell to 0.002 of the other "
           "encoder's within 600 steps and was 0.0005 of it at the end)") in note
+  assert ("`dead` (inert in audio; its audio encoder's gradient was exactly 0 within 600 steps "
+          '(a dead encoder) and stayed 0 to the end)') in note
   assert ("the 1 healthy run with curves: the audio encoder's gradient fell to 0.003-0.003 of "
           "the other's within 600 steps and was 0.9 of it or more at the end") in note
