@@ -28,6 +28,7 @@ import pathlib
 from typing import Callable
 
 from experiments import runs as runs_lib
+from mmjax.data import avmnist
 from mmjax.errors import UserError
 
 AVMNIST_METHODS = ('unimodal_image', 'unimodal_audio', 'early_fusion', 'late_fusion',
@@ -149,7 +150,7 @@ def _main_job_budget(steps: int | None, quick: bool) -> tuple[Callable[[str], di
   the main job's every 130 of 1,300), so that a search still scores its settings; quick mode:
   test and the config's robustness evaluator on the last state."""
   main = runs_lib.load_config(runs_lib.Run('configs/late_fusion.py'), with_values=False)
-  epochs = lambda n: f'{n * main.batch_size / 55000:.2f} epochs of AV-MNIST'
+  epochs = lambda n: f'{n * main.batch_size / avmnist.N_TRAIN_IMAGES:.2f} epochs of AV-MNIST'
   if quick:
     settings = lambda config: _budget(steps, {**_test_eval('validation'),
                                               **_robustness_eval(quick, config)})
@@ -921,7 +922,7 @@ RECIPE_STEPS = (
 # job, adding mmjax's departures one at a time, each row keeping the ones above it: the last
 # would be the main job itself (a test holds this), so the main job's row stands for it. Beside
 # them, MultiBench's own 30 epochs. Three seeds each.
-MAIN_EPOCH = -(-55_000 // 128)  # steps of an epoch at batch 128
+MAIN_EPOCH = -(-avmnist.N_TRAIN_IMAGES // 128)  # steps of an epoch at batch 128
 DEPARTURES = (
     ("97x64 log-mel instead of the 112x112 spectrogram", {
         'model.frontends.audio': {'name': 'logmel', 'sample_rate': 8000, 'n_fft': 256,
