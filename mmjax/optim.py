@@ -1,5 +1,5 @@
-"""Optax optimizer and learning-rate schedule from `config.optimizer`, and freezing by
-`config.freeze`.
+"""Optax optimizer and learning-rate schedule from `config.optimizer` (with per-group learning
+rates, `optimizer.lr_multipliers`), and freezing by `config.freeze`.
 
 The optimizer updates `{'model': params, 'objective': objective_params}` (see mmjax.training.steps).
 """
@@ -64,6 +64,12 @@ def make(config, lr: optax.Schedule) -> optax.GradientTransformation:
                                  nesterov=opt.get('nesterov', False)))
   else:
     raise UserError(f'unknown optimizer {opt.name!r} (optimizer.name); valid names: adamw, sgd')
+  multipliers = dict(opt.get('lr_multipliers') or {})
+  if multipliers:
+    # The update of each matching parameter scaled: its learning rate times the factor, weight
+    # decay included, as a PyTorch parameter group's lr acts.
+    core = optax.chain(core, optax.stateless(lambda updates, params=None: scale_by_pattern(
+        updates, multipliers)))
   clip = opt.get('grad_clip_norm', 0.0)
   tx = optax.chain(optax.clip_by_global_norm(clip), core) if clip else core
   freeze = config.get('freeze') or ''
@@ -72,6 +78,19 @@ def make(config, lr: optax.Schedule) -> optax.GradientTransformation:
   # Frozen parameters get zero updates and no optimizer state (set_to_zero keeps none).
   return optax.partition({'train': tx, 'frozen': optax.set_to_zero()},
                          lambda tree: freeze_labels(tree, freeze))
+
+
+def lr_factors(trainable, multipliers: dict):
+  """Each parameter's learning-rate factor: that of the first pattern of `multipliers`
+  ({regex over param_path: factor}) its path matches, else 1."""
+  compiled = [(re.compile(pattern), float(factor)) for pattern, factor in multipliers.items()]
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: next((f for r, f in compiled if r.search(param_path(path))), 1.0), trainable)
+
+
+def scale_by_pattern(updates, multipliers: dict):
+  return jax.tree.map(lambda u, f: u if f == 1.0 else u * f, updates,
+                      lr_factors(updates, multipliers))
 
 
 def param_path(path) -> str:
@@ -100,6 +119,32 @@ def check_freeze(config, state) -> None:
   if frozen == len(labels):
     raise UserError(f'freeze={pattern!r} freezes every parameter; nothing would train')
   writers.log('freeze: %d of %d parameter arrays frozen (%s)', frozen, len(labels), pattern)
+
+
+def check_lr_multipliers(config, state) -> None:
+  """Each pattern of `optimizer.lr_multipliers` matches a parameter and has a positive, finite
+  factor; logs how many arrays each scales."""
+  multipliers = dict(config.optimizer.get('lr_multipliers') or {})
+  for pattern, factor in multipliers.items():
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (
+        0 < factor < float('inf')):
+      raise UserError(f'optimizer.lr_multipliers[{pattern!r}]={factor!r} must be a positive, '
+                      'finite number')
+    try:
+      re.compile(pattern)
+    except re.error as e:
+      raise UserError(f'optimizer.lr_multipliers: {pattern!r} is not a regular expression '
+                      f'({e})') from None
+  if not multipliers:
+    return
+  paths = [param_path(p) for p, _ in jax.tree_util.tree_leaves_with_path(state.trainable())]
+  for pattern, factor in multipliers.items():
+    matched = [p for p in paths if re.search(pattern, p)]
+    if not matched:
+      raise UserError(f'optimizer.lr_multipliers: {pattern!r} matches no parameter path (paths '
+                      f'look like {_example_path(state)}); fix the pattern or remove it')
+    writers.log('optimizer.lr_multipliers: %d parameter arrays at %g x the learning rate (%s)',
+                len(matched), factor, pattern)
 
 
 def _example_path(state) -> str:

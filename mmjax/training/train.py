@@ -177,6 +177,7 @@ def _prepare(config, workdir: str, accept_config_changes: bool):
   compile_start = time.time()
   state = trainer.init_state(first_batch)
   optim.check_freeze(config, state)
+  optim.check_lr_multipliers(config, state)
   selection.check_metric(selected, evals, state)
   dataset_versions = datasets.versions(config)
   changes = workdirs.check_resume_config(workdir, config, dataset_versions,
