@@ -75,7 +75,8 @@ def test_every_experiment_has_distinct_workdirs_and_runnable_commands(tmp_path):
           for r in synthetic.runs} == {(1.0, catalog.SYNTHETIC_PATIENCE)}
   assert 'reaches the Bayes ceiling or has not improved in 20 evaluations' in synthetic.budget
   ablation = catalog.get('recipe_ablation')
-  assert len(ablation.runs) == sum(step[2] for step in catalog.RECIPE_STEPS) + 9 * 3
+  audio_lr = 10 if catalog.chosen_audio_lr() else 0  # the audio learning rate's winner above 1
+  assert len(ablation.runs) == sum(step[2] for step in catalog.RECIPE_STEPS) + audio_lr + 9 * 3
   # From MultiBench's recipe, each of the main job's departures added in turn: all of them
   # together are the main job, so its row stands for the last.
   multibench = [r for r in ablation.runs if r.config == 'configs/late_fusion.py:multibench']
@@ -250,6 +251,32 @@ def test_distillation_searches_the_teachers_share_per_temperature_then_pairs_see
   assert 'not run until their weight search has finished: T=4' in experiment.budget
   scratch = {r.name for r in by['none (scratch)']}
   assert scratch <= {r.name for r in catalog.get('avmnist_fusion').runs}
+
+
+def test_audio_lr_search_feeds_a_ten_seed_row_only_when_a_factor_above_1_wins(tmp_path,
+                                                                              monkeypatch):
+  """audio_lr: the main job (factor 1) and its audio encoder at 2, 4 and 8 times the learning
+  rate, seed 100; recipe_ablation waits for it, then adds ten seeds of the winner, or no row when
+  the main job itself wins."""
+  search = catalog.get('audio_lr')
+  assert [r.overrides for r in search.runs] == [
+      {}, *({'optimizer.lr_multipliers': {'encoders_audio': k}} for k in (2.0, 4.0, 8.0))]
+  assert {r.seed for r in search.runs} == {catalog.SEARCH_SEED}
+  path = tmp_path / 'results.csv'
+  monkeypatch.setattr(catalog, 'AUDIO_LR_SEARCH_RESULTS', path)
+  base = len(catalog.get('recipe_ablation').runs)
+  assert 'waits for its search (`--experiment=audio_lr`)' in catalog.get('recipe_ablation').budget
+  for winner, added in ((4.0, 10), (1.0, 0)):
+    rows = [{'method': 'late_fusion', catalog.SEARCH_METRIC: 0.9 if r.overrides ==
+             catalog._audio_lr(winner) else 0.8, 'healthy': 1,  # pylint: disable=protected-access
+             'overrides': json.dumps(r.overrides, sort_keys=True)} for r in search.runs]
+    aggregate.write_csv(aggregate.Results(rows, [], []), path)
+    ablation = catalog.get('recipe_ablation')
+    assert len(ablation.runs) == base + added
+    labels = {r.facets['recipe'] for r in ablation.runs}
+    assert ('the audio encoder at 4x the learning rate (chosen on validation: audio_lr)'
+            in labels) == bool(added)
+    assert ('no audio learning-rate row: the main job (k = 1) won' in ablation.budget) != bool(added)
 
 
 def test_no_committed_distillation_search_chooses_a_share_on_its_grids_edge():
@@ -537,7 +564,7 @@ def test_bad_flags_are_one_error_line():
   assert proc.stderr.strip().splitlines() == [
       'mmjax: error: --experiment=nope: no such experiment; valid: avmnist_fusion_lr, '
       'avmnist_fusion, synthetic_interactions, robustness, avmnist_fusion_aux, '
-      'avmnist_fusion_warmup, recipe_ablation, distillation_weights, distillation, '
+      'avmnist_fusion_warmup, recipe_ablation, audio_lr, distillation_weights, distillation, '
       'imbalance_alpha, gradient_blending_weights, imbalance, contrastive, contrastive_labels, '
       'zoo_avmnist, zoo_synthetic']
   with pytest.raises(UserError, match='--steps=0 must be at least 1'):
