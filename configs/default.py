@@ -127,9 +127,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.weight_decay_on = 'kernels'
   config.optimizer.momentum = 0.9     # sgd only
   config.optimizer.grad_clip_norm = 1.0
-  # {regex over parameter paths: factor}: those parameters train at factor x the learning rate
-  # (the first matching pattern's), e.g. {'^encoders_audio/': 3.0}; paths: mmjax.optim.param_path
-  config.optimizer.lr_multipliers = {}
+  # ((regex over parameter paths, factor), ...): the parameters a pattern matches first train at
+  # factor x the learning rate, e.g. (('^encoders_audio/', 3.0),); paths: mmjax.optim.param_path
+  config.optimizer.lr_multipliers = ()
   return config
 
 

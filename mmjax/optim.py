@@ -4,7 +4,10 @@ rates, `optimizer.lr_multipliers`), and freezing by `config.freeze`.
 The optimizer updates `{'model': params, 'objective': objective_params}` (see mmjax.training.steps).
 """
 
+import math
+import numbers
 import re
+from typing import Any
 
 import jax
 import optax
@@ -64,12 +67,9 @@ def make(config, lr: optax.Schedule) -> optax.GradientTransformation:
                                  nesterov=opt.get('nesterov', False)))
   else:
     raise UserError(f'unknown optimizer {opt.name!r} (optimizer.name); valid names: adamw, sgd')
-  multipliers = dict(opt.get('lr_multipliers') or {})
+  multipliers = lr_multipliers(config)
   if multipliers:
-    # The update of each matching parameter scaled: its learning rate times the factor, weight
-    # decay included, as a PyTorch parameter group's lr acts.
-    core = optax.chain(core, optax.stateless(lambda updates, params=None: scale_by_pattern(
-        updates, multipliers)))
+    core = _scaled(core, multipliers)
   clip = opt.get('grad_clip_norm', 0.0)
   tx = optax.chain(optax.clip_by_global_norm(clip), core) if clip else core
   freeze = config.get('freeze') or ''
@@ -80,17 +80,44 @@ def make(config, lr: optax.Schedule) -> optax.GradientTransformation:
                          lambda tree: freeze_labels(tree, freeze))
 
 
-def lr_factors(trainable, multipliers: dict):
-  """Each parameter's learning-rate factor: that of the first pattern of `multipliers`
-  ({regex over param_path: factor}) its path matches, else 1."""
-  compiled = [(re.compile(pattern), float(factor)) for pattern, factor in multipliers.items()]
+def lr_multipliers(config) -> tuple[tuple[str, float], ...]:
+  """`optimizer.lr_multipliers`: ((regex over param_path, factor), ...), in the order written (the
+  first pattern a parameter's path matches gives its factor); a one-line error unless each is a
+  regular expression with a positive, finite factor."""
+  pairs = config.optimizer.get('lr_multipliers') or ()
+  out = []
+  for pair in pairs:
+    pattern, factor = pair if isinstance(pair, (tuple, list)) and len(pair) == 2 else (pair, None)
+    if not isinstance(pattern, str) or isinstance(factor, bool) or not isinstance(
+        factor, numbers.Real) or not 0 < factor < math.inf:
+      raise UserError(f'optimizer.lr_multipliers: {pair!r} must be a (regular expression, '
+                      "positive factor) pair, e.g. (('encoders_audio', 3.0),)")
+    try:
+      re.compile(pattern)
+    except re.error as e:
+      raise UserError(f'optimizer.lr_multipliers: {pattern!r} is not a regular expression '
+                      f'({e})') from None
+    out.append((pattern, float(factor)))
+  return tuple(out)
+
+
+def lr_factors(trainable, multipliers) -> Any:
+  """Each parameter's learning-rate factor: that of the first pattern of `multipliers` its path
+  matches (`param_path`), else 1."""
+  compiled = [(re.compile(pattern), factor) for pattern, factor in multipliers]
   return jax.tree_util.tree_map_with_path(
       lambda path, _: next((f for r, f in compiled if r.search(param_path(path))), 1.0), trainable)
 
 
-def scale_by_pattern(updates, multipliers: dict):
-  return jax.tree.map(lambda u, f: u if f == 1.0 else u * f, updates,
-                      lr_factors(updates, multipliers))
+def _scaled(core: optax.GradientTransformation, multipliers) -> optax.GradientTransformation:
+  """`core` with each parameter's update times its factor: its learning rate times the factor,
+  weight decay included, as a PyTorch parameter group's lr acts. The state is `core`'s own, so a
+  run can add or change the factors when it resumes."""
+  def update(updates, state, params=None):
+    updates, state = core.update(updates, state, params)
+    return jax.tree.map(lambda u, f: u if f == 1.0 else u * f, updates,
+                        lr_factors(updates, multipliers)), state
+  return optax.GradientTransformation(core.init, update)
 
 
 def param_path(path) -> str:
@@ -122,29 +149,24 @@ def check_freeze(config, state) -> None:
 
 
 def check_lr_multipliers(config, state) -> None:
-  """Each pattern of `optimizer.lr_multipliers` matches a parameter and has a positive, finite
-  factor; logs how many arrays each scales."""
-  multipliers = dict(config.optimizer.get('lr_multipliers') or {})
-  for pattern, factor in multipliers.items():
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (
-        0 < factor < float('inf')):
-      raise UserError(f'optimizer.lr_multipliers[{pattern!r}]={factor!r} must be a positive, '
-                      'finite number')
-    try:
-      re.compile(pattern)
-    except re.error as e:
-      raise UserError(f'optimizer.lr_multipliers: {pattern!r} is not a regular expression '
-                      f'({e})') from None
+  """Each pattern of `optimizer.lr_multipliers` gives its factor to at least one trained
+  parameter (the first matching pattern's applies; frozen ones do not train); logs how many."""
+  multipliers = lr_multipliers(config)
   if not multipliers:
     return
-  paths = [param_path(p) for p, _ in jax.tree_util.tree_leaves_with_path(state.trainable())]
-  for pattern, factor in multipliers.items():
-    matched = [p for p in paths if re.search(pattern, p)]
-    if not matched:
-      raise UserError(f'optimizer.lr_multipliers: {pattern!r} matches no parameter path (paths '
-                      f'look like {_example_path(state)}); fix the pattern or remove it')
+  frozen = config.get('freeze') or ''
+  factors = jax.tree_util.tree_leaves_with_path(lr_factors(state.trainable(), multipliers))
+  paths = [param_path(p) for p, _ in factors
+           if not (frozen and re.search(frozen, param_path(p)))]
+  for pattern, factor in multipliers:
+    given = [p for p in paths if next((q for q, _ in multipliers if re.search(q, p)), None)
+             == pattern]
+    if not given:
+      raise UserError(f'optimizer.lr_multipliers: {pattern!r} gives its factor to no trained '
+                      f'parameter (paths look like {_example_path(state)}; an earlier pattern '
+                      'or freeze may take them); fix the pattern or remove it')
     writers.log('optimizer.lr_multipliers: %d parameter arrays at %g x the learning rate (%s)',
-                len(matched), factor, pattern)
+                len(given), factor, pattern)
 
 
 def _example_path(state) -> str:

@@ -133,7 +133,7 @@ ADDED_FIELDS = {'grad_accum_steps': 1, 'num_train_epochs': 0.0, 'fsdp': False,
                 'objective.chunk_size': 0, 'early_stopping_patience': 0,
                 'early_stopping_target': 0.0, 'dataset.one_example_per_pair': False,
                 'optimizer.weight_decay_on': 'kernels', 'precompute_frontends': False,
-                'optimizer.lr_multipliers': {}}
+                'optimizer.lr_multipliers': []}
 CHANGES_FILE = 'config_changes.jsonl'
 
 

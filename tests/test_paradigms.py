@@ -229,9 +229,10 @@ def test_bad_freeze_pattern_is_one_line(tmp_path, pattern, message):
 
 @pytest.mark.parametrize('name', ['sgd', 'adamw'])
 def test_lr_multipliers_scale_each_matching_parameters_update(name):
-  """optimizer.lr_multipliers: the audio encoder's update is 3x what the same optimizer gives it
-  without (SGD and AdamW, weight decay included), every other parameter's is the same, and the
-  first matching pattern wins."""
+  """optimizer.lr_multipliers: after two steps (AdamW's moments, SGD's momentum), each audio
+  parameter's update is its first matching pattern's factor times what the same optimizer gives
+  it without (weight decay included), in the order written, not sorted; every other parameter's
+  is the same, and the optimizer state keeps its structure (a run resumes with new factors)."""
   from mmjax import optim  # pylint: disable=import-outside-toplevel
   params = {'encoders_audio': {'Conv_0': {'kernel': jnp.full((2, 2), 0.5),
                                           'bias': jnp.full((2,), 0.25)}},
@@ -239,29 +240,33 @@ def test_lr_multipliers_scale_each_matching_parameters_update(name):
   trainable = {'model': params, 'objective': {}}
   grads = jax.tree.map(lambda p: jnp.arange(p.size, dtype=jnp.float32).reshape(p.shape) + 1.0,
                        trainable)
-  updates = {}
-  for multipliers in ({}, {'^encoders_audio/': 3.0, 'encoders_audio/Conv_0/bias': 5.0}):
+  updates, states = {}, {}
+  # Written order: bias first; sorted order would put '^encoders_audio/' ('^' < 'e') first.
+  for multipliers in ((), (('encoders_audio/Conv_0/bias', 5.0), ('^encoders_audio/.*', 3.0))):
     config = tiny_config(**{'optimizer.name': name, 'optimizer.weight_decay': 0.1,
                             'optimizer.lr_multipliers': multipliers})
     tx = optim.make(config, optim.schedule(config, 10))
     state = tx.init(trainable)
-    for _ in range(2):  # a second step: AdamW's moments and SGD's momentum carry the factor too
+    for _ in range(2):
       step, state = tx.update(grads, state, trainable)
-    updates[bool(multipliers)] = step['model']
+    updates[bool(multipliers)], states[bool(multipliers)] = step['model'], state
   plain, scaled = updates[False], updates[True]
-  for path in ('Conv_0/kernel', 'Conv_0/bias'):
-    module, leaf = path.split('/')
-    np.testing.assert_allclose(scaled['encoders_audio'][module][leaf],
-                               3.0 * plain['encoders_audio'][module][leaf], rtol=1e-6)
+  for leaf, factor in (('kernel', 3.0), ('bias', 5.0)):
+    np.testing.assert_allclose(scaled['encoders_audio']['Conv_0'][leaf],
+                               factor * plain['encoders_audio']['Conv_0'][leaf], rtol=1e-6)
   np.testing.assert_array_equal(scaled['encoders_image']['Conv_0']['kernel'],
                                 plain['encoders_image']['Conv_0']['kernel'])
   assert float(jnp.abs(plain['encoders_image']['Conv_0']['kernel']).min()) > 0
+  assert jax.tree.structure(states[True]) == jax.tree.structure(states[False])
 
 
 @pytest.mark.parametrize('multipliers, message', [
-    ({'no_such_module': 2.0}, "optimizer.lr_multipliers: 'no_such_module' matches no parameter"),
-    ({'(': 2.0}, "optimizer.lr_multipliers: '(' is not a regular expression"),
-    ({'encoders_audio': 0.0}, "optimizer.lr_multipliers['encoders_audio']=0.0 must be a positive"),
+    ((('no_such_module', 2.0),), "optimizer.lr_multipliers: 'no_such_module' gives its factor "
+                                 'to no trained parameter'),
+    ((('encoders', 2.0), ('encoders_audio', 3.0)), "'encoders_audio' gives its factor to no"),
+    ((('(', 2.0),), "optimizer.lr_multipliers: '(' is not a regular expression"),
+    ((('encoders_audio', 0.0),), "optimizer.lr_multipliers: ('encoders_audio', 0.0) must be a "
+                                 '(regular expression, positive factor) pair'),
 ])
 def test_bad_lr_multiplier_is_one_line(tmp_path, multipliers, message):
   with pytest.raises(UserError) as e:
@@ -269,6 +274,14 @@ def test_bad_lr_multiplier_is_one_line(tmp_path, multipliers, message):
                              str(tmp_path / 'w'))
   assert message in str(e.value) and '\n' not in str(e.value)
   assert not (tmp_path / 'w').exists()
+
+
+def test_lr_multipliers_on_frozen_parameters_is_one_line(tmp_path):
+  """A pattern whose parameters are all frozen trains nothing faster: refused, as a typo is."""
+  config = tiny_config(freeze='encoders_audio',
+                       **{'optimizer.lr_multipliers': (('encoders_audio', 2.0),)})
+  with pytest.raises(UserError, match="'encoders_audio' gives its factor to no trained"):
+    train.train_and_evaluate(config, str(tmp_path / 'w'))
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from experiments import readme_results
 from experiments import runner
 from experiments import runs as runs_lib
 from mmjax import writers
+from mmjax.data import avmnist
 from mmjax.errors import UserError
 from tests.conftest import REPO, run_python
 
@@ -74,6 +75,7 @@ def test_every_experiment_has_distinct_workdirs_and_runnable_commands(tmp_path):
   assert {(r.settings['early_stopping_target'], r.settings['early_stopping_patience'])
           for r in synthetic.runs} == {(1.0, catalog.SYNTHETIC_PATIENCE)}
   assert 'reaches the Bayes ceiling or has not improved in 20 evaluations' in synthetic.budget
+  assert catalog.AVMNIST_TRAIN_EXAMPLES == avmnist.N_TRAIN_IMAGES
   ablation = catalog.get('recipe_ablation')
   audio_lr = 10 if catalog.chosen_audio_lr() else 0  # the audio learning rate's winner above 1
   assert len(ablation.runs) == sum(step[2] for step in catalog.RECIPE_STEPS) + audio_lr + 9 * 3
@@ -259,24 +261,36 @@ def test_audio_lr_search_feeds_a_ten_seed_row_only_when_a_factor_above_1_wins(tm
   rate, seed 100; recipe_ablation waits for it, then adds ten seeds of the winner, or no row when
   the main job itself wins."""
   search = catalog.get('audio_lr')
-  assert [r.overrides for r in search.runs] == [
-      {}, *({'optimizer.lr_multipliers': {'encoders_audio': k}} for k in (2.0, 4.0, 8.0))]
-  assert {r.seed for r in search.runs} == {catalog.SEARCH_SEED}
   path = tmp_path / 'results.csv'
   monkeypatch.setattr(catalog, 'AUDIO_LR_SEARCH_RESULTS', path)
+  search = catalog.get('audio_lr')
+  assert [r.overrides for r in search.runs] == [
+      {}, *({'optimizer.lr_multipliers': (('encoders_audio', k),)} for k in (2.0, 4.0, 8.0))]
+  assert {r.seed for r in search.runs} == {catalog.SEARCH_SEED}
   base = len(catalog.get('recipe_ablation').runs)
   assert 'waits for its search (`--experiment=audio_lr`)' in catalog.get('recipe_ablation').budget
-  for winner, added in ((4.0, 10), (1.0, 0)):
-    rows = [{'method': 'late_fusion', catalog.SEARCH_METRIC: 0.9 if r.overrides ==
-             catalog._audio_lr(winner) else 0.8, 'healthy': 1,  # pylint: disable=protected-access
-             'overrides': json.dumps(r.overrides, sort_keys=True)} for r in search.runs]
+
+  def scores(winner, factors):
+    overrides = catalog._audio_lr  # pylint: disable=protected-access
+    rows = [{'method': 'late_fusion', catalog.SEARCH_METRIC: 0.9 if k == winner else 0.8,
+             'healthy': 1, 'overrides': json.dumps(overrides(k), sort_keys=True)}
+            for k in factors]
     aggregate.write_csv(aggregate.Results(rows, [], []), path)
+
+  for winner, added in ((4.0, 10), (1.0, 0)):
+    scores(winner, catalog.AUDIO_LR_FACTORS)
     ablation = catalog.get('recipe_ablation')
     assert len(ablation.runs) == base + added
     labels = {r.facets['recipe'] for r in ablation.runs}
     assert ('the audio encoder at 4x the learning rate (chosen on validation: audio_lr)'
             in labels) == bool(added)
     assert ('no audio learning-rate row: the main job (k = 1) won' in ablation.budget) != bool(added)
+  # The largest factor winning sends the search a step further, and the row waits for it.
+  scores(8.0, catalog.AUDIO_LR_FACTORS)
+  assert catalog.audio_lr_grid() == (1.0, 2.0, 4.0, 8.0, 16.0)
+  assert len(catalog.get('audio_lr').runs) == 5 and catalog.chosen_audio_lr() is None
+  scores(8.0, (*catalog.AUDIO_LR_FACTORS, 16.0))
+  assert catalog.chosen_audio_lr() == {'optimizer.lr_multipliers': (('encoders_audio', 8.0),)}
 
 
 def test_no_committed_distillation_search_chooses_a_share_on_its_grids_edge():
