@@ -259,7 +259,9 @@ def main(argv):
   if args.out:
     out = {'config': CONFIG, 'data': mmjax_info['data'], 'batch_size': config.batch_size,
            'steps': args.steps, 'warmup': args.warmup,
-           'precompute_frontends': config.precompute_frontends, 'mmjax': mmjax_info,
+           # random batches are waveforms: the front end runs in the step whatever the flag
+           'precompute_frontends': config.precompute_frontends and args.data == 'pipeline',
+           'mmjax': mmjax_info,
            'keras': keras_info or {'skipped': why}, 'rounds': rounds, 'median_ratio': median,
            'median_ratio_of': key if median else None}
     pathlib.Path(args.out).write_text(json.dumps(out, indent=1) + '\n', encoding='utf-8')

@@ -13,7 +13,7 @@ from mmjax import parallel
 from mmjax.data import input_pipeline
 from mmjax.models.model import build_frontend
 from mmjax.training import features, steps
-from tests.conftest import REPO, needs_raw_data, small_config
+from tests.conftest import REPO, needs_raw_data, small_config, tiny_config
 
 
 def test_only_a_fixed_front_end_of_a_joined_modality_is_precomputed():
@@ -41,6 +41,27 @@ def test_only_a_fixed_front_end_of_a_joined_modality_is_precomputed():
   for config in (noisy, augmented, distilled):
     config.precompute_frontends = True
     assert features.table_features(config) == {}
+
+
+def test_the_model_takes_a_waveform_or_its_front_ends_output_and_nothing_else():
+  """A model gives the same logits on waveforms and on their log-mels computed before; audio of
+  another shape is one line naming what the front end takes."""
+  from mmjax.errors import UserError  # pylint: disable=import-outside-toplevel
+  from mmjax.models.model import build_model  # pylint: disable=import-outside-toplevel
+  config = tiny_config()
+  model = build_model(config)
+  rng = np.random.default_rng(0)
+  image = rng.random((2, 28, 28, 1), np.float32)
+  wave = rng.standard_normal((2, 8000)).astype(np.float32) * 0.1
+  present = {'image': np.ones(2, bool), 'audio': np.ones(2, bool)}
+  variables = model.init(jax.random.key(0), {'image': image, 'audio': wave}, present)
+  apply = jax.jit(lambda audio: model.apply(variables, {'image': image, 'audio': audio}, present))
+  feats = jax.jit(lambda w: build_frontend(config.model, 'audio').apply({}, w))(wave)
+  assert feats.shape == (2, 61, 8)
+  np.testing.assert_allclose(apply(feats)['label'], apply(wave)['label'], rtol=1e-5, atol=1e-5)
+  with pytest.raises(UserError, match=r'audio input of shape \(8000, 1\) per example: its front '
+                     r'end \(LogMel\) takes a waveform \[samples\] or its own output'):
+    model.apply(variables, {'image': image, 'audio': wave[..., None]}, present)
 
 
 @needs_raw_data

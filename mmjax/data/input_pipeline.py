@@ -52,7 +52,7 @@ class Examples:
 
   `features`: {modality: fn} for modalities joined by id whose examples are to hold features, not
   the stored values: fn maps the whole preprocessed table (one row per id) to a feature table,
-  computed once, on the first example (mmjax.training.features: a fixed front end).
+  computed once, here (mmjax.training.features: a fixed front end), not in a reader thread.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, split: str,
@@ -91,6 +91,8 @@ class Examples:
     # A feature naming the pair an example belongs to (AV-MNIST: `audio_id`, the recording its
     # image is paired with), for losses whose positives are the examples of one pair.
     self._pair_id = self.config.get('pair_id') or None
+    if self._features:  # computed now, once, not by each reader thread on its first example
+      self.tables  # pylint: disable=pointless-statement
 
   @functools.cached_property
   def tables(self) -> dict[str, np.ndarray]:
@@ -322,8 +324,6 @@ def train_iterator(config, features: dict[str, Any] | None = None) -> grain.Data
   Its `get_state()` / `set_state()` position is what checkpoints store.
   """
   examples = train_examples(config, features)
-  if features:
-    examples.tables  # pylint: disable=pointless-statement  (computed now, not in a reader thread)
   local = local_batch_size(config.batch_size)
   if config.dataset.get('one_example_per_pair', False):
     ds = OneExamplePerPair(examples.pair_ids(), config.batch_size, rng.shuffle_seed(config))

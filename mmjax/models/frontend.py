@@ -79,6 +79,11 @@ class LogMel(nn.Module):
     """Whether training sees a pure function of the waveform (no SpecAugment)."""
     return not (self.time_masks or self.freq_masks)
 
+  @property
+  def bins(self) -> int:
+    """The last axis of its output."""
+    return self.n_mels
+
   @nn.compact
   def __call__(self, wave, train: bool = False):
     power = _power(wave, self.n_fft, self.hop_length)
@@ -119,6 +124,11 @@ class Spectrogram(nn.Module):
   top_db: float = 80.0
   loud_dark: bool = True  # 1 for the quietest value, 0 for the loudest, as grey levels
   fixed = True            # training sees a pure function of the waveform
+
+  @property
+  def bins(self) -> int:
+    """The last axis of its output."""
+    return self.n_fft // 2 + 1
 
   @nn.compact
   def __call__(self, wave, train: bool = False):

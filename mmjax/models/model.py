@@ -115,14 +115,26 @@ class MultimodalModel(nn.Module):
     out = {}
     for m in self.modalities:
       x = inputs[m]
-      # A front end takes a waveform [B, T]; features it computed before, once per recording
-      # (`precompute_frontends`, mmjax.training.features), arrive as its output [B, frames, bins].
-      if m in self.frontends and x.ndim == 2:
-        x = self.frontends[m](x, train=train)
+      if m in self.frontends:
+        x = self._through_frontend(m, x, train)
       if jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(self.dtype)
       out[m] = self.encoders[m](x, train=train)
     return out
+
+  def _through_frontend(self, modality: str, x, train: bool):
+    """A waveform [B, T] through the modality's front end; features it computed before, once per
+    recording (`precompute_frontends`, mmjax.training.features), arrive as its output
+    [B, frames, bins] and pass as they are. A front end without `bins` (identity) takes anything."""
+    frontend = self.frontends[modality]
+    bins = getattr(frontend, 'bins', None)
+    if bins is None or x.ndim == 2:
+      return frontend(x, train=train)
+    if x.ndim == 3 and x.shape[-1] == bins:
+      return x
+    raise UserError(f'{modality} input of shape {x.shape[1:]} per example: its front end '
+                    f'({type(frontend).__name__}) takes a waveform [samples] or its own output '
+                    f'[frames, {bins}]; store the {modality} as a 1-D waveform')
 
   def fused_logits(self, encodings, mask, train: bool = False):
     """{task: logits} of the fusion and its head on `encodings` with presence `mask`

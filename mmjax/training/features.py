@@ -11,9 +11,11 @@ A modality keeps the waveform path where it needs one: stored per example (no jo
 in training (`modality_noise`), a front end that augments in training (SpecAugment), or an
 objective that runs the inputs through a model of its own (distillation's teacher).
 
-The features are the front end's own, bit for bit; the train step is not: XLA fuses the front end
-with the first convolution when both run in one program, so the two paths' updates differ in the
-last bits (about 1e-7 of a parameter after one step) and a run's trajectory drifts from there.
+On a CPU the features are the front end's own, bit for bit (tests/test_precompute_frontends.py;
+on a GPU another batch shape may pick another matmul kernel); the train step is not: XLA fuses the
+front end with the first convolution when both run in one program, so the two paths' updates
+differ in the last bits (about 1e-7 of a parameter after one step) and a run's trajectory drifts
+from there.
 """
 
 import time
