@@ -75,6 +75,9 @@ class Experiment:
   shares_runs_with: tuple[str, ...] = ()  # experiments whose identical runs this one reuses
   paired_with: str | None = None  # a method each other one is compared with seed by seed
   paired_on: tuple[str, ...] = ()  # facets a pair shares beside the seed
+  # (facet, value) pairs that single the baseline out among paired_with's runs; then only that
+  # method's other runs are compared with it (imbalance: each remedy against no remedy)
+  paired_baseline: tuple[tuple[str, str], ...] = ()
   remedies: tuple[str, ...] = ()  # experiments training its failing methods again with a fix
 
   @property
@@ -776,7 +779,9 @@ def imbalance(quick: bool = False, seeds: int | None = None,
                      specs, seeds or (1 if quick else IMBALANCE_SEEDS),
                      _same_clipping(settings), quick,
                      metrics=IMBALANCE_METRICS, seed_major=True)
-  return dataclasses.replace(experiment, shares_runs_with=('avmnist_fusion',))
+  return dataclasses.replace(experiment, shares_runs_with=('avmnist_fusion',),
+                             paired_with='late_fusion', paired_on=('SNR',),
+                             paired_baseline=(('remedy', 'none'),))
 
 
 # Cross-modal contrastive learning (configs/contrastive.py, no label in the loss): five seeds of

@@ -310,6 +310,29 @@ def test_no_committed_distillation_search_chooses_a_share_on_its_grids_edge():
       assert min(shares) < share < max(shares), (t, share, shares)
 
 
+def test_a_remedy_is_paired_with_no_remedy_at_its_snr_and_seed():
+  """imbalance's paired table: each remedy's late fusion minus late fusion without one on the same
+  seed and SNR; the unimodal runs and the baseline itself are not rows of it."""
+  assert (catalog.get('imbalance').paired_with, catalog.get('imbalance').paired_on,
+          catalog.get('imbalance').paired_baseline) == ('late_fusion', ('SNR',),
+                                                        (('remedy', 'none'),))
+  rows = [{'method': 'late_fusion', 'SNR': snr, 'remedy': remedy, 'seed': seed,
+           aggregate.HEADLINE: base + bonus + seed / 100}
+          for snr, base in (('-12 dB', 0.8), ('0 dB', 0.9)) for seed in range(3)
+          for remedy, bonus in (('none', 0.0), ('OGM-GE', 0.01 * (seed + 1)))]
+  rows += [{'method': 'unimodal_audio', 'SNR': '0 dB', 'remedy': '—', 'seed': s,
+            aggregate.HEADLINE: 0.5} for s in range(3)]
+  found = aggregate.paired_differences(aggregate.Results(rows, [], ['SNR', 'remedy']),
+                                       'late_fusion', ('SNR',), (('remedy', 'none'),))
+  assert set(found) == {('late_fusion', '-12 dB', 'OGM-GE'), ('late_fusion', '0 dB', 'OGM-GE')}
+  for d in found.values():
+    assert d['seeds'] == [0, 1, 2]
+    assert [round(x, 9) for x in d['diffs']] == [1.0, 2.0, 3.0]
+  table = aggregate.paired_table(aggregate.Results(rows, [], ['SNR', 'remedy']), 'late_fusion',
+                                 ('SNR',), (('remedy', 'none'),))
+  assert 'Difference from `late_fusion`, remedy none on the same seed and SNR' in table
+
+
 def test_imbalance_chooses_ogm_alpha_per_snr_and_compares_with_no_remedy(tmp_path, monkeypatch):
   """imbalance_alpha: OGM-GE at alpha 0.1, 0.3, 1 at each SNR (and 0.03 at -12 and 0 dB, where
   0.1 was best, and 3 at -6 dB, where 1 was), modulating the first half of the main job's 1,300 steps; imbalance: three seeds of the unimodal models, late fusion without a
