@@ -1061,7 +1061,6 @@ def recipe_ablation(quick: bool = False, seeds: int | None = None,
                  'search (`--experiment=audio_lr`): it is added if some k above 1 wins there')
     elif not audio:
       budget += '; no audio learning-rate row: the main job (k = 1) won its search (audio_lr)'
-
   experiment = _grid('recipe_ablation', "The main job's recipe, one change at a time", budget,
                      specs, None, settings, quick, seed_major=True)
   return dataclasses.replace(experiment, shares_runs_with=('robustness',))

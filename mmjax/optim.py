@@ -101,12 +101,16 @@ def lr_multipliers(config) -> tuple[tuple[str, float], ...]:
   return tuple(out)
 
 
+def _first_match(path: str, multipliers) -> tuple[str, float]:
+  """The (pattern, factor) of `multipliers` that gives the parameter at `path` its factor: the
+  first whose pattern it matches, else ('', 1.0)."""
+  return next(((p, f) for p, f in multipliers if re.search(p, path)), ('', 1.0))
+
+
 def lr_factors(trainable, multipliers) -> Any:
-  """Each parameter's learning-rate factor: that of the first pattern of `multipliers` its path
-  matches (`param_path`), else 1."""
-  compiled = [(re.compile(pattern), factor) for pattern, factor in multipliers]
+  """Each parameter's learning-rate factor (`_first_match` of its `param_path`)."""
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: next((f for r, f in compiled if r.search(param_path(path))), 1.0), trainable)
+      lambda path, _: _first_match(param_path(path), multipliers)[1], trainable)
 
 
 def _scaled(core: optax.GradientTransformation, multipliers) -> optax.GradientTransformation:
@@ -155,12 +159,10 @@ def check_lr_multipliers(config, state) -> None:
   if not multipliers:
     return
   frozen = config.get('freeze') or ''
-  factors = jax.tree_util.tree_leaves_with_path(lr_factors(state.trainable(), multipliers))
-  paths = [param_path(p) for p, _ in factors
-           if not (frozen and re.search(frozen, param_path(p)))]
+  labels = jax.tree_util.tree_leaves_with_path(freeze_labels(state.trainable(), frozen))
+  trained = [param_path(p) for p, label in labels if not frozen or label == 'train']
   for pattern, factor in multipliers:
-    given = [p for p in paths if next((q for q, _ in multipliers if re.search(q, p)), None)
-             == pattern]
+    given = [p for p in trained if _first_match(p, multipliers)[0] == pattern]
     if not given:
       raise UserError(f'optimizer.lr_multipliers: {pattern!r} gives its factor to no trained '
                       f'parameter (paths look like {_example_path(state)}; an earlier pattern '

@@ -28,10 +28,15 @@ def build_frontend(model_config, modality: str):
       **_kwargs(cfg))
 
 
+def _frontends(model_config) -> dict:
+  """{modality: front end} of the modalities `model_config` encodes that have one."""
+  return {m: build_frontend(model_config, m) for m in model_config.get('frontends', {})
+          if m in model_config.encoders}
+
+
 def encoded_frontends(config) -> dict:
-  """{modality: front end} of the modalities `config.model` encodes that have one."""
-  return {m: build_frontend(config.model, m) for m in config.model.get('frontends', {})
-          if m in config.model.encoders}
+  """The front ends a run's model (`config.model`) applies, {modality: front end}."""
+  return _frontends(config.model)
 
 
 DTYPES = ('float32', 'bfloat16')
@@ -90,8 +95,7 @@ class MultimodalModel(nn.Module):
 
   def setup(self):
     cfg = self.config
-    self.frontends = {m: build_frontend(cfg, m) for m in cfg.get('frontends', {})
-                      if m in self.modalities}
+    self.frontends = _frontends(cfg)
     self.encoders = {m: ENCODERS.get(cfg.encoders[m].name, f'model.encoders.{m}.name')(
         **_kwargs(cfg.encoders[m])) for m in self.modalities}
     fusion_cls = FUSIONS.get(cfg.fusion.name, 'model.fusion.name')
