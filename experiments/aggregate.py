@@ -514,7 +514,8 @@ def health_note(results: Results) -> str:
               f'initialisation (0 steps) and {"is" if one else "are"} not judged: ' +
               '; '.join(f'`{name}`' for name in untrained) + '.')
   if not bad:
-    return rules + f' All {len(results.rows)} runs are healthy.'
+    n = len(results.rows)
+    return rules + (' The run is healthy.' if n == 1 else f' All {n} runs are healthy.')
   names = '; '.join(f'`{r["run"]}` (' + ', '.join(
       ([_inert_with_gradient(r, results.curves)] if r.get('inert') else []) +
       (['diverged'] if r.get('diverged') else [])) + ')' for r in bad)

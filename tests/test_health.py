@@ -173,6 +173,9 @@ def test_health_columns_table_marks_and_healthy_counts(tmp_path):
           '`--experiment=fix_a` and `--experiment=fix_b`, whose tables show these runs') in ' '.join(
               aggregate.markdown(results, pointed).split())
   healthy = dataclasses.replace(results, rows=[r for r in results.rows if r['healthy']])
+  assert aggregate.health_note(healthy).endswith(' All 3 runs are healthy.')
+  one = dataclasses.replace(results, rows=healthy.rows[:1])
+  assert aggregate.health_note(one).endswith(' The run is healthy.')
   assert 'remedy' not in aggregate.markdown(healthy, pointed)
   assert 'remedy' not in aggregate.markdown(results, experiment)
   fusion = catalog.get('avmnist_fusion')
