@@ -122,6 +122,25 @@ def _flag_error(argv, error) -> str:
   return f'{message}; see --helpfull'
 
 
+def _split_items(spec: str) -> list[str]:
+  """`spec` split at the commas outside brackets and quotes, so that a value may hold a tuple,
+  a dict or a regex such as `a{2,3}`."""
+  items, depth, quote, start = [], 0, '', 0
+  for i, char in enumerate(spec):
+    if quote:
+      quote = '' if char == quote else quote
+    elif char in '\'"':
+      quote = char
+    elif char in '([{':
+      depth += 1
+    elif char in ')]}':
+      depth = max(depth - 1, 0)
+    elif char == ',' and not depth:
+      items.append(spec[start:i])
+      start = i + 1
+  return items + [spec[start:]]
+
+
 def expand_config_arg(argv: list[str]) -> list[str]:
   """`--config=FILE.py:VARIANT,a.b=1,c=2` (big_vision's `key=value` list after the file) as
   `--config=FILE.py:VARIANT --config.a.b=1 --config.c=2`; the variant may be left out."""
@@ -134,7 +153,7 @@ def expand_config_arg(argv: list[str]) -> list[str]:
       out.append(arg if value is None else f'--config={value}')
       continue
     path, _, spec = value.partition(':')
-    items = [item for item in spec.split(',') if item]
+    items = [item for item in _split_items(spec) if item]
     variants = [item for item in items if '=' not in item]
     if len(variants) > 1:
       fail(f'--config={value}: one variant at most before the key=value items, got '

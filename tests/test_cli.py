@@ -25,6 +25,13 @@ def test_key_value_items_after_the_config_file_become_overrides():
       'prog', '--config=configs/late_fusion.py', '--config.seed=3']
   assert cli.expand_config_arg(['prog', '--config=configs/late_fusion.py']) == [
       'prog', '--config=configs/late_fusion.py']
+  # A comma inside brackets or quotes belongs to its value: two multipliers, a regex's {2,3}.
+  spec = ("optimizer.lr_multipliers=(('enc.{2,3}', 2.0), ('head', 0.5)),"
+          "model.name='a,b',seed=4")
+  assert cli.expand_config_arg(['prog', f'--config=configs/late_fusion.py:{spec}']) == [
+      'prog', '--config=configs/late_fusion.py',
+      "--config.optimizer.lr_multipliers=(('enc.{2,3}', 2.0), ('head', 0.5))",
+      "--config.model.name='a,b'", '--config.seed=4']
 
 
 def test_two_variants_are_one_line_naming_them():
