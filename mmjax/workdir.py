@@ -119,8 +119,9 @@ def write_config(workdir, config, dataset_versions: dict[str, str]) -> None:
 
 
 # Fields a resumed run may change: how long it trains, what is measured and logged, where data
-# and caches live, how memory is laid out (fsdp, objective.chunk_size: the same numbers). Any other
-# change makes the resumed run another run than the one recorded.
+# and caches live, how memory is laid out (fsdp, objective.chunk_size: the same numbers), where
+# a fixed front end runs (precompute_frontends: the same up to the last bits). Any other change
+# makes the resumed run another run than the one recorded. CHANGES_FILE records both kinds.
 RESUMABLE_FIELDS = ('num_train_steps', 'num_train_epochs', 'evals', 'log_every_steps',
                     'checkpoint_every_steps', 'max_checkpoints_to_keep', 'compilation_cache',
                     'profile', 'on_nonfinite', 'init_from', 'init_from_pattern',
@@ -170,13 +171,15 @@ def check_resume_config(workdir, config, dataset_versions: dict[str, str],
   pattern is an error (they change what the checkpointed state holds), and so is another
   version of a dataset it trained on (the run would mix two datasets). Any other change outside
   RESUMABLE_FIELDS is an error naming each field with its old and new value, unless
-  `accept_changes`; returns the accepted changes, for `record_changes`."""
+  `accept_changes`. Returns every change, the resumable ones included (a longer budget bends
+  the learning-rate curve, precomputed front ends move the last bits), for `record_changes`."""
   path = config_path(workdir)
   if not path.exists():
     return []
   saved = _read_json(path)
   current = json.loads(config.to_json_best_effort())
-  changes = [d for d in config_differences(saved, current) if not _resumable(d[0])]
+  differences = config_differences(saved, current)
+  changes = [d for d in differences if not _resumable(d[0])]
   for key in ('model', 'tasks', 'objective', 'freeze'):
     # Field by field, so that an added field at its old behaviour and the resumable ones inside
     # these (objective.chunk_size) are no change.
@@ -193,11 +196,11 @@ def check_resume_config(workdir, config, dataset_versions: dict[str, str],
     raise UserError(f'{workdir} holds a run with other settings: {listed}; resume it with the '
                     'same config, use a new --workdir, or pass --accept_config_changes to go on '
                     f'with the new values (recorded in {CHANGES_FILE})')
-  return changes
+  return differences
 
 
 def record_changes(workdir, changes, step: int) -> None:
-  """Appends the config changes a resumed run accepted, with the step it resumed from."""
+  """Appends the config changes a resumed run made, with the step it resumed from."""
   if not changes or jax.process_index() != 0:
     return
   logging.warning('resuming %s at step %d with changed settings: %s', workdir, step,

@@ -261,9 +261,14 @@ def test_a_resume_that_changes_a_setting_is_refused_naming_it(existing, tmp_path
   shutil.copytree(existing, workdir)
   train.train_and_evaluate(tiny_config(num_train_steps=6, seed=3), str(workdir),
                            accept_config_changes=True)
-  assert [json.loads(l) for l in (workdir / 'config_changes.jsonl').read_text().splitlines()] == [
-      {'step': 4, 'changes': {'seed': [0, 3]}}]
+  changes = workdir / 'config_changes.jsonl'
+  assert [json.loads(l) for l in changes.read_text().splitlines()] == [
+      {'step': 4, 'changes': {'num_train_steps': [4, 6], 'seed': [0, 3]}}]
   assert json.loads((workdir / 'config.json').read_text())['seed'] == 3
+  # A change resume allows without asking is recorded too: the record is the run's history.
+  train.train_and_evaluate(tiny_config(num_train_steps=8, seed=3), str(workdir))
+  assert json.loads(changes.read_text().splitlines()[-1]) == {
+      'step': 6, 'changes': {'num_train_steps': [6, 8]}}
 
 
 def test_a_field_added_since_the_run_was_written_is_no_change(existing, tmp_path):
@@ -458,8 +463,9 @@ def test_resume_compares_the_model_and_objective_field_by_field(tmp_path):
   config = contrastive.get_config('synthetic')
   assert config.objective.chunk_size == 0
   workdirs.write_config(tmp_path, config, versions)
-  config.objective.chunk_size = 8
-  assert workdirs.check_resume_config(tmp_path, config, versions) == []
+  config.objective.chunk_size = 8  # allowed, and returned to be recorded
+  assert workdirs.check_resume_config(tmp_path, config, versions) == [
+      ('objective.chunk_size', 0, 8)]
   saved = json.loads((tmp_path / 'config.json').read_text())
   del saved['objective']['chunk_size']  # a workdir from before the field existed
   (tmp_path / 'config.json').write_text(json.dumps(saved))
