@@ -15,9 +15,13 @@ import sys
 
 from absl import flags
 
-from mmjax.training import config_checks
-
 FLAGS = flags.FLAGS
+
+# Config fields that were renamed or replaced: {old dotted name: what replaces it}. An override
+# of an old name gets one line naming the replacement, not a guess at a similar field.
+RENAMED_FIELDS = {
+    'eval_every_steps': 'evals.validation.every_steps',
+}
 
 # Config files import their neighbours as `configs.<name>`; the repository's configs package is
 # importable from any working directory, after the caller's own paths (a local `configs` wins).
@@ -67,9 +71,9 @@ def _unknown_field(argv, error) -> str:
     if path[0] != 'config' or name not in path[1:]:
       continue
     field = '.'.join(path[1:])
-    if field in config_checks.RENAMED_FIELDS:
+    if field in RENAMED_FIELDS:
       return (f'--{".".join(path)}: no such config field; it was replaced by '
-              f'--config.{config_checks.RENAMED_FIELDS[field]}')
+              f'--config.{RENAMED_FIELDS[field]}')
     if hint:
       return f'--{".".join(path)}: no such config field; did you mean {hint.group(1)}?'
     parent = '.'.join(path[1:path.index(name)])

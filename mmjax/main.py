@@ -10,22 +10,17 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 from ml_collections import config_flags
 
 from mmjax import cli
-from mmjax import compilation
-from mmjax import parallel
-from mmjax import profiling
-from mmjax.training import train
-from mmjax import writers
-from mmjax.errors import UserError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (Python).',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and the resolved config.')
-flags.DEFINE_enum('distributed', 'auto', parallel.DISTRIBUTED_MODES,
+# mmjax.parallel.DISTRIBUTED_MODES: spelled out so that a mistyped flag or --help is answered
+# before JAX is imported (a test holds the two equal).
+flags.DEFINE_enum('distributed', 'auto', ('auto', 'on', 'off'),
                   'Multi-process runs (jax.distributed): auto starts it where JAX detects a cluster '
                   '(TPU pod slice, GKE, SLURM, Open MPI, Kubernetes) or the flags below are given; '
                   'on requires one; off never starts it.')
@@ -42,11 +37,22 @@ cli.make_configs_importable()
 
 
 def main(argv):
-  logging.get_absl_handler().addFilter(writers.QuietLibraries())
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}; flags take the form --name=value')
   config = cli.load_config()
   cli.check_override_types(sys.argv)
+  # Imported once the command line is known to be good: a mistake in it is one line in a
+  # fraction of a second, without loading JAX, TFDS and the models first.
+  # pylint: disable=import-outside-toplevel
+  import jax
+  from mmjax import compilation
+  from mmjax import parallel
+  from mmjax import profiling
+  from mmjax import writers
+  from mmjax.errors import UserError
+  from mmjax.training import train
+  # pylint: enable=import-outside-toplevel
+  logging.get_absl_handler().addFilter(writers.QuietLibraries())
   try:
     # A profiled run compiles its train step afresh: a cached executable has no per-operation
     # trace events and dumps no HLO.

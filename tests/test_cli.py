@@ -5,6 +5,7 @@ test_bad_input.py."""
 import pytest
 
 from mmjax import cli
+from tests.conftest import run_python
 
 
 def test_gist_puts_a_multiline_message_on_one_line():
@@ -37,3 +38,20 @@ def test_key_value_items_after_the_config_file_become_overrides():
 def test_two_variants_are_one_line_naming_them():
   with pytest.raises(SystemExit, match='one variant at most.*synthetic, avmnist'):
     cli.expand_config_arg(['prog', '--config=configs/late_fusion.py:synthetic,avmnist'])
+
+
+def test_a_bad_command_line_is_answered_before_jax_is_imported():
+  """mmjax.main imports JAX, the data and the trainer only once the flags and the config parse,
+  so that a typo is one line in a fraction of a second; its --distributed values are
+  mmjax.parallel's, spelled out for that reason."""
+  from mmjax import parallel  # pylint: disable=import-outside-toplevel
+  code = ("import atexit, runpy, sys\n"
+          "from absl import flags\n"
+          "modes = lambda: flags.FLAGS['distributed'].parser.enum_values\n"
+          "atexit.register(lambda: print('jax' in sys.modules, modes()))\n"
+          "sys.argv = ['main', '--config=configs/late_fusion.py', '--workdir=w', '--config.seed=x']\n"
+          "runpy.run_module('mmjax.main', run_name='__main__')\n")
+  proc = run_python(['-c', code])
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1].startswith('mmjax: error: flag --config.seed=x')
+  assert proc.stdout.strip() == f'False {list(parallel.DISTRIBUTED_MODES)}', proc.stdout

@@ -13,13 +13,6 @@ from mmjax.data import input_pipeline
 from mmjax.errors import UserError
 
 
-# Config fields that were renamed or replaced: {old dotted name: what replaces it}. An override
-# of an old name gets one line naming the replacement, not a guess at a similar field.
-RENAMED_FIELDS = {
-    'eval_every_steps': 'evals.validation.every_steps',
-}
-
-
 def validate(config) -> None:
   for key in ('log_every_steps', 'checkpoint_every_steps', 'batch_size'):
     if int(config[key]) <= 0:
