@@ -266,9 +266,10 @@ def test_a_resume_that_changes_a_setting_is_refused_naming_it(existing, tmp_path
       {'step': 4, 'changes': {'num_train_steps': [4, 6], 'seed': [0, 3]}}]
   assert json.loads((workdir / 'config.json').read_text())['seed'] == 3
   # A change resume allows without asking is recorded too: the record is the run's history.
-  train.train_and_evaluate(tiny_config(num_train_steps=8, seed=3), str(workdir))
+  train.train_and_evaluate(tiny_config(num_train_steps=6, seed=3, log_every_steps=2),
+                           str(workdir))
   assert json.loads(changes.read_text().splitlines()[-1]) == {
-      'step': 6, 'changes': {'num_train_steps': [6, 8]}}
+      'step': 6, 'changes': {'log_every_steps': [4, 2]}}
 
 
 def test_a_field_added_since_the_run_was_written_is_no_change(existing, tmp_path):
