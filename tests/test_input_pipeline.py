@@ -25,14 +25,15 @@ def test_dataset_versions_name_every_dataset_a_config_reads():
   assert datasets.versions(late_fusion.get_config()) == {
       'avmnist/standard': str(avmnist.Avmnist.VERSION), 'fsdd/standard': str(avmnist.Fsdd.VERSION)}
   # A config whose examples a later version left unchanged records the version they date from,
-  # so runs on it stay current; the config that version changed records it.
+  # so runs on it stay current (6.0.0 changed only how the audio is stored).
   assert datasets.versions(small_config()) == {'synthetic/redundant': '4.0.0'}
   synergy = small_config(**{'dataset.name': 'synthetic/synergy'})
-  assert datasets.versions(synergy) == {'synthetic/synergy': str(synthetic.Synthetic.VERSION)}
+  assert datasets.versions(synergy) == {'synthetic/synergy': '5.0.0'}
   assert set(synthetic.Synthetic.EXAMPLES_VERSIONS) == {
       c.name for c in synthetic.Synthetic.BUILDER_CONFIGS}
-  assert max(synthetic.Synthetic.EXAMPLES_VERSIONS.values(),
-             key=lambda v: tuple(map(int, v.split('.')))) == str(synthetic.Synthetic.VERSION)
+  version = lambda v: tuple(map(int, str(v).split('.')))
+  assert all(version(v) <= version(synthetic.Synthetic.VERSION)
+             for v in synthetic.Synthetic.EXAMPLES_VERSIONS.values())
   config = small_config()
   config.dataset.name = 'no_such_dataset'
   assert not datasets.versions(config)

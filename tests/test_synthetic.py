@@ -147,3 +147,26 @@ def test_each_probes_latent_joint_has_the_stated_decomposition(config):
     assert measured[key] == pytest.approx(bits, abs=1e-3), (config, key, measured)
   bayes, chance = synthetic.bayes_and_chance(config)
   assert bayes == pytest.approx(1.0) and chance == pytest.approx(0.5 if config == 'synergy' else 0.1)
+
+
+def test_the_built_dataset_holds_make_examples_examples_with_the_audio_as_bytes():
+  """What a run reads is what make_example generates, whatever the storage: version 6.0.0 stores
+  the audio as its int16 bytes (not a list of int64s) and left every example as it was."""
+  import os  # pylint: disable=import-outside-toplevel
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  from mmjax.data import datasets  # pylint: disable=import-outside-toplevel
+  builder = datasets.prepare('synthetic/redundant', os.environ['TFDS_DATA_DIR'])
+  # Serialised as one bytes string, not a tensor of int16s (an int64 list on disk).
+  assert builder.info.features['audio'].get_serialized_info() == tfds.features.TensorInfo(
+      shape=(), dtype=np.object_)
+  source = builder.as_data_source('validation')
+  for index in (0, 1, 499):  # stored in TFDS's shuffled order: each example carries its id
+    stored = source[index]
+    made = synthetic.make_example('redundant', 'validation', int(stored['id']))
+    assert stored['audio'].dtype == np.int16
+    np.testing.assert_array_equal(stored['audio'], made['audio'])
+    np.testing.assert_array_equal(stored['text'], made['text'])
+    np.testing.assert_array_equal(stored['image'][..., 0],
+                                  np.asarray(Image.open(io.BytesIO(made['image']))))
+    assert [stored[k] for k in ('id', 'label', 'image_latent', 'audio_latent')] == [
+        made[k] for k in ('id', 'label', 'image_latent', 'audio_latent')]

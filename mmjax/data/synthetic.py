@@ -154,8 +154,11 @@ def make_example(config_name: str, split: str, index: int) -> dict:
 class Synthetic(tfds.core.GeneratorBasedBuilder):
   """Synthetic tri-modal classification (see module docstring)."""
 
-  VERSION = tfds.core.Version('5.0.0')
+  VERSION = tfds.core.Version('6.0.0')
   RELEASE_NOTES = {
+      '6.0.0': 'The audio is stored as its int16 bytes instead of a list of int64s (a third of '
+               'the size; TFDS serialises and parses it several times faster); every config\'s '
+               'examples are unchanged (EXAMPLES_VERSIONS).',
       '5.0.0': "synergy's latents are bits (two class templates, two tones) and its label their "
                'XOR, instead of the XOR of two ten-class latents\' parities; the other configs\' '
                'examples are unchanged (EXAMPLES_VERSIONS).',
@@ -199,7 +202,8 @@ class Synthetic(tfds.core.GeneratorBasedBuilder):
         features=tfds.features.FeaturesDict({
             'id': np.int32,
             'image': tfds.features.Image(shape=(IMAGE_SIZE, IMAGE_SIZE, 1)),
-            'audio': tfds.features.Tensor(shape=(AUDIO_SAMPLES,), dtype=np.int16),
+            'audio': tfds.features.Tensor(shape=(AUDIO_SAMPLES,), dtype=np.int16,
+                                          encoding=tfds.features.Encoding.BYTES),
             'text': tfds.features.Tensor(shape=(TEXT_LENGTH,), dtype=np.int32),
             'label': tfds.features.ClassLabel(num_classes=NUM_CLASSES),
             'image_latent': np.int32,
