@@ -1063,7 +1063,9 @@ def recipe_ablation(quick: bool = False, seeds: int | None = None,
       budget += '; no audio learning-rate row: the main job (k = 1) won its search (audio_lr)'
   experiment = _grid('recipe_ablation', "The main job's recipe, one change at a time", budget,
                      specs, None, settings, quick, seed_major=True)
-  return dataclasses.replace(experiment, shares_runs_with=('robustness',))
+  # What each change is worth: its late fusion minus the main job's on the same seed.
+  return dataclasses.replace(experiment, shares_runs_with=('robustness',),
+                             paired_with='late_fusion', paired_baseline=(('recipe', 'main job'),))
 
 
 EXPERIMENTS: dict[str, Callable[..., Experiment]] = {

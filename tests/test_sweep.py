@@ -333,6 +333,28 @@ def test_a_remedy_is_paired_with_no_remedy_at_its_snr_and_seed():
   assert 'Difference from `late_fusion`, remedy none on the same seed and SNR' in table
 
 
+def test_each_recipe_change_is_paired_with_the_main_job_on_its_seed():
+  """recipe_ablation's paired table: each late-fusion recipe minus the main job on the same seed,
+  over the seeds both have (a 3-seed row pairs with the main job's seeds 0-2); the unimodal rows,
+  whose own 'main job' is another model, are not compared with it."""
+  ablation = catalog.get('recipe_ablation')
+  assert (ablation.paired_with, ablation.paired_on, ablation.paired_baseline) == (
+      'late_fusion', (), (('recipe', 'main job'),))
+  rows = [{'method': 'late_fusion', 'recipe': 'main job', 'seed': s,
+           aggregate.HEADLINE: 0.8 + s / 100} for s in range(10)]
+  rows += [{'method': 'late_fusion', 'recipe': 'clipped', 'seed': s,
+            aggregate.HEADLINE: 0.8 + s / 100 + 0.01 * (s + 1)} for s in range(3)]
+  rows += [{'method': 'unimodal_audio', 'recipe': recipe, 'seed': s, aggregate.HEADLINE: 0.5}
+           for recipe in ('main job', 'warm-up') for s in range(10)]
+  results = aggregate.Results(rows, [], ['recipe'])
+  found = aggregate.paired_differences(results, 'late_fusion', (), (('recipe', 'main job'),))
+  assert list(found) == [('late_fusion', 'clipped')]
+  assert found[('late_fusion', 'clipped')]['seeds'] == [0, 1, 2]
+  assert [round(x, 9) for x in found[('late_fusion', 'clipped')]['diffs']] == [1.0, 2.0, 3.0]
+  table = aggregate.paired_table(results, 'late_fusion', (), (('recipe', 'main job'),))
+  assert 'Difference from `late_fusion`, recipe main job on the same seed' in table
+
+
 def test_imbalance_chooses_ogm_alpha_per_snr_and_compares_with_no_remedy(tmp_path, monkeypatch):
   """imbalance_alpha: OGM-GE at alpha 0.1, 0.3, 1 at each SNR (and 0.03 at -12 and 0 dB, where
   0.1 was best, and 3 at -6 dB, where 1 was), modulating the first half of the main job's 1,300 steps; imbalance: three seeds of the unimodal models, late fusion without a
