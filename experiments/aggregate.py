@@ -430,21 +430,27 @@ def table(results: Results, columns: str | None = None) -> str:
   return '\n'.join(lines)
 
 
-def paired_differences(results: Results, baseline: str, paired_on: tuple = (),
+def paired_differences(results: Results, baseline: str | None, paired_on: tuple = (),
                        baseline_facets: tuple = ()) -> dict[tuple, dict]:
   """{group (method and facets): {'seeds': [...], 'diffs': [...] in points, 'mean', 'low', 'high'}}:
-  each group's headline metric minus `baseline`'s (a method; with `baseline_facets`, ((facet,
-  value), ...), its runs with those values, compared with that method's other runs only) on the
-  same seed (and the same values of the facets `paired_on`), for every seed both have, with a 95%
-  t-interval of the mean difference (None below two pairs)."""
+  each group's headline metric minus its baseline's on the same seed (and the same values of the
+  facets `paired_on`), for every seed both have, with a 95% t-interval of the mean difference
+  (None below two pairs). The baseline is the method `baseline`; or, with `baseline_facets`
+  ((facet, value), ...), each method's own runs with those values, compared with that method's
+  other runs (only `baseline`'s where one is named)."""
   from scipy import stats  # pylint: disable=import-outside-toplevel
   keys = ['method', *results.facets]
   rows = [r for r in results.rows if isinstance(r.get(HEADLINE), (int, float))]
-  pair = lambda r: (r['seed'], *(r.get(f) for f in paired_on))
-  is_base = lambda r: r['method'] == baseline and all(r.get(f) == v for f, v in baseline_facets)
+  # With baseline facets a method pairs with its own runs, else every method with `baseline`'s.
+  pair = lambda r: (r['method'] if baseline_facets else None, r['seed'],
+                    *(r.get(f) for f in paired_on))
+  if baseline_facets:
+    is_base = lambda r: all(r.get(f) == v for f, v in baseline_facets)
+    compared = [r for r in rows if not is_base(r) and baseline in (None, r['method'])]
+  else:
+    is_base = lambda r: r['method'] == baseline
+    compared = [r for r in rows if not is_base(r)]
   base = {pair(r): r[HEADLINE] for r in rows if is_base(r)}
-  compared = [r for r in rows if not is_base(r)
-              and (r['method'] == baseline if baseline_facets else r['method'] != baseline)]
   out = {}
   for key, members in groups(compared, keys).items():
     pairs = sorted((r['seed'], 100 * (r[HEADLINE] - base[pair(r)])) for r in members
@@ -461,18 +467,20 @@ def paired_differences(results: Results, baseline: str, paired_on: tuple = (),
   return out
 
 
-def paired_table(results: Results, baseline: str, paired_on: tuple = (),
+def paired_table(results: Results, baseline: str | None, paired_on: tuple = (),
                  baseline_facets: tuple = ()) -> str:
-  """Markdown: each group's test accuracy minus `baseline`'s on the same seed (see
+  """Markdown: each group's test accuracy minus its baseline's on the same seed (see
   `paired_differences`)."""
   keys = ['method', *results.facets]
   found = paired_differences(results, baseline, paired_on, baseline_facets)
   if not found:
     return ''
-  which = ''.join(f', {facet} {value}' for facet, value in baseline_facets)
+  which = ', '.join(f'{facet} {value}' for facet, value in baseline_facets)
   same = ''.join(f' and {facet}' for facet in paired_on) if baseline_facets else ''
-  lines = [wrap(f'Difference from `{baseline}`{which} on the same seed{same} (test accuracy, '
-                "points): every seed's, the mean and its 95% t-interval."), '',
+  whom = (f'`{baseline}`' + (f', {which}' if which else '') if baseline else
+          f"each method's own runs with {which},")
+  lines = [wrap(f'Difference from {whom} on the same seed{same} (test accuracy, points): every '
+                "seed's, the mean and its 95% t-interval."), '',
            '| ' + ' | '.join([*keys, 'per seed', 'mean', '95% interval', 'pairs']) + ' |',
            '|' + '---|' * len(keys) + '---:|' * 4]
   for key, d in found.items():
@@ -643,7 +651,8 @@ def markdown(results: Results, experiment) -> str:
       wrap(f'Budget: {experiment.budget}.'),
       body,
       (paired_table(results, experiment.paired_with, experiment.paired_on,
-                    experiment.paired_baseline) if experiment.paired_with else ''),
+                    experiment.paired_baseline)
+       if experiment.paired_with or experiment.paired_baseline else ''),
       _with_caption(interactions_table(results, experiment.columns), (
           'What each model\'s predictions use, in bits: the partial information decomposition '
           '(redundancy R, uniqueness U of each modality, synergy S; `mmjax/pid.py`) of (image '

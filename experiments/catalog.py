@@ -75,8 +75,9 @@ class Experiment:
   shares_runs_with: tuple[str, ...] = ()  # experiments whose identical runs this one reuses
   paired_with: str | None = None  # a method each other one is compared with seed by seed
   paired_on: tuple[str, ...] = ()  # facets a pair shares beside the seed
-  # (facet, value) pairs that single the baseline out among paired_with's runs; then only that
-  # method's other runs are compared with it (imbalance: each remedy against no remedy)
+  # (facet, value) pairs that single out each method's baseline among its own runs: each method
+  # is compared with its own (recipe_ablation: each recipe against the main job's), or only
+  # paired_with where one is named (imbalance: each remedy against no remedy)
   paired_baseline: tuple[tuple[str, str], ...] = ()
   remedies: tuple[str, ...] = ()  # experiments training its failing methods again with a fix
 
@@ -345,7 +346,8 @@ def _fusion_remedy(name: str, title: str, methods, facet: str, labels: tuple[str
     budget += f'; not run until their learning-rate search has finished: {", ".join(waiting)}'
   experiment = _grid(name, title, budget, specs, seeds or (1 if quick else AVMNIST_SEEDS),
                      _same_clipping(settings), quick, seed_major=True)
-  return dataclasses.replace(experiment, shares_runs_with=('avmnist_fusion',))
+  return dataclasses.replace(experiment, shares_runs_with=('avmnist_fusion',),
+                             paired_baseline=((facet, labels[0]),))
 
 
 def avmnist_fusion_aux(quick: bool = False, seeds: int | None = None,
@@ -1063,9 +1065,9 @@ def recipe_ablation(quick: bool = False, seeds: int | None = None,
       budget += '; no audio learning-rate row: the main job (k = 1) won its search (audio_lr)'
   experiment = _grid('recipe_ablation', "The main job's recipe, one change at a time", budget,
                      specs, None, settings, quick, seed_major=True)
-  # What each change is worth: its late fusion minus the main job's on the same seed.
+  # What each change is worth: each model's run minus its main-job recipe's on the same seed.
   return dataclasses.replace(experiment, shares_runs_with=('robustness',),
-                             paired_with='late_fusion', paired_baseline=(('recipe', 'main job'),))
+                             paired_baseline=(('recipe', 'main job'),))
 
 
 EXPERIMENTS: dict[str, Callable[..., Experiment]] = {

@@ -333,26 +333,33 @@ def test_a_remedy_is_paired_with_no_remedy_at_its_snr_and_seed():
   assert 'Difference from `late_fusion`, remedy none on the same seed and SNR' in table
 
 
-def test_each_recipe_change_is_paired_with_the_main_job_on_its_seed():
-  """recipe_ablation's paired table: each late-fusion recipe minus the main job on the same seed,
-  over the seeds both have (a 3-seed row pairs with the main job's seeds 0-2); the unimodal rows,
-  whose own 'main job' is another model, are not compared with it."""
+def test_each_recipe_change_and_remedy_is_paired_with_its_models_own_baseline_on_its_seed():
+  """recipe_ablation's paired table: each recipe minus the main job's on the same seed, for each
+  model (late fusion against the main job, the unimodal audio model against its own main-job
+  recipe), over the seeds both have (a 3-seed row pairs with seeds 0-2); a model without a
+  baseline run has no row. The fusion remedies pair each fusion with itself without the remedy."""
   ablation = catalog.get('recipe_ablation')
   assert (ablation.paired_with, ablation.paired_on, ablation.paired_baseline) == (
-      'late_fusion', (), (('recipe', 'main job'),))
+      None, (), (('recipe', 'main job'),))
+  assert catalog.get('avmnist_fusion_warmup').paired_baseline == (('warm-up', 'none'),)
+  assert catalog.get('avmnist_fusion_aux').paired_baseline == (('heads', 'fused only'),)
   rows = [{'method': 'late_fusion', 'recipe': 'main job', 'seed': s,
            aggregate.HEADLINE: 0.8 + s / 100} for s in range(10)]
   rows += [{'method': 'late_fusion', 'recipe': 'clipped', 'seed': s,
             aggregate.HEADLINE: 0.8 + s / 100 + 0.01 * (s + 1)} for s in range(3)]
-  rows += [{'method': 'unimodal_audio', 'recipe': recipe, 'seed': s, aggregate.HEADLINE: 0.5}
-           for recipe in ('main job', 'warm-up') for s in range(10)]
+  rows += [{'method': 'unimodal_audio', 'recipe': recipe, 'seed': s,
+            aggregate.HEADLINE: 0.5 - 0.02 * (recipe == 'warm-up')}
+           for recipe in ('main job', 'warm-up') for s in range(4)]
+  rows += [{'method': 'unimodal_image', 'recipe': 'warm-up', 'seed': s, aggregate.HEADLINE: 0.6}
+           for s in range(4)]
   results = aggregate.Results(rows, [], ['recipe'])
-  found = aggregate.paired_differences(results, 'late_fusion', (), (('recipe', 'main job'),))
-  assert list(found) == [('late_fusion', 'clipped')]
+  found = aggregate.paired_differences(results, None, (), (('recipe', 'main job'),))
+  assert list(found) == [('late_fusion', 'clipped'), ('unimodal_audio', 'warm-up')]
   assert found[('late_fusion', 'clipped')]['seeds'] == [0, 1, 2]
   assert [round(x, 9) for x in found[('late_fusion', 'clipped')]['diffs']] == [1.0, 2.0, 3.0]
-  table = aggregate.paired_table(results, 'late_fusion', (), (('recipe', 'main job'),))
-  assert 'Difference from `late_fusion`, recipe main job on the same seed' in table
+  assert [round(x, 9) for x in found[('unimodal_audio', 'warm-up')]['diffs']] == [-2.0] * 4
+  table = aggregate.paired_table(results, None, (), (('recipe', 'main job'),))
+  assert "Difference from each method's own runs with recipe main job, on the same seed" in table
 
 
 def test_imbalance_chooses_ogm_alpha_per_snr_and_compares_with_no_remedy(tmp_path, monkeypatch):
