@@ -473,7 +473,8 @@ def robustness(quick: bool = False, seeds: int | None = None,
   experiment = _grid('robustness', 'Robustness to a missing or noisier modality', budget, specs,
                      seeds or (1 if quick else AVMNIST_SEEDS), _same_clipping(settings), quick,
                      seed_major=True)
-  return dataclasses.replace(experiment, shares_runs_with=('avmnist_fusion',))
+  return dataclasses.replace(experiment, shares_runs_with=('avmnist_fusion',),
+                             paired_baseline=(('training', 'standard'),))
 
 
 # Distillation (configs/distill_audio.py): the main job, seed 0 of avmnist_fusion (its best

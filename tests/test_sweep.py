@@ -337,12 +337,14 @@ def test_each_recipe_change_and_remedy_is_paired_with_its_models_own_baseline_on
   """recipe_ablation's paired table: each recipe minus the main job's on the same seed, for each
   model (late fusion against the main job, the unimodal audio model against its own main-job
   recipe), over the seeds both have (a 3-seed row pairs with seeds 0-2); a model without a
-  baseline run has no row. The fusion remedies pair each fusion with itself without the remedy."""
+  baseline run has no row. The fusion remedies, and modality dropout in robustness, pair each
+  fusion with itself without them."""
   ablation = catalog.get('recipe_ablation')
   assert (ablation.paired_with, ablation.paired_on, ablation.paired_baseline) == (
       None, (), (('recipe', 'main job'),))
   assert catalog.get('avmnist_fusion_warmup').paired_baseline == (('warm-up', 'none'),)
   assert catalog.get('avmnist_fusion_aux').paired_baseline == (('heads', 'fused only'),)
+  assert catalog.get('robustness').paired_baseline == (('training', 'standard'),)
   rows = [{'method': 'late_fusion', 'recipe': 'main job', 'seed': s,
            aggregate.HEADLINE: 0.8 + s / 100} for s in range(10)]
   rows += [{'method': 'late_fusion', 'recipe': 'clipped', 'seed': s,
