@@ -4,7 +4,9 @@ exchange information only through a few shared bottleneck tokens.
 Variants as in configs/late_fusion.py (`avmnist`, `synthetic`, `modality_dropout`), whose dataset,
 encoders and recipe this reuses; only the fusion differs, on AV-MNIST it trains with AdamW at
 0.01, the rate the fusion comparison chose on validation (`--experiment=avmnist_fusion_lr`), and
-the synthetic variant's head drops nothing (below).
+the synthetic variant's head drops nothing (below). The comparison adds a 100-step linear warm-up
+(`--config.optimizer.warmup_steps=100`): without it a seed's audio branch can stay inert
+(`--experiment=avmnist_fusion_warmup` shows its runs with and without).
 """
 
 from configs import late_fusion

@@ -291,8 +291,13 @@ def avmnist_fusion(quick: bool = False, seeds: int | None = None,
   methods = ('unimodal_image', 'late_fusion') if quick else AVMNIST_METHODS
   settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
   chosen = {} if quick else chosen_settings()
+  remedied = {} if quick else chosen_remedies()
   waiting = [m for m in methods if m in LR_SEARCH and m not in chosen]
-  specs = [(f'configs/{m}.py', chosen.get(m, {}), m, {}) for m in methods if m not in waiting]
+  specs = [(f'configs/{m}.py', {**chosen.get(m, {}), **REMEDIES[remedied[m]].extra}
+            if m in remedied else chosen.get(m, {}), m,
+            {'remedy': REMEDIES[remedied[m]].label if m in remedied else 'none'}
+            if remedied else {})
+           for m in methods if m not in waiting]
   picks = ', '.join(f'{m} {_setting_label(o["optimizer.name"], o["optimizer.learning_rate"])}'
                     for m, o in chosen.items())
   budget += ('; no gradient clipping for any method; late_fusion is the main job and the '
@@ -300,12 +305,21 @@ def avmnist_fusion(quick: bool = False, seeds: int | None = None,
   if not quick:
     budget += (f'; learning rates chosen on validation (`--experiment=avmnist_fusion_lr`): '
                f'{picks or "none yet"}')
+  if remedied:
+    budget += ('; a method with an inert or diverged seed at its chosen rate trains with a remedy '
+               'under which all its seeds were healthy, named in its remedy column (' + '; '.join(
+                   f'{", ".join(m for m in remedied if remedied[m] == name)}: '
+                   f'`--experiment={name}`' for name in dict.fromkeys(remedied.values())) +
+               ', whose tables show the runs without it); run health is read from the '
+               'robustness evaluator, which scores the test split')
   if waiting:
     budget += f'; not run until their learning-rate search has finished: {", ".join(waiting)}'
   experiment = _grid('avmnist_fusion', 'Fusion methods on AV-MNIST', budget, specs,
                      seeds or (1 if quick else AVMNIST_SEEDS),
                      _same_clipping(settings), quick, seed_major=True)
-  return dataclasses.replace(experiment, remedies=REMEDIES)
+  # The remedied runs are the remedy experiments' (trained once, read from their records).
+  return dataclasses.replace(experiment, remedies=tuple(REMEDIES),
+                             shares_runs_with=tuple(REMEDIES))
 
 
 # The fusions with a seed whose audio branch stayed inert in avmnist_fusion, each again with an
@@ -319,45 +333,16 @@ AUX_HEADS = {'model.unimodal_heads': {'hidden': (100,), 'dropout': 0.0, 'param_i
              'objective.aux_weight': 1.0}
 
 
-def _with_and_without(methods, chosen: dict, facet: str, labels: tuple[str, str],
-                      extra: dict) -> list[tuple]:
-  """Specs of each method at its chosen setting (avmnist_fusion's run), then of the same with the
-  `extra` overrides, their `facet` labelled `labels` (without, with)."""
-  return [spec for m in methods for spec in (
-      (f'configs/{m}.py', chosen.get(m, {}), m, {facet: labels[0]}),
-      (f'configs/{m}.py', {**chosen.get(m, {}), **extra}, m, {facet: labels[1]}))]
-
-
-def _fusion_remedy(name: str, title: str, methods, facet: str, labels: tuple[str, str],
-                   extra: dict, what: str, quick: bool, seeds: int | None,
-                   steps: int | None) -> Experiment:
-  """`methods` at avmnist_fusion's settings and seeds, without and with the `extra` overrides
-  (`what` they are, for the budget); the runs without are avmnist_fusion's own."""
-  methods = ('late_fusion',) if quick else methods
-  settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
-  chosen = {} if quick else chosen_settings()
-  waiting = [m for m in methods if m in LR_SEARCH and m not in chosen]
-  specs = _with_and_without([m for m in methods if m not in waiting], chosen, facet, labels,
-                            extra)
-  budget += (f'; each fusion at the learning rate avmnist_fusion uses, with and without {what}; '
-             'no gradient clipping; the runs without are those of avmnist_fusion (the same '
-             'runs, trained once)')
-  if waiting:
-    budget += f'; not run until their learning-rate search has finished: {", ".join(waiting)}'
-  experiment = _grid(name, title, budget, specs, seeds or (1 if quick else AVMNIST_SEEDS),
-                     _same_clipping(settings), quick, seed_major=True)
-  return dataclasses.replace(experiment, shares_runs_with=('avmnist_fusion',),
-                             paired_baseline=((facet, labels[0]),))
-
-
-def avmnist_fusion_aux(quick: bool = False, seeds: int | None = None,
-                       steps: int | None = None) -> Experiment:
-  """avmnist_fusion's collapsing fusions with and without auxiliary unimodal heads, same seeds."""
-  return _fusion_remedy(
-      'avmnist_fusion_aux', 'Auxiliary unimodal heads against an inert branch', AUX_METHODS,
-      'heads', ('fused only', 'fused + a head per encoder'), AUX_HEADS,
-      'an auxiliary head on each encoder (MLP 100, trained beside the fused head with weight 1; '
-      'the fused head predicts)', quick, seeds, steps)
+@dataclasses.dataclass(frozen=True)
+class Remedy:
+  """A fix trained on avmnist_fusion's failing fusions, with and without, on the same seeds."""
+  title: str
+  methods: tuple[str, ...]
+  facet: str                # the column that tells the runs apart
+  labels: tuple[str, str]   # its values: (without, with)
+  extra: dict               # the overrides the fix adds to a method's chosen setting
+  what: str                 # the fix, for budget lines
+  label: str                # the fix, in avmnist_fusion's remedy column
 
 
 # The fusions whose failures a head per encoder does not reach: tensor fusion's seed 0 diverged at
@@ -369,16 +354,82 @@ def avmnist_fusion_aux(quick: bool = False, seeds: int | None = None,
 # uses the same 100 steps.
 WARMUP_METHODS = ('tensor_fusion', 'bottleneck_fusion', 'mult')
 WARMUP = {'optimizer.warmup_steps': 100}
-REMEDIES = ('avmnist_fusion_aux', 'avmnist_fusion_warmup')  # what avmnist_fusion's table points to
+# What avmnist_fusion's table points to, in the order a method with two remedies that both work
+# would be offered them (the better mean validation accuracy chooses).
+REMEDIES = {
+    'avmnist_fusion_aux': Remedy(
+        'Auxiliary unimodal heads against an inert branch', AUX_METHODS, 'heads',
+        ('fused only', 'fused + a head per encoder'), AUX_HEADS,
+        'an auxiliary head on each encoder (MLP 100, trained beside the fused head with weight '
+        '1; the fused head predicts)', 'a head per encoder'),
+    'avmnist_fusion_warmup': Remedy(
+        'A learning-rate warm-up against divergence and a dead encoder', WARMUP_METHODS,
+        'warm-up', ('none', '100 steps'), WARMUP,
+        'a linear learning-rate warm-up over the first 100 steps', 'warm-up, 100 steps'),
+}
+REMEDY_RESULTS = runs_lib.REPO / 'results'
+
+
+def chosen_remedies(root=None) -> dict[str, str]:
+  """{method: remedy experiment} from the committed remedy results (under `root`, results/ by
+  default): each method that had an inert or diverged seed among its AVMNIST_SEEDS runs without
+  a remedy and none among its AVMNIST_SEEDS runs with it. Where two remedies qualify, the better
+  mean validation accuracy; a remedy whose runs have not all finished does not."""
+  best = {}
+  for name, remedy in REMEDIES.items():
+    rows = _committed_rows(pathlib.Path(root or REMEDY_RESULTS) / name / 'results.csv')
+    for method in remedy.methods:
+      without, with_ = ([r for r in rows if r['method'] == method and r.get(remedy.facet) == label]
+                        for label in remedy.labels)
+      if (len(without) < AVMNIST_SEEDS or all(r['healthy'] for r in without)
+          or len(with_) < AVMNIST_SEEDS or not all(r['healthy'] for r in with_)):
+        continue
+      score = sum(r.get(SEARCH_METRIC, 0.0) for r in with_) / len(with_)
+      if method not in best or score > best[method][1]:
+        best[method] = (name, score)
+  return {method: name for method, (name, _) in best.items()}
+
+
+def _with_and_without(methods, chosen: dict, facet: str, labels: tuple[str, str],
+                      extra: dict) -> list[tuple]:
+  """Specs of each method at its chosen setting (avmnist_fusion's run), then of the same with the
+  `extra` overrides, their `facet` labelled `labels` (without, with)."""
+  return [spec for m in methods for spec in (
+      (f'configs/{m}.py', chosen.get(m, {}), m, {facet: labels[0]}),
+      (f'configs/{m}.py', {**chosen.get(m, {}), **extra}, m, {facet: labels[1]}))]
+
+
+def _fusion_remedy(name: str, quick: bool, seeds: int | None, steps: int | None) -> Experiment:
+  """The remedy `name`'s methods at avmnist_fusion's settings and seeds, without and with it."""
+  remedy = REMEDIES[name]
+  methods = ('late_fusion',) if quick else remedy.methods
+  settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
+  chosen = {} if quick else chosen_settings()
+  waiting = [m for m in methods if m in LR_SEARCH and m not in chosen]
+  specs = _with_and_without([m for m in methods if m not in waiting], chosen, remedy.facet,
+                            remedy.labels, remedy.extra)
+  budget += (f'; each fusion at the learning rate avmnist_fusion chose for it, with and without '
+             f'{remedy.what}; no gradient clipping; a run that avmnist_fusion trains too is '
+             'trained once (avmnist_fusion trains a method without a remedy until one makes all '
+             'its seeds healthy, then with it)')
+  if waiting:
+    budget += f'; not run until their learning-rate search has finished: {", ".join(waiting)}'
+  experiment = _grid(name, remedy.title, budget, specs, seeds or (1 if quick else AVMNIST_SEEDS),
+                     _same_clipping(settings), quick, seed_major=True)
+  return dataclasses.replace(experiment, shares_runs_with=('avmnist_fusion',),
+                             paired_baseline=((remedy.facet, remedy.labels[0]),))
+
+
+def avmnist_fusion_aux(quick: bool = False, seeds: int | None = None,
+                       steps: int | None = None) -> Experiment:
+  """avmnist_fusion's collapsing fusions with and without auxiliary unimodal heads, same seeds."""
+  return _fusion_remedy('avmnist_fusion_aux', quick, seeds, steps)
 
 
 def avmnist_fusion_warmup(quick: bool = False, seeds: int | None = None,
                           steps: int | None = None) -> Experiment:
   """avmnist_fusion's diverged and dead-encoder fusions with and without a warm-up, same seeds."""
-  return _fusion_remedy(
-      'avmnist_fusion_warmup', 'A learning-rate warm-up against divergence and a dead encoder',
-      WARMUP_METHODS, 'warm-up', ('none', '100 steps'), WARMUP,
-      'a linear learning-rate warm-up over the first 100 steps', quick, seeds, steps)
+  return _fusion_remedy('avmnist_fusion_warmup', quick, seeds, steps)
 
 
 def _pid_eval(split: str) -> dict:

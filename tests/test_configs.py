@@ -68,6 +68,23 @@ def test_each_fusion_trains_on_avmnist_at_the_rate_its_search_chose():
               'optimizer.learning_rate': optimizer.learning_rate} == overrides, (name, variant)
 
 
+def test_each_fusions_docstring_names_the_remedy_its_comparison_row_trains_with():
+  """A config whose README fusion row adds a remedy (experiments.catalog.chosen_remedies, read
+  from the committed remedy results) says so in its docstring: the remedy's experiment and the
+  config fields it sets; a config whose row adds none names no remedy experiment."""
+  from experiments import catalog  # pylint: disable=import-outside-toplevel
+  remedied = catalog.chosen_remedies()
+  assert remedied, 'no committed remedy has made every seed of a fusion healthy'
+  for name in catalog.AVMNIST_METHODS:
+    doc = importlib.import_module(f'configs.{name}').__doc__
+    named = {r for r in catalog.REMEDIES if f'--experiment={r}`' in doc}
+    assert named == ({remedied[name]} if name in remedied else set()), name
+    if name in remedied:
+      for key, value in catalog.REMEDIES[remedied[name]].extra.items():
+        assert (f'`--config.{key}={value}`' if not isinstance(value, dict)
+                else f'`{key}`') in doc, (name, key)
+
+
 DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
 
 

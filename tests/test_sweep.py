@@ -100,19 +100,21 @@ def test_every_experiment_has_distinct_workdirs_and_runnable_commands(tmp_path):
   robust = {r.name for r in catalog.get('robustness').runs}
   assert len(dropout) == 10 and len(dropout & robust) == 5
   assert ablation.shares_runs_with == ('robustness',)
-  # Auxiliary heads: each collapsing fusion with and without them on the same seeds; the runs
-  # without are avmnist_fusion's own.
-  aux = catalog.get('avmnist_fusion_aux')
+  # Auxiliary heads: each collapsing fusion with and without them on the same seeds; a warm-up
+  # for the fusions heads do not reach, likewise (the recipe ablation's own 100 steps). A
+  # method's runs without are avmnist_fusion's own until it adopts a remedy; then those with it.
   fusion = {r.name for r in catalog.get('avmnist_fusion').runs}
-  assert len(aux.runs) == 30 and len({r.name for r in aux.runs} & fusion) == 15
-  assert all((r.name in fusion) != ('model.unimodal_heads' in r.values()) for r in aux.runs)
-  # A warm-up for the fusions heads do not reach, likewise; the recipe ablation's own 100 steps.
-  warmup = catalog.get('avmnist_fusion_warmup')
-  assert len(warmup.runs) == 30 and len({r.name for r in warmup.runs} & fusion) == 15
-  assert {r.label for r in warmup.runs} == {'tensor_fusion', 'bottleneck_fusion', 'mult'}
-  assert all((r.name in fusion) != (r.values().get('optimizer.warmup_steps') == 100)
-             for r in warmup.runs)
-  assert warmup.shares_runs_with == ('avmnist_fusion',)
+  remedied = catalog.chosen_remedies()
+  for name, methods in (('avmnist_fusion_aux', {'gated_fusion', 'mult', 'bottleneck_fusion'}),
+                        ('avmnist_fusion_warmup', {'tensor_fusion', 'bottleneck_fusion', 'mult'})):
+    remedy, experiment = catalog.REMEDIES[name], catalog.get(name)
+    assert len(experiment.runs) == 30 and {r.label for r in experiment.runs} == methods
+    for run in experiment.runs:
+      with_it = all(run.values().get(k) == v for k, v in remedy.extra.items())
+      assert run.facets[remedy.facet] == remedy.labels[with_it]
+      adopted = remedied.get(run.label) == name if with_it else run.label not in remedied
+      assert (run.name in fusion) == adopted, run.name
+    assert experiment.shares_runs_with == ('avmnist_fusion',)
   # Full AV-MNIST runs keep each config's own budget and selection, and one clipping rule.
   assert all(r.settings == catalog.SAME_CLIPPING for r in catalog.get('avmnist_fusion').runs)
   other = catalog.get('avmnist_fusion', steps=5)
@@ -200,6 +202,7 @@ def test_fusions_train_at_the_learning_rate_their_search_chose(tmp_path, monkeyp
   rows[5]['healthy'] = 0  # early_fusion's best rate is inert: the next best is chosen
   aggregate.write_csv(aggregate.Results(rows, [], []), tmp_path / 'results.csv')
   monkeypatch.setattr(catalog, 'SEARCH_RESULTS', tmp_path / 'results.csv')
+  monkeypatch.setattr(catalog, 'REMEDY_RESULTS', tmp_path / 'no remedy yet')
   chosen = catalog.chosen_settings()
   assert chosen['early_fusion'] == {'optimizer.name': 'adamw', 'optimizer.learning_rate': 1e-2}
   assert chosen['tensor_fusion'] == {'optimizer.name': 'sgd', 'optimizer.learning_rate': 0.3}
@@ -216,6 +219,59 @@ def test_fusions_train_at_the_learning_rate_their_search_chose(tmp_path, monkeyp
   assert len(robust.runs) == (2 + 3 * 2) * 5
   assert {r.overrides.get('optimizer.learning_rate') for r in robust.runs
           if r.label == 'gated_fusion'} == {chosen['gated_fusion']['optimizer.learning_rate']}
+
+
+def test_a_fusion_with_a_failed_seed_trains_with_the_remedy_that_made_all_its_seeds_healthy(
+    tmp_path, monkeypatch):
+  """avmnist_fusion reads the committed remedy experiments: a method with an inert or diverged
+  seed among its five runs without a remedy, and none among its five with it, trains with it (its
+  remedy column says which, its budget points to the remedy's table); where two remedies qualify,
+  the better mean validation accuracy; a remedy short of five runs, or with a failed seed, or for a
+  method that never failed, is not taken."""
+  seeds = catalog.AVMNIST_SEEDS
+  def rows(remedy, method, label, healthy, validation=0.8):
+    return [{'method': method, remedy.facet: label, 'seed': s, 'healthy': int(h),
+             catalog.SEARCH_METRIC: validation} for s, h in enumerate(healthy)]
+  aux, warmup = (catalog.REMEDIES[n] for n in ('avmnist_fusion_aux', 'avmnist_fusion_warmup'))
+  ok, failed = [1] * seeds, [1] * (seeds - 1) + [0]
+  tables = {
+      'avmnist_fusion_aux': [
+          *rows(aux, 'gated_fusion', aux.labels[0], failed),
+          *rows(aux, 'gated_fusion', aux.labels[1], ok),
+          *rows(aux, 'mult', aux.labels[0], failed), *rows(aux, 'mult', aux.labels[1], ok, 0.9),
+          *rows(aux, 'bottleneck_fusion', aux.labels[0], failed),
+          *rows(aux, 'bottleneck_fusion', aux.labels[1], failed)],
+      'avmnist_fusion_warmup': [
+          *rows(warmup, 'mult', warmup.labels[0], failed),
+          *rows(warmup, 'mult', warmup.labels[1], ok, 0.85),
+          *rows(warmup, 'tensor_fusion', warmup.labels[0], failed),
+          *rows(warmup, 'tensor_fusion', warmup.labels[1], ok[:-1]),  # a run still to finish
+          *rows(warmup, 'bottleneck_fusion', warmup.labels[0], ok),
+          *rows(warmup, 'bottleneck_fusion', warmup.labels[1], ok)]}
+  for name, table in tables.items():
+    (tmp_path / name).mkdir()
+    aggregate.write_csv(aggregate.Results(table, [], [aux.facet, warmup.facet]),
+                        tmp_path / name / 'results.csv')
+  monkeypatch.setattr(catalog, 'REMEDY_RESULTS', tmp_path)
+  assert catalog.chosen_remedies() == {'gated_fusion': 'avmnist_fusion_aux',
+                                       'mult': 'avmnist_fusion_aux'}
+  chosen = catalog.chosen_settings()
+  fusion = catalog.get('avmnist_fusion')
+  assert len(fusion.runs) == len(catalog.AVMNIST_METHODS) * seeds
+  for run in fusion.runs:
+    if run.label in ('gated_fusion', 'mult'):
+      assert run.overrides == {**chosen[run.label], **aux.extra}
+      assert run.facets == {'remedy': aux.label}
+    else:
+      assert run.overrides == chosen.get(run.label, {}) and run.facets == {'remedy': 'none'}
+  assert ('gated_fusion, mult: `--experiment=avmnist_fusion_aux`, whose tables show the runs '
+          'without it') in fusion.budget
+  # The remedied runs are the remedy experiment's own: read from its records, not retrained.
+  assert set(fusion.shares_runs_with) == set(catalog.REMEDIES)
+  gated = {r.name for r in catalog.get('avmnist_fusion_aux').runs}
+  assert {r.name for r in fusion.runs if r.label == 'gated_fusion'} < gated
+  monkeypatch.setattr(catalog, 'REMEDY_RESULTS', tmp_path / 'none yet')
+  assert all('remedy' not in r.facets for r in catalog.get('avmnist_fusion').runs)
 
 
 def test_distillation_searches_the_teachers_share_per_temperature_then_pairs_seeds(
