@@ -293,8 +293,8 @@ def avmnist_fusion(quick: bool = False, seeds: int | None = None,
   chosen = {} if quick else chosen_settings()
   remedied = {} if quick else chosen_remedies()
   waiting = [m for m in methods if m in LR_SEARCH and m not in chosen]
-  specs = [(f'configs/{m}.py', {**chosen.get(m, {}), **REMEDIES[remedied[m]].extra}
-            if m in remedied else chosen.get(m, {}), m,
+  setting = _remedied(chosen, remedied)
+  specs = [(f'configs/{m}.py', setting.get(m, {}), m,
             {'remedy': REMEDIES[remedied[m]].label if m in remedied else 'none'}
             if remedied else {})
            for m in methods if m not in waiting]
@@ -307,11 +307,9 @@ def avmnist_fusion(quick: bool = False, seeds: int | None = None,
                f'{picks or "none yet"}')
   if remedied:
     budget += ('; a method with an inert or diverged seed at its chosen rate trains with a remedy '
-               'under which all its seeds were healthy, named in its remedy column (' + '; '.join(
-                   f'{", ".join(m for m in remedied if remedied[m] == name)}: '
-                   f'`--experiment={name}`' for name in dict.fromkeys(remedied.values())) +
-               ', whose tables show the runs without it); run health is read from the '
-               'robustness evaluator, which scores the test split')
+               f'under which all its seeds were healthy, named in its remedy column '
+               f'({_remedies_note(remedied)}, whose tables show the runs without it); run health '
+               'is read from the robustness evaluator, which scores the test split')
   if waiting:
     budget += f'; not run until their learning-rate search has finished: {", ".join(waiting)}'
   experiment = _grid('avmnist_fusion', 'Fusion methods on AV-MNIST', budget, specs,
@@ -388,6 +386,19 @@ def chosen_remedies(root=None) -> dict[str, str]:
       if method not in best or score > best[method][1]:
         best[method] = (name, score)
   return {method: name for method, (name, _) in best.items()}
+
+
+def _remedied(chosen: dict, remedied: dict) -> dict:
+  """{method: overrides}: `chosen` (each method's optimizer setting) with the overrides of the
+  remedy avmnist_fusion adopted for it (`remedied`: chosen_remedies())."""
+  return {m: {**overrides, **(REMEDIES[remedied[m]].extra if m in remedied else {})}
+          for m, overrides in chosen.items()}
+
+
+def _remedies_note(remedied: dict) -> str:
+  """The budget's account of the remedies avmnist_fusion adopted."""
+  return '; '.join(f'{", ".join(m for m in remedied if remedied[m] == name)}: '
+                   f'`--experiment={name}`' for name in dict.fromkeys(remedied.values()))
 
 
 def _with_and_without(methods, chosen: dict, facet: str, labels: tuple[str, str],
@@ -505,10 +516,12 @@ def robustness(quick: bool = False, seeds: int | None = None,
   methods = ('late_fusion',) if quick else ROBUSTNESS_METHODS
   dropout = ', '.join(f'{m} {p:g}' for m, p in MODALITY_DROPOUT.items())
   chosen = {} if quick else chosen_settings()
+  remedied = {} if quick else {m: r for m, r in chosen_remedies().items() if m in methods}
   waiting = [m for m in methods if m in LR_SEARCH and m not in chosen]
   specs = [(f'configs/{m}.py', {}, m, {'training': 'unimodal'})
            for m in (() if quick else UNIMODAL_METHODS)]
-  specs += _with_and_without([m for m in methods if m not in waiting], chosen, 'training',
+  specs += _with_and_without([m for m in methods if m not in waiting],
+                             _remedied(chosen, remedied), 'training',
                              ('standard', 'modality dropout'),
                              {'modality_dropout': dict(MODALITY_DROPOUT)})
   settings, budget = _main_job_budget(QUICK_STEPS if quick else steps, quick)
@@ -517,6 +530,9 @@ def robustness(quick: bool = False, seeds: int | None = None,
             "at the learning rate avmnist_fusion uses, beside the unimodal models; accuracy on "
             f'the {split} split with each modality missing and with extra noise on the (already '
             f'noisy) {split} audio')
+  if remedied:
+    budget += ('; a fusion that avmnist_fusion trains with a remedy has it in both trainings '
+               f'({_remedies_note(remedied)})')
   if waiting:
     budget += f'; not run until their learning-rate search has finished: {", ".join(waiting)}'
   budget += ('; the unimodal and standard runs are those of avmnist_fusion (the same runs, '

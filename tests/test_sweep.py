@@ -270,8 +270,17 @@ def test_a_fusion_with_a_failed_seed_trains_with_the_remedy_that_made_all_its_se
   assert set(fusion.shares_runs_with) == set(catalog.REMEDIES)
   gated = {r.name for r in catalog.get('avmnist_fusion_aux').runs}
   assert {r.name for r in fusion.runs if r.label == 'gated_fusion'} < gated
+  # The robustness experiment trains its fusions as avmnist_fusion does, with dropout and without.
+  robust = catalog.get('robustness')
+  gated = [r for r in robust.runs if r.label == 'gated_fusion']
+  assert len(gated) == 2 * seeds and all(
+      all(r.overrides.get(k) == v for k, v in aux.extra.items()) for r in gated)
+  assert {r.name for r in gated if r.facets['training'] == 'standard'} == {
+      r.name for r in fusion.runs if r.label == 'gated_fusion'}
+  assert 'gated_fusion: `--experiment=avmnist_fusion_aux`' in robust.budget
   monkeypatch.setattr(catalog, 'REMEDY_RESULTS', tmp_path / 'none yet')
   assert all('remedy' not in r.facets for r in catalog.get('avmnist_fusion').runs)
+  assert not any('objective.aux_weight' in r.overrides for r in catalog.get('robustness').runs)
 
 
 def test_distillation_searches_the_teachers_share_per_temperature_then_pairs_seeds(
