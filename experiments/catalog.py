@@ -352,8 +352,7 @@ class Remedy:
 # uses the same 100 steps.
 WARMUP_METHODS = ('tensor_fusion', 'bottleneck_fusion', 'mult')
 WARMUP = {'optimizer.warmup_steps': 100}
-# What avmnist_fusion's table points to, in the order a method with two remedies that both work
-# would be offered them (the better mean validation accuracy chooses).
+# What avmnist_fusion's table points to (chosen_remedies picks one per failing method).
 REMEDIES = {
     'avmnist_fusion_aux': Remedy(
         'Auxiliary unimodal heads against an inert branch', AUX_METHODS, 'heads',
@@ -420,14 +419,16 @@ def _fusion_remedy(name: str, quick: bool, seeds: int | None, steps: int | None)
   specs = _with_and_without([m for m in methods if m not in waiting], chosen, remedy.facet,
                             remedy.labels, remedy.extra)
   budget += (f'; each fusion at the learning rate avmnist_fusion chose for it, with and without '
-             f'{remedy.what}; no gradient clipping; a run that avmnist_fusion trains too is '
-             'trained once (avmnist_fusion trains a method without a remedy until one makes all '
-             'its seeds healthy, then with it)')
+             f'{remedy.what}; no gradient clipping; a run that avmnist_fusion or the other '
+             'remedy trains too is trained once (avmnist_fusion trains a method without a remedy '
+             'until one makes all its seeds healthy, then with it)')
   if waiting:
     budget += f'; not run until their learning-rate search has finished: {", ".join(waiting)}'
   experiment = _grid(name, remedy.title, budget, specs, seeds or (1 if quick else AVMNIST_SEEDS),
                      _same_clipping(settings), quick, seed_major=True)
-  return dataclasses.replace(experiment, shares_runs_with=('avmnist_fusion',),
+  # A method both remedies try (bottleneck fusion) has one run without either, trained once.
+  others = tuple(other for other in REMEDIES if other != name)
+  return dataclasses.replace(experiment, shares_runs_with=('avmnist_fusion', *others),
                              paired_baseline=((remedy.facet, remedy.labels[0]),))
 
 

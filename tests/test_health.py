@@ -180,7 +180,7 @@ def test_health_columns_table_marks_and_healthy_counts(tmp_path):
   assert 'remedy' not in aggregate.markdown(results, experiment)
   fusion = catalog.get('avmnist_fusion')
   assert fusion.remedies and all(
-      catalog.get(name).shares_runs_with == ('avmnist_fusion',) for name in fusion.remedies)
+      catalog.get(name).shares_runs_with[0] == 'avmnist_fusion' for name in fusion.remedies)
 
   aggregate.write_csv(results, tmp_path / 'results.csv')
   rows = aggregate.read_csv(tmp_path / 'results.csv')
