@@ -44,10 +44,12 @@ class Plot:
 
   bars / curves: {series label: {x label or level: mean}}; points: (series label, x, value,
   status) per run, status 'healthy', 'inert' or 'diverged'; lines: {label: level} (chance, the
-  best unimodal model); left_out: runs not drawn (not healthy), by name.
+  best unimodal model); left_out: runs not drawn (not healthy), by name; where: {series label:
+  {x label: the bar's centre on the x axis}} (the accuracy plot).
   """
   name: str
   bars: dict = dataclasses.field(default_factory=dict)
+  where: dict = dataclasses.field(default_factory=dict)
   curves: dict = dataclasses.field(default_factory=dict)
   points: list = dataclasses.field(default_factory=list)
   lines: dict = dataclasses.field(default_factory=dict)
@@ -129,17 +131,27 @@ def accuracy_plot(results, out_dir, metric: str | None = None) -> Plot | None:
   methods = [k[0] for k in aggregate.groups(rows, ['method'])]
   series = list(aggregate.groups(rows, facets)) if facets else [()]
   plot = Plot('accuracy.png', lines=reference_lines(rows, metric))
-  fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(methods) * max(1, len(series) ** 0.5)) + 2,
-                                  4.5))
-  width = 0.8 / max(len(series), 1)
-  for i, s in enumerate(series):
+  # The legend beside the axes takes its longest label's width (~0.07 inch a character), so that
+  # many long series labels (the recipe ablation's) do not squeeze the bars and cut the title.
+  legend = 0.07 * max([len(_series_label(s)) for s in series] + [25])
+  fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(methods) * max(1, len(series) ** 0.5)) + 0.5
+                                  + legend, 4.5))
+  # Each method's bars side by side, centred on its tick: only the series it has runs in (a
+  # method with one remedy, or one recipe, gets one bar over its name).
+  key = lambda r: tuple(r.get(f, '') for f in facets)
+  present = {m: [s for s in series if any(r['method'] == m and key(r) == s for r in rows)]
+             for m in methods}
+  width = 0.8 / max([len(p) for p in present.values()] + [1])
+  for s in series:
     label = _series_label(s)
     xs, means = [], []
     for j, method in enumerate(methods):
-      members = [r for r in rows if r['method'] == method and
-                 tuple(r.get(f, '') for f in facets) == s]
+      members = [r for r in rows if r['method'] == method and key(r) == s]
       values = [r[metric] for r in members if isinstance(r.get(metric), (int, float))]
-      x = j - 0.4 + (i + 0.5) * width
+      if not members:
+        continue
+      x = j + (present[method].index(s) - (len(present[method]) - 1) / 2) * width
+      plot.where.setdefault(label, {})[method] = x
       if values:
         xs.append(x)
         means.append(100 * sum(values) / len(values))
@@ -149,7 +161,7 @@ def accuracy_plot(results, out_dir, metric: str | None = None) -> Plot | None:
           plot.points.append((label, method, 100 * r[metric], _status(r)))
     ax.bar(xs, means, width, alpha=0.6, label=label or None)
     for _, method, value, status in [p for p in plot.points if p[0] == label]:
-      x = methods.index(method) - 0.4 + (i + 0.5) * width
+      x = plot.where[label][method]
       ax.plot(x, value, 'x' if status != 'healthy' else 'o', ms=5 if status == 'healthy' else 7,
               color='crimson' if status != 'healthy' else 'black', alpha=0.8)
   ax.plot([], [], 'o', color='black', label='a run (seed)')

@@ -220,6 +220,23 @@ def test_plots_show_every_seed_chance_and_the_best_unimodal_model(tmp_path):
   assert all(0 <= p[2] <= 100 for plot in (accuracy, snr, missing) for p in plot.points)
 
 
+def test_each_methods_bars_are_centred_on_its_name(tmp_path):
+  """The accuracy plot puts a method's bars side by side over its own tick: one bar (a method
+  trained one way, e.g. with its one remedy) right over it, two either side of it; series keep
+  their colours across methods."""
+  rows = [{'method': method, 'remedy': remedy, 'seed': 0, 'run': f'{method}-{remedy}',
+           'test/accuracy': 0.8, 'healthy': 1}
+          for method, remedy in (('late_fusion', 'none'), ('mult', 'none'), ('mult', 'warm-up'),
+                                 ('gated_fusion', 'heads'))]
+  results = aggregate.Results(rows, [], ['remedy'])
+  plot = plots.accuracy_plot(results, tmp_path)
+  assert plot.where == {'none': {'late_fusion': 0.0, 'mult': pytest.approx(0.8)},
+                        'warm-up': {'mult': pytest.approx(1.2)},
+                        'heads': {'gated_fusion': 2.0}}
+  assert {p[:2] for p in plot.points} == {('none', 'late_fusion'), ('none', 'mult'),
+                                          ('warm-up', 'mult'), ('heads', 'gated_fusion')}
+
+
 def test_robustness_plots_score_a_unimodal_model_without_the_evaluator_by_its_test_accuracy(
     tmp_path):
   """An image-only model has no audio-noise evaluator: its test accuracy (what robustness[all]
