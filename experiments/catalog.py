@@ -367,14 +367,14 @@ REMEDIES = {
 REMEDY_RESULTS = runs_lib.REPO / 'results'
 
 
-def chosen_remedies(root=None) -> dict[str, str]:
-  """{method: remedy experiment} from the committed remedy results (under `root`, results/ by
-  default): each method that had an inert or diverged seed among its AVMNIST_SEEDS runs without
-  a remedy and none among its AVMNIST_SEEDS runs with it. Where two remedies qualify, the better
-  mean validation accuracy; a remedy whose runs have not all finished does not."""
+def chosen_remedies() -> dict[str, str]:
+  """{method: remedy experiment} from the committed remedy results (under REMEDY_RESULTS): each
+  method that had an inert or diverged seed among its AVMNIST_SEEDS runs without a remedy and
+  none among its AVMNIST_SEEDS runs with it. Where two remedies qualify, the better mean
+  validation accuracy; a remedy whose runs have not all finished does not."""
   best = {}
   for name, remedy in REMEDIES.items():
-    rows = _committed_rows(pathlib.Path(root or REMEDY_RESULTS) / name / 'results.csv')
+    rows = _committed_rows(pathlib.Path(REMEDY_RESULTS) / name / 'results.csv')
     for method in remedy.methods:
       without, with_ = ([r for r in rows if r['method'] == method and r.get(remedy.facet) == label]
                         for label in remedy.labels)

@@ -138,18 +138,17 @@ def accuracy_plot(results, out_dir, metric: str | None = None) -> Plot | None:
                                   + legend, 4.5))
   # Each method's bars side by side, centred on its tick: only the series it has runs in (a
   # method with one remedy, or one recipe, gets one bar over its name).
-  key = lambda r: tuple(r.get(f, '') for f in facets)
-  present = {m: [s for s in series if any(r['method'] == m and key(r) == s for r in rows)]
-             for m in methods}
+  members_of = aggregate.groups(rows, ['method', *facets])  # (method, *series): its runs
+  present = {m: [s for s in series if (m, *s) in members_of] for m in methods}
   width = 0.8 / max([len(p) for p in present.values()] + [1])
   for s in series:
     label = _series_label(s)
     xs, means = [], []
     for j, method in enumerate(methods):
-      members = [r for r in rows if r['method'] == method and key(r) == s]
-      values = [r[metric] for r in members if isinstance(r.get(metric), (int, float))]
-      if not members:
+      if s not in present[method]:
         continue
+      members = members_of[(method, *s)]
+      values = [r[metric] for r in members if isinstance(r.get(metric), (int, float))]
       x = j + (present[method].index(s) - (len(present[method]) - 1) / 2) * width
       plot.where.setdefault(label, {})[method] = x
       if values:
