@@ -18,8 +18,9 @@ RAW_DATA_DIR = pathlib.Path(os.path.abspath(os.path.expanduser(
     os.environ.get('MMJAX_RAW_DATA_DIR') or REPO.parent / 'shared' / 'data')))
 if os.environ.get('MMJAX_RAW_DATA_DIR'):
   os.environ['MMJAX_RAW_DATA_DIR'] = str(RAW_DATA_DIR)
-# Runs started by tests write nothing to ~/.cache; see `compilation_cache` below.
-os.environ['MMJAX_COMPILATION_CACHE'] = 'off'
+# Runs started by tests write nothing to ~/.cache; see `compilation_cache` below. A script a test
+# started (tests/scripts) imports this module too, and keeps the session's cache it was given.
+os.environ.setdefault('MMJAX_COMPILATION_CACHE', 'off')
 
 
 def clear_shell_environment():

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from configs import contrastive
-from mmjax import evaluators, parallel
+from mmjax import compilation, evaluators, parallel
 from mmjax.training import steps
 from mmjax.data import input_pipeline
 from tests.conftest import override
@@ -28,6 +28,9 @@ def small_config(variant):
 
 
 def main(out):
+  # The session's persistent cache (tests/conftest.py), as mmjax.main uses it: the runs a test
+  # compares share programs (the init of one model, whatever the step does with it).
+  compilation.enable_cache('auto')
   results = {'devices': jax.device_count()}
   for loss in ('clip', 'siglip'):
     config = small_config('synthetic' if loss == 'clip' else 'synthetic_siglip')

@@ -18,7 +18,7 @@ import sys
 import jax
 import numpy as np
 
-from mmjax import evaluators, parallel
+from mmjax import compilation, evaluators, parallel
 from mmjax.training import steps
 from mmjax.data import input_pipeline
 from tests.conftest import override, small_config, tiny_config
@@ -77,6 +77,9 @@ def _residual_bytes(objective, state, batch) -> int:
 
 
 def main(out, variant=''):
+  # The session's persistent cache (tests/conftest.py), as mmjax.main uses it: the runs a test
+  # compares share programs (the init of one model, whatever the step does with it).
+  compilation.enable_cache('auto')
   config = _config(variant)
   mesh = parallel.make_mesh()
   batch = next(input_pipeline.train_iterator(config))
