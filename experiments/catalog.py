@@ -374,7 +374,7 @@ def chosen_remedies() -> dict[str, str]:
   validation accuracy; a remedy whose runs have not all finished does not."""
   best = {}
   for name, remedy in REMEDIES.items():
-    rows = _committed_rows(pathlib.Path(REMEDY_RESULTS) / name / 'results.csv')
+    rows = _committed_rows(REMEDY_RESULTS / name / 'results.csv')
     for method in remedy.methods:
       without, with_ = ([r for r in rows if r['method'] == method and r.get(remedy.facet) == label]
                         for label in remedy.labels)

@@ -28,8 +28,7 @@ def small_config(variant):
 
 
 def main(out):
-  # The session's persistent cache (tests/conftest.py), as mmjax.main uses it: the runs a test
-  # compares share programs (the init of one model, whatever the step does with it).
+  # The session's persistent cache (tests/conftest.py), as mmjax.main uses it.
   compilation.enable_cache('auto')
   results = {'devices': jax.device_count()}
   for loss in ('clip', 'siglip'):
