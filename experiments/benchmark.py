@@ -41,7 +41,6 @@ figures; no test asserts a wall-clock time.
 import json
 import os
 import pathlib
-import platform
 import resource
 import statistics
 import subprocess
@@ -57,6 +56,7 @@ import numpy as np
 
 from mmjax import compilation
 from mmjax import parallel
+from mmjax import workdir as workdirs
 from mmjax.training import features
 from mmjax.training import steps
 from mmjax.data import input_pipeline
@@ -456,15 +456,7 @@ def write_doc(doc: pathlib.Path, results: list[dict], meta: dict) -> None:
 
 
 def _machine() -> str:
-  cpu = platform.processor() or platform.machine()
-  try:
-    for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
-      if line.startswith('model name'):
-        cpu = line.split(':', 1)[1].strip()
-        break
-  except OSError:
-    pass
-  return f'{cpu}, {os.cpu_count()} cores'
+  return f'{workdirs.cpu_name()}, {os.cpu_count()} cores'
 
 
 def run_table(argv_rest: list[str]) -> None:

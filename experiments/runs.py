@@ -21,6 +21,7 @@ from typing import Any, Mapping
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = 'config.json'
 DATASETS = 'datasets.json'  # mmjax.workdir.datasets_path
+ENVIRONMENT = 'environment.jsonl'  # mmjax.workdir.ENVIRONMENT_FILE
 _MAX_NAME = 180
 
 
@@ -298,6 +299,13 @@ def read_datasets(workdir) -> dict | None:
   """The run's datasets.json ({dataset: version}), None where it predates them."""
   path = pathlib.Path(workdir) / DATASETS
   return json.loads(path.read_text(encoding='utf-8')) if path.exists() else None
+
+
+def read_environment(workdir) -> list[dict] | None:
+  """The run's environment.jsonl (mmjax.workdir.record_environment): the libraries, devices and
+  CPU it trained on, a line per place it ran; None where it predates the file."""
+  path = pathlib.Path(workdir) / ENVIRONMENT
+  return read_jsonl(path) if path.exists() else None
 
 
 def record_conflict(run: Run, record: dict, where: str) -> str:

@@ -9,8 +9,10 @@ would turn it into a local folder `<cwd>/gs:/b/run`).
 
 import contextlib
 import fcntl
+import importlib.metadata
 import json
 import os
+import platform
 import socket
 import time
 import uuid
@@ -209,6 +211,52 @@ def record_changes(workdir, changes, step: int) -> None:
   earlier = path.read_text(encoding='utf-8') if path.exists() else ''
   line = json.dumps({'step': step, 'changes': {f: [old, new] for f, old, new in changes}})
   _write_json(path, earlier + line + '\n')
+
+
+ENVIRONMENT_FILE = 'environment.jsonl'
+
+
+def cpu_name() -> str:
+  """The host CPU's model name ('AMD EPYC 9B14'), or what `platform` knows where /proc/cpuinfo
+  does not say."""
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def environment() -> dict:
+  """What besides the config and the data decides a run's figures to the last bit: the library
+  versions, the devices and the host CPU (XLA:CPU compiles for the host's vector instructions,
+  so another CPU rounds differently and training drifts from the recorded run)."""
+  versions = {}
+  for package in ('jax', 'jaxlib', 'flax', 'optax'):
+    try:
+      versions[package] = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+      versions[package] = None
+  return {**versions, 'backend': jax.default_backend(),
+          'device_kind': jax.devices()[0].device_kind, 'devices': jax.device_count(),
+          'processes': jax.process_count(), 'cpu': cpu_name()}
+
+
+def record_environment(workdir, step: int) -> None:
+  """Appends `environment()` with the step the run starts or resumes from to
+  `<workdir>/environment.jsonl` when it differs from the last line: one line for a run trained in
+  one place, one more for each resume on another machine or library version."""
+  if jax.process_index() != 0:
+    return
+  path = resolve(workdir) / ENVIRONMENT_FILE
+  earlier = path.read_text(encoding='utf-8') if path.exists() else ''
+  now = environment()
+  lines = [json.loads(line) for line in earlier.splitlines() if line.strip()]
+  if lines and {k: v for k, v in lines[-1].items() if k != 'step'} == now:
+    return
+  _write_json(path, earlier + json.dumps({'step': step, **now}) + '\n')
 
 
 def version_change(workdir, dataset_versions: dict[str, str]) -> str:

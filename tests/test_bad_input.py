@@ -272,6 +272,24 @@ def test_a_resume_that_changes_a_setting_is_refused_naming_it(existing, tmp_path
       'step': 6, 'changes': {'log_every_steps': [4, 2]}}
 
 
+def test_the_environment_is_recorded_once_per_place_the_run_trained_in(existing, tmp_path,
+                                                                        monkeypatch):
+  """environment.jsonl: the libraries, devices and CPU the run trained on, from step 0; a rerun
+  in the same place adds nothing, a resume on another CPU a line with the step it resumed from."""
+  from mmjax import workdir as workdirs  # pylint: disable=import-outside-toplevel
+  here = workdirs.environment()
+  assert here['jax'] == jax.__version__ and here['devices'] == jax.device_count() and here['cpu']
+  lines = lambda w: [json.loads(l) for l in (w / 'environment.jsonl').read_text().splitlines()]
+  assert lines(existing) == [{'step': 0, **here}]
+  workdir = tmp_path / 'copy'
+  shutil.copytree(existing, workdir)
+  train.train_and_evaluate(tiny_config(num_train_steps=4), str(workdir))  # evaluates only
+  assert lines(workdir) == [{'step': 0, **here}]
+  monkeypatch.setattr(workdirs, 'cpu_name', lambda: 'Another CPU')
+  train.train_and_evaluate(tiny_config(num_train_steps=6), str(workdir))
+  assert lines(workdir) == [{'step': 0, **here}, {'step': 4, **here, 'cpu': 'Another CPU'}]
+
+
 def test_a_field_added_since_the_run_was_written_is_no_change(existing, tmp_path):
   """A config.json from before a field existed resumes when the field has the value that gives
   the old behaviour (workdir.ADDED_FIELDS), and not with another value."""

@@ -958,11 +958,17 @@ def test_a_run_recorded_in_the_results_is_finished_without_its_workdir(tmp_path,
   root = tmp_path / 'handmade'
   experiment = _handmade(root, {('late_fusion', 0): 0.8, ('late_fusion', 1): 0.7,
                                 ('early_fusion', 0): None})
+  # Where each run trained goes with it (a run from before environment.jsonl has None).
+  environment = {'step': 0, 'jax': '0.10.2', 'cpu': 'AMD EPYC 9B14', 'devices': 1}
+  (aggregate.workdir(root, experiment.runs[1]) / 'environment.jsonl').write_text(
+      json.dumps(environment) + '\n')
   runner.write_results(experiment, root, out=io.StringIO())
   records = aggregate.read_records(experiment, root)
   assert sorted(records) == ['late_fusion__seed0', 'late_fusion__seed1']
   assert records['late_fusion__seed1']['row']['test/accuracy'] == 0.7
   assert records['late_fusion__seed1']['config']['seed'] == 1
+  assert records['late_fusion__seed1']['environment'] == [environment]
+  assert records['late_fusion__seed0']['environment'] is None
   before = aggregate.read_csv(root / aggregate.CSV)
   shutil.rmtree(root / aggregate.RUNS_DIR)
 

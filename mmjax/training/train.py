@@ -133,6 +133,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       run.best = selection.BestState(workdir, *selected) if selected else None
       start_step, pending = _restore(run)
       workdirs.record_changes(workdir, changes, start_step)
+      workdirs.record_environment(workdir, start_step)
       workdirs.write_config(workdir, config, dataset_versions)
       # Evaluators that run again at the step the run resumes from replace their earlier lines.
       done = start_step >= run.trainer.num_steps or _converged(run, start_step)
