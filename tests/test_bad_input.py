@@ -247,9 +247,11 @@ def test_bad_config_value(existing, overrides, message):
   _rejects(tiny_config(**overrides), existing, message)
 
 
-def test_a_resume_that_changes_a_setting_is_refused_naming_it(existing, tmp_path):
+def test_a_resume_that_changes_a_setting_is_refused_naming_it(existing, tmp_path, monkeypatch):
   """Rerunning a workdir with --config.batch_size=32 used to rewrite config.json and go on at
-  batch 32 without a word. Training length, evaluators and logging may change."""
+  batch 32 without a word. Training length, evaluators and logging may change. The workdir keeps
+  the run's history: config_changes.jsonl each change with the step it resumed from, and
+  environment.jsonl the libraries, devices and CPU, a line more for a resume on another CPU."""
   old = tiny_config(num_train_steps=4)
   _rejects(tiny_config(num_train_steps=8, batch_size=old.batch_size // 2, seed=3), existing,
            f'{existing} holds a run with other settings: batch_size={old.batch_size} there, '
@@ -265,29 +267,18 @@ def test_a_resume_that_changes_a_setting_is_refused_naming_it(existing, tmp_path
   assert [json.loads(l) for l in changes.read_text().splitlines()] == [
       {'step': 4, 'changes': {'num_train_steps': [4, 6], 'seed': [0, 3]}}]
   assert json.loads((workdir / 'config.json').read_text())['seed'] == 3
+  from mmjax import workdir as workdirs  # pylint: disable=import-outside-toplevel
+  here = workdirs.environment()
+  assert here['jax'] == jax.__version__ and here['devices'] == jax.device_count() and here['cpu']
+  environment = lambda: [json.loads(l) for l in (workdir / 'environment.jsonl').open()]
+  assert environment() == [{'step': 0, **here}]  # resumed in the same place: nothing added
   # A change resume allows without asking is recorded too: the record is the run's history.
+  monkeypatch.setattr(workdirs, 'cpu_name', lambda: 'Another CPU')
   train.train_and_evaluate(tiny_config(num_train_steps=6, seed=3, log_every_steps=2),
                            str(workdir))
   assert json.loads(changes.read_text().splitlines()[-1]) == {
       'step': 6, 'changes': {'log_every_steps': [4, 2]}}
-
-
-def test_the_environment_is_recorded_once_per_place_the_run_trained_in(existing, tmp_path,
-                                                                        monkeypatch):
-  """environment.jsonl: the libraries, devices and CPU the run trained on, from step 0; a rerun
-  in the same place adds nothing, a resume on another CPU a line with the step it resumed from."""
-  from mmjax import workdir as workdirs  # pylint: disable=import-outside-toplevel
-  here = workdirs.environment()
-  assert here['jax'] == jax.__version__ and here['devices'] == jax.device_count() and here['cpu']
-  lines = lambda w: [json.loads(l) for l in (w / 'environment.jsonl').read_text().splitlines()]
-  assert lines(existing) == [{'step': 0, **here}]
-  workdir = tmp_path / 'copy'
-  shutil.copytree(existing, workdir)
-  train.train_and_evaluate(tiny_config(num_train_steps=4), str(workdir))  # evaluates only
-  assert lines(workdir) == [{'step': 0, **here}]
-  monkeypatch.setattr(workdirs, 'cpu_name', lambda: 'Another CPU')
-  train.train_and_evaluate(tiny_config(num_train_steps=6), str(workdir))
-  assert lines(workdir) == [{'step': 0, **here}, {'step': 4, **here, 'cpu': 'Another CPU'}]
+  assert environment() == [{'step': 0, **here}, {'step': 6, **here, 'cpu': 'Another CPU'}]
 
 
 def test_a_field_added_since_the_run_was_written_is_no_change(existing, tmp_path):
