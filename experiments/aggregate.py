@@ -451,21 +451,35 @@ def paired_differences(results: Results, baseline: str | None, paired_on: tuple 
   else:
     is_base = lambda r: r['method'] == baseline
     compared = [r for r in rows if not is_base(r)]
-  base = {pair(r): r[HEADLINE] for r in rows if is_base(r)}
+  base = {pair(r): r for r in rows if is_base(r)}
+  trained_on = {record['run']: _trained_on(record) for record in results.records}
+  elsewhere = lambda a, b: None not in (trained_on.get(a.get('run')), trained_on.get(
+      b.get('run'))) and trained_on[a['run']] != trained_on[b['run']]
   out = {}
   for key, members in groups(compared, keys).items():
-    pairs = sorted((r['seed'], 100 * (r[HEADLINE] - base[pair(r)])) for r in members
-                   if pair(r) in base)
+    pairs = sorted((r['seed'], 100 * (r[HEADLINE] - base[pair(r)][HEADLINE]),
+                    elsewhere(r, base[pair(r)])) for r in members if pair(r) in base)
     if not pairs:
       continue
-    diffs = [d for _, d in pairs]
+    diffs = [d for _, d, _ in pairs]
     mean, std = mean_std(diffs)
     half = (stats.t.ppf(0.975, len(diffs) - 1) * std / math.sqrt(len(diffs))
             if len(diffs) > 1 else None)
-    out[key] = {'seeds': [s for s, _ in pairs], 'diffs': diffs, 'mean': mean,
+    out[key] = {'seeds': [s for s, _, _ in pairs], 'diffs': diffs, 'mean': mean,
                 'low': None if half is None else mean - half,
-                'high': None if half is None else mean + half}
+                'high': None if half is None else mean + half,
+                'elsewhere': sum(e for _, _, e in pairs)}
   return out
+
+
+def _trained_on(record: dict) -> frozenset | None:
+  """Where a run trained: its environment.jsonl lines without their steps (None where it
+  predates the file). Two runs trained on different CPUs or library versions round differently."""
+  lines = record.get('environment')
+  if not lines:
+    return None
+  return frozenset(json.dumps({k: v for k, v in line.items() if k != 'step'}, sort_keys=True)
+                   for line in lines)
 
 
 def paired_table(results: Results, baseline: str | None, paired_on: tuple = (),
@@ -488,6 +502,13 @@ def paired_table(results: Results, baseline: str | None, paired_on: tuple = (),
     interval = '—' if d['low'] is None else f'[{d["low"]:+.1f}, {d["high"]:+.1f}]'
     lines.append('| ' + ' | '.join([*map(str, key), ' '.join(f'{x:+.1f}' for x in d['diffs']),
                                     f'{d["mean"]:+.1f}', interval, str(len(d['diffs']))]) + ' |')
+  apart = [f'{" ".join(map(str, key))}: {d["elsewhere"]} of {len(d["diffs"])}'
+           for key, d in found.items() if d['elsewhere']]
+  if apart:
+    lines += ['', wrap('Pairs whose two runs trained on different CPUs or library versions '
+                       f'(records.jsonl `environment`): {"; ".join(apart)}. A run trained again '
+                       'elsewhere rounds differently and its figures drift, so these differences '
+                       'hold that drift too.')]
   return '\n'.join(lines)
 
 

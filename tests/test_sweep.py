@@ -611,6 +611,20 @@ def test_paired_differences_and_their_interval():
   table = aggregate.paired_table(results, 'scratch')
   assert '| student | 1 | +1.0 +2.0 +3.0 +4.0 +5.0 | +3.0 | [+1.0, +5.0] | 5 |' in table
   assert '| student | 2 | -2.0 | -2.0 | — | 1 |' in table
+  assert 'different CPUs' not in table  # where each run trained is not recorded
+  # Runs that record where they trained: a pair trained in two places is counted and named.
+  for row in rows:
+    row['run'] = f"{row['method']}{row.get('T', '')}__seed{row['seed']}"
+  here = [{'step': 0, 'jax': '0.10.2', 'cpu': 'AMD EPYC 9B14'}]
+  records = [{'run': row['run'], 'environment': here} for row in rows]
+  records[1]['environment'] = [{**here[0], 'cpu': 'Intel Xeon'}]  # scratch seed 1, elsewhere
+  records[5]['environment'] = None                                 # student T=1 seed 0: unknown
+  found = aggregate.paired_differences(aggregate.Results(rows, [], ['T'], records=records),
+                                       'scratch')
+  assert (found[('student', '1')]['elsewhere'], found[('student', '2')]['elsewhere']) == (1, 0)
+  table = aggregate.paired_table(aggregate.Results(rows, [], ['T'], records=records), 'scratch')
+  assert ('Pairs whose two runs trained on different CPUs or library versions (records.jsonl '
+          '`environment`): student 1: 1 of 5.') in ' '.join(table.split())
   # Paired on a facet too: each fraction's arm against that fraction's baseline only.
   rows = [{'method': m, 'labels': f, 'seed': 0, aggregate.HEADLINE: acc}
           for m, f, acc in (('scratch', '1%', 0.3), ('scratch', '10%', 0.6),
