@@ -4,11 +4,11 @@
 
 Workdirs are not kept with the results, so `records.jsonl` is: one line per finished run with its
 config.json, datasets.json, environment.jsonl (the libraries, devices and CPU it trained on: a
-retrain elsewhere drifts in the last bits), final step, row, training curves and timed attempts. A run with no
-workdir (a fresh clone, another machine) counts as finished by its record, as long as the record
-is of the run as it resolves now (runs.record_conflict): the sweep skips it and the results keep
-it. A record of another config is ignored, and the run trains again. A workdir, once begun, is
-what counts: an interrupted one resumes, and what it finishes replaces the record.
+retrain elsewhere drifts in the last bits), final step, row, training curves and timed attempts.
+A run with no workdir (a fresh clone, another machine) counts as finished by its record, as long
+as the record is of the run as it resolves now (runs.record_conflict): the sweep skips it and the
+results keep it. A record of another config is ignored, and the run trains again. A workdir, once
+begun, is what counts: an interrupted one resumes, and what it finishes replaces the record.
 
 Metric columns are `<evaluator>/<metric>` (the evaluator's lines at the last step), or
 `<evaluator>[<condition>]/<metric>` for evaluators with conditions (robustness), plus
@@ -200,7 +200,8 @@ def _record(run: runs_lib.Run, wd, state: runs_lib.Progress, attempts: list[dict
   metrics = run_metrics(lines, state.step if state.state == 'finished' else state.total)
   return {'run': run.name, 'state': state.state, 'step': state.step, 'total': state.total,
           'config': runs_lib.read_config(wd), 'datasets': runs_lib.read_datasets(wd),
-          'environment': runs_lib.read_environment(wd), 'row': metrics, 'curves': run_curves(lines), 'attempts': attempts}
+          'environment': runs_lib.read_environment(wd), 'row': metrics,
+          'curves': run_curves(lines), 'attempts': attempts}
 
 
 def write_records(results: Results, path) -> None:

@@ -8,8 +8,8 @@ encoder, modality dropout and training noise, and runs the robustness evaluator 
 `accumulate=K` trains the plain config with SGD and without dropout, its batch as K
 micro-batches (grad_accum_steps; K=1 is the same config without accumulation).
 `remat=CONFIG,0|1` trains configs/CONFIG.py:synthetic on image and audio without or with `remat`
-on every encoder and on the fusion. `fsdp=0|1` trains the plain config with SGD, its state replicated or split
-over the devices (config.fsdp).
+on every encoder and on the fusion. `fsdp=0|1` trains the plain config with SGD, its state
+replicated or split over the devices (config.fsdp).
 """
 
 import importlib
@@ -32,7 +32,7 @@ def _config(variant):
     # Image and audio: text's LSTM has no blocks, and a third modality adds more of the same
     # cross-modal blocks (and their compile time), no other kind.
     config = default.keep_modalities(config, ('image', 'audio'))
-    blocks = [e for e in config.model.encoders.values() if e.name != 'lstm']  # no blocks in an LSTM
+    blocks = list(config.model.encoders.values())
     if config.model.fusion.name in ('mult', 'bottleneck_fusion', 'early_fusion'):
       blocks.append(config.model.fusion)
     for part in blocks:
